@@ -1,0 +1,42 @@
+//! Configuration of one scope's state machine.
+
+use std::time::Duration;
+
+/// The settings pg-core itself acts on. Transport and delivery settings of
+/// seed 001 (`broadcast_timeout`, circuit breakers, queues) belong to the
+/// runtime and network layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScopeConfig {
+    /// Cadence of anti-entropy: one random peer gets a digest per tick.
+    /// [`Duration::ZERO`] disables it. Default 30 s.
+    pub anti_entropy_interval: Duration,
+    /// How long a sync request stays outstanding before another may be sent
+    /// to the same peer. Default 5 s.
+    pub protocol_timeout: Duration,
+    /// Most distinct groups in the scope (0 = unlimited). Default 0.
+    pub max_groups: usize,
+    /// Most members of one group, counting multi-joins (0 = unlimited).
+    /// Default 0.
+    pub max_members_per_group: usize,
+    /// How many of the peers already connected at start-up are asked for
+    /// their state at once (the rest follow through anti-entropy), so a
+    /// cluster-wide restart does not become an N² storm. Default 3.
+    pub discovery_fanout: usize,
+    /// Seed of the scope's random choices (discovery subset, anti-entropy
+    /// peer). The runtime draws it from the OS; tests fix it.
+    pub rng_seed: u64,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        Self {
+            anti_entropy_interval: Duration::from_secs(30),
+            protocol_timeout: Duration::from_secs(5),
+            max_groups: 0,
+            max_members_per_group: 0,
+            discovery_fanout: 3,
+            rng_seed: 0,
+        }
+    }
+}

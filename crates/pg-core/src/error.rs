@@ -1,0 +1,128 @@
+//! Error types. Each variant says whether state changed (it never does:
+//! every failing call leaves the scope exactly as it was).
+
+use thiserror::Error;
+
+use crate::group::GroupName;
+use crate::id::{NodeId, Pid};
+
+/// A node name, node id or pid that does not parse or validate.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IdError {
+    /// The node name is empty.
+    #[error("node name is empty")]
+    EmptyNodeName,
+    /// The node name is longer than [`MAX_NODE_NAME_LEN`](crate::MAX_NODE_NAME_LEN).
+    #[error("node name is {len} bytes long, the limit is {}", crate::MAX_NODE_NAME_LEN)]
+    NodeNameTooLong {
+        /// Length of the rejected name in bytes.
+        len: usize,
+    },
+    /// The node name holds whitespace, a control character, `<` or `>`.
+    #[error("node name contains the forbidden character {c:?}")]
+    BadNodeNameChar {
+        /// The first forbidden character found.
+        c: char,
+    },
+    /// A process serial above [`MAX_PID_SERIAL`](crate::MAX_PID_SERIAL).
+    #[error("process serial {serial} exceeds the 48-bit limit")]
+    SerialOutOfRange {
+        /// The rejected serial.
+        serial: u64,
+    },
+    /// Text that is not `<serial.incarnation@node>` (pid) or
+    /// `node#incarnation` (node id).
+    #[error("malformed id {text:?}")]
+    Malformed {
+        /// The text that failed to parse.
+        text: String,
+    },
+}
+
+/// Which configured limit a join would have exceeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_groups`: distinct groups in the scope.
+    MaxGroups {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// `max_members_per_group`: members of one group, counting multi-joins.
+    MaxMembersPerGroup {
+        /// The group that would have grown past the limit.
+        group: GroupName,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::MaxGroups { limit } => write!(f, "max_groups ({limit})"),
+            Limit::MaxMembersPerGroup { group, limit } => {
+                write!(f, "max_members_per_group ({limit}) in group {group:?}")
+            }
+        }
+    }
+}
+
+/// Why a local command (join, leave, exit) was refused. State is unchanged
+/// in every case: batches are checked as a whole before anything applies.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CommandError {
+    /// An empty group name.
+    #[error("group name is empty")]
+    EmptyGroupName,
+    /// A group name longer than [`MAX_GROUP_NAME_LEN`](crate::MAX_GROUP_NAME_LEN).
+    #[error("group name is {len} bytes long, the limit is {}", crate::MAX_GROUP_NAME_LEN)]
+    GroupNameTooLong {
+        /// Length of the rejected name in bytes.
+        len: usize,
+    },
+    /// A batch with no group (or no pid) in it.
+    #[error("empty batch: name at least one group and one process")]
+    EmptyBatch,
+    /// The pid belongs to another node, or to another run of this node.
+    #[error("{pid} is not a process of this node ({local})")]
+    NotLocal {
+        /// The rejected pid.
+        pid: Pid,
+        /// This node.
+        local: NodeId,
+    },
+    /// A leave where no named process was a member of any named group.
+    #[error("not a member of any of the named groups")]
+    NotMember,
+    /// The join would exceed a configured limit.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(Limit),
+    /// The join would push one process's join count in one group past
+    /// `u32::MAX`.
+    #[error("{pid} joined group {group:?} too many times")]
+    JoinCountOverflow {
+        /// The process.
+        pid: Pid,
+        /// The group.
+        group: GroupName,
+    },
+}
+
+/// Bytes that are not a valid frame of this protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    /// No bytes at all.
+    #[error("empty frame")]
+    Empty,
+    /// The frame was written by another protocol version.
+    #[error("protocol version {got} is not supported (this node speaks {supported})")]
+    UnsupportedVersion {
+        /// Version byte found in the frame.
+        got: u8,
+        /// The version this build speaks.
+        supported: u8,
+    },
+    /// The body does not decode, or violates a frame invariant.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}

@@ -1,0 +1,621 @@
+//! The membership table: who is in which group, for every node's part.
+//!
+//! Layout, chosen for O(1) joins and leaves, snapshot reads without copies,
+//! and a small footprint per membership:
+//! - nodes get a 16-bit slot (slot 0 is this node); a member is one packed
+//!   word, slot and 48-bit serial ([`MemberKey`]);
+//! - each group keeps its distinct members in one vector, this node's first
+//!   (`members[..local_len]`), behind an `Arc`, so a read is a reference
+//!   count bump, and a position-and-count map for O(1) removal and
+//!   multi-join counting;
+//! - each node part keeps process serial -> groups, so a process exit or a
+//!   node going down costs O(its memberships).
+//!
+//! A snapshot shares the group vector; the next change to that group copies
+//! it once (copy-on-write). Multi-joins of a present member only touch the
+//! count, never the vector.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::event::{EventKind, EventQueue};
+use crate::group::GroupName;
+use crate::id::{MAX_PID_SERIAL, NodeId, NodeName, Pid};
+
+/// Index of a node run in the table. Slot 0 is the local node.
+pub(crate) type Slot = u16;
+/// The local node's slot.
+pub(crate) const LOCAL_SLOT: Slot = 0;
+/// Index of a group in the table; reused only after the group is empty.
+pub(crate) type GroupId = u32;
+
+/// A member: node slot (high 16 bits) and process serial (low 48 bits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct MemberKey(u64);
+
+impl MemberKey {
+    fn new(slot: Slot, serial: u64) -> Self {
+        debug_assert!(serial <= MAX_PID_SERIAL);
+        Self((u64::from(slot) << 48) | serial)
+    }
+
+    fn slot(self) -> Slot {
+        // The shift leaves exactly the 16 slot bits.
+        (self.0 >> 48) as Slot
+    }
+
+    fn serial(self) -> u64 {
+        self.0 & MAX_PID_SERIAL
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    pos: u32,
+    count: u32,
+}
+
+#[derive(Debug)]
+struct Group {
+    name: GroupName,
+    /// Distinct members; local ones first.
+    members: Arc<Vec<MemberKey>>,
+    local_len: u32,
+    entries: FxHashMap<MemberKey, Entry>,
+    /// Sum of join counts (what `max_members_per_group` limits).
+    total: u64,
+}
+
+impl Group {
+    fn new(name: GroupName, empty: &Arc<Vec<MemberKey>>) -> Self {
+        Self {
+            name,
+            members: Arc::clone(empty),
+            local_len: 0,
+            entries: FxHashMap::default(),
+            total: 0,
+        }
+    }
+
+    /// Appends a new distinct member and returns its position.
+    fn place(&mut self, key: MemberKey) -> u32 {
+        let members = Arc::make_mut(&mut self.members);
+        let end = members.len() as u32;
+        members.push(key);
+        if key.slot() != LOCAL_SLOT {
+            return end;
+        }
+        let first_remote = self.local_len;
+        self.local_len += 1;
+        if first_remote != end {
+            // Keep locals first: the first remote member moves to the end.
+            members.swap(first_remote as usize, end as usize);
+            let moved = members[end as usize];
+            if let Some(e) = self.entries.get_mut(&moved) {
+                e.pos = end;
+            }
+        }
+        first_remote
+    }
+
+    /// Removes the member at `pos` (whose entry is already gone).
+    fn unplace(&mut self, pos: u32) {
+        let members = Arc::make_mut(&mut self.members);
+        let mut pos = pos as usize;
+        if pos < self.local_len as usize {
+            let last_local = self.local_len as usize - 1;
+            if pos != last_local {
+                members.swap(pos, last_local);
+                if let Some(e) = self.entries.get_mut(&members[pos]) {
+                    e.pos = pos as u32;
+                }
+            }
+            self.local_len -= 1;
+            pos = last_local;
+        }
+        let last = members.len() - 1;
+        if pos != last {
+            members.swap(pos, last);
+            if let Some(e) = self.entries.get_mut(&members[pos]) {
+                e.pos = pos as u32;
+            }
+        }
+        members.pop();
+        if members.capacity() > 64 && members.len() < members.capacity() / 4 {
+            members.shrink_to(members.len() * 2);
+        }
+    }
+}
+
+/// One node run's own memberships.
+#[derive(Debug)]
+struct Part {
+    node: NodeId,
+    /// Version of this part: the origin's `seq` it reflects.
+    seq: u64,
+    /// Process serial -> groups it is in (each once, whatever its count).
+    processes: FxHashMap<u64, Vec<GroupId>>,
+    /// Sum of all join counts in this part.
+    memberships: u64,
+}
+
+/// A read-only view of one group's members, shared with the table (taking it
+/// copies nothing). Iterating yields each distinct member once.
+#[derive(Clone)]
+pub struct Members {
+    keys: Arc<Vec<MemberKey>>,
+    nodes: Arc<Vec<Option<NodeId>>>,
+    len: usize,
+}
+
+impl Members {
+    /// Number of distinct members.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The members, each distinct pid once.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Pid> + '_ {
+        self.keys[..self.len].iter().map(|key| {
+            // Invariant: a snapshot pairs a member vector with the node table
+            // of the same instant, and a slot is cleared only after its last
+            // member left every group.
+            let node = self.nodes[usize::from(key.slot())]
+                .as_ref()
+                .expect("member of a node without a slot");
+            Pid::new_unchecked(node.clone(), key.serial())
+        })
+    }
+
+    /// The members as a vector.
+    pub fn to_vec(&self) -> Vec<Pid> {
+        self.iter().collect()
+    }
+
+    /// Whether `pid` is a member (a linear scan).
+    pub fn contains(&self, pid: &Pid) -> bool {
+        self.iter().any(|p| p == *pid)
+    }
+}
+
+impl std::fmt::Debug for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Error: all 65 535 remote node slots are in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotsExhausted;
+
+/// Groups and members of every node part known to this scope.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    nodes: Arc<Vec<Option<NodeId>>>,
+    slots: FxHashMap<NodeName, Slot>,
+    free_slots: Vec<Slot>,
+    parts: Vec<Option<Part>>,
+    groups: Vec<Option<Group>>,
+    group_ids: FxHashMap<GroupName, GroupId>,
+    free_groups: Vec<GroupId>,
+    empty: Arc<Vec<MemberKey>>,
+    /// Groups with at least one local member.
+    local_groups: usize,
+}
+
+impl Membership {
+    pub(crate) fn new(local: NodeId) -> Self {
+        let mut slots = FxHashMap::default();
+        slots.insert(local.name.clone(), LOCAL_SLOT);
+        Self {
+            nodes: Arc::new(vec![Some(local.clone())]),
+            slots,
+            free_slots: Vec::new(),
+            parts: vec![Some(Part {
+                node: local,
+                seq: 0,
+                processes: FxHashMap::default(),
+                memberships: 0,
+            })],
+            groups: Vec::new(),
+            group_ids: FxHashMap::default(),
+            free_groups: Vec::new(),
+            empty: Arc::new(Vec::new()),
+            local_groups: 0,
+        }
+    }
+
+    // ----- node parts -------------------------------------------------
+
+    /// The slot holding exactly this node run, if any.
+    pub(crate) fn slot_of(&self, node: &NodeId) -> Option<Slot> {
+        let slot = *self.slots.get(&node.name)?;
+        (self.part(slot).node.incarnation == node.incarnation).then_some(slot)
+    }
+
+    /// The slot holding any run of the node called `name`.
+    pub(crate) fn slot_of_name(&self, name: &NodeName) -> Option<Slot> {
+        self.slots.get(name).copied()
+    }
+
+    /// The node run in `slot`.
+    pub(crate) fn node(&self, slot: Slot) -> &NodeId {
+        &self.part(slot).node
+    }
+
+    fn part(&self, slot: Slot) -> &Part {
+        // Invariant: slots handed out by this table always hold a part until
+        // `remove_part` frees them, and callers only use live slots.
+        self.parts[usize::from(slot)]
+            .as_ref()
+            .expect("slot without a part")
+    }
+
+    fn part_mut(&mut self, slot: Slot) -> &mut Part {
+        // Invariant: as in `part`.
+        self.parts[usize::from(slot)]
+            .as_mut()
+            .expect("slot without a part")
+    }
+
+    pub(crate) fn seq(&self, slot: Slot) -> u64 {
+        self.part(slot).seq
+    }
+
+    pub(crate) fn set_seq(&mut self, slot: Slot, seq: u64) {
+        self.part_mut(slot).seq = seq;
+    }
+
+    /// Total join count held by the part in `slot`.
+    pub(crate) fn part_memberships(&self, slot: Slot) -> u64 {
+        self.part(slot).memberships
+    }
+
+    /// Adds an empty part for `node` (no run of that name may be present).
+    pub(crate) fn add_part(&mut self, node: NodeId) -> Result<Slot, SlotsExhausted> {
+        debug_assert!(!self.slots.contains_key(&node.name));
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                let next = self.parts.len();
+                if next > usize::from(Slot::MAX) {
+                    return Err(SlotsExhausted);
+                }
+                self.parts.push(None);
+                Arc::make_mut(&mut self.nodes).push(None);
+                next as Slot
+            }
+        };
+        self.slots.insert(node.name.clone(), slot);
+        Arc::make_mut(&mut self.nodes)[usize::from(slot)] = Some(node.clone());
+        self.parts[usize::from(slot)] = Some(Part {
+            node,
+            seq: 0,
+            processes: FxHashMap::default(),
+            memberships: 0,
+        });
+        Ok(slot)
+    }
+
+    /// Removes every member of the part in `slot` (with events) and frees
+    /// the slot. The local part is emptied but kept.
+    pub(crate) fn remove_part(&mut self, slot: Slot, events: &mut EventQueue) {
+        let serials: Vec<u64> = self.part(slot).processes.keys().copied().collect();
+        for serial in serials {
+            self.remove_process(slot, serial, events);
+        }
+        if slot == LOCAL_SLOT {
+            return;
+        }
+        if let Some(part) = self.parts[usize::from(slot)].take() {
+            self.slots.remove(&part.node.name);
+        }
+        Arc::make_mut(&mut self.nodes)[usize::from(slot)] = None;
+        self.free_slots.push(slot);
+    }
+
+    /// Slots of every remote part.
+    pub(crate) fn remote_slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.parts
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, p)| p.is_some())
+            .map(|(i, _)| i as Slot)
+    }
+
+    /// Every membership of the part in `slot` as (group id, serial) -> count.
+    pub(crate) fn part_counts(&self, slot: Slot) -> FxHashMap<(GroupId, u64), u32> {
+        let part = self.part(slot);
+        let mut out = FxHashMap::default();
+        out.reserve(part.processes.len());
+        for (&serial, gids) in &part.processes {
+            let key = MemberKey::new(slot, serial);
+            for &gid in gids {
+                out.insert((gid, serial), self.group(gid).entries[&key].count);
+            }
+        }
+        out
+    }
+
+    // ----- groups -----------------------------------------------------
+
+    fn group(&self, gid: GroupId) -> &Group {
+        // Invariant: ids come from `group_ids` or a part's process list, both
+        // of which only name live groups.
+        self.groups[gid as usize]
+            .as_ref()
+            .expect("dangling group id")
+    }
+
+    fn group_mut(&mut self, gid: GroupId) -> &mut Group {
+        // Invariant: as in `group`.
+        self.groups[gid as usize]
+            .as_mut()
+            .expect("dangling group id")
+    }
+
+    pub(crate) fn group_id(&self, name: &str) -> Option<GroupId> {
+        self.group_ids.get(name).copied()
+    }
+
+    /// Sum of join counts in the group (0 for an unknown group).
+    pub(crate) fn group_total(&self, name: &str) -> u64 {
+        self.group_id(name).map_or(0, |gid| self.group(gid).total)
+    }
+
+    /// Number of groups with at least one member.
+    pub(crate) fn group_count(&self) -> usize {
+        self.group_ids.len()
+    }
+
+    /// Number of groups with at least one local member.
+    pub(crate) fn local_group_count(&self) -> usize {
+        self.local_groups
+    }
+
+    /// How many times `serial` of `slot` joined `name` (0 if not a member).
+    pub(crate) fn count(&self, slot: Slot, serial: u64, name: &str) -> u32 {
+        self.group_id(name).map_or(0, |gid| self.count_in(slot, serial, gid))
+    }
+
+    /// Join count of `serial` of `slot` in group `gid`.
+    pub(crate) fn count_in(&self, slot: Slot, serial: u64, gid: GroupId) -> u32 {
+        self.group(gid)
+            .entries
+            .get(&MemberKey::new(slot, serial))
+            .map_or(0, |e| e.count)
+    }
+
+    fn pid(&self, slot: Slot, serial: u64) -> Pid {
+        Pid::new_unchecked(self.part(slot).node.clone(), serial)
+    }
+
+    /// Adds `n` join references of process `serial` of `slot` to `group`.
+    /// The caller has checked that the count does not overflow.
+    pub(crate) fn add(
+        &mut self,
+        slot: Slot,
+        serial: u64,
+        group: &GroupName,
+        n: u32,
+        events: &mut EventQueue,
+    ) {
+        if n == 0 {
+            return;
+        }
+        let gid = match self.group_ids.get(group.as_str()) {
+            Some(&gid) => gid,
+            None => self.create_group(group.clone()),
+        };
+        let key = MemberKey::new(slot, serial);
+        let g = self.group_mut(gid);
+        g.total += u64::from(n);
+        let new_member = match g.entries.get_mut(&key) {
+            Some(entry) => {
+                debug_assert!(entry.count.checked_add(n).is_some());
+                entry.count = entry.count.saturating_add(n);
+                false
+            }
+            None => {
+                let had_locals = g.local_len > 0;
+                let pos = g.place(key);
+                g.entries.insert(key, Entry { pos, count: n });
+                if slot == LOCAL_SLOT && !had_locals {
+                    self.local_groups += 1;
+                }
+                true
+            }
+        };
+        let part = self.part_mut(slot);
+        part.memberships += u64::from(n);
+        if new_member {
+            part.processes.entry(serial).or_default().push(gid);
+        }
+        let pid = self.pid(slot, serial);
+        events.push(EventKind::Joined, group, &pid, n);
+    }
+
+    /// Removes up to `n` join references of process `serial` of `slot` from
+    /// group `gid`; returns how many were removed.
+    pub(crate) fn sub(
+        &mut self,
+        slot: Slot,
+        serial: u64,
+        gid: GroupId,
+        n: u32,
+        events: &mut EventQueue,
+    ) -> u32 {
+        let key = MemberKey::new(slot, serial);
+        let g = self.group_mut(gid);
+        let Some(entry) = g.entries.get_mut(&key) else {
+            return 0;
+        };
+        let removed = n.min(entry.count);
+        if removed == 0 {
+            return 0;
+        }
+        entry.count -= removed;
+        g.total -= u64::from(removed);
+        let gone = entry.count == 0;
+        if gone {
+            let pos = entry.pos;
+            g.entries.remove(&key);
+            g.unplace(pos);
+            if slot == LOCAL_SLOT && g.local_len == 0 {
+                self.local_groups -= 1;
+            }
+        }
+        let name = self.group(gid).name.clone();
+        let part = self.part_mut(slot);
+        part.memberships -= u64::from(removed);
+        if gone {
+            if let Some(gids) = part.processes.get_mut(&serial) {
+                if let Some(i) = gids.iter().position(|&g| g == gid) {
+                    gids.swap_remove(i);
+                }
+                if gids.is_empty() {
+                    part.processes.remove(&serial);
+                }
+            }
+        }
+        let pid = self.pid(slot, serial);
+        events.push(EventKind::Left, &name, &pid, removed);
+        if self.group(gid).total == 0 {
+            self.delete_group(gid);
+        }
+        removed
+    }
+
+    /// Removes every membership of process `serial` of `slot`; returns the
+    /// number of join references removed.
+    pub(crate) fn remove_process(&mut self, slot: Slot, serial: u64, events: &mut EventQueue) -> u64 {
+        let Some(gids) = self.part(slot).processes.get(&serial).cloned() else {
+            return 0;
+        };
+        let mut removed = 0;
+        for gid in gids {
+            removed += u64::from(self.sub(slot, serial, gid, u32::MAX, events));
+        }
+        removed
+    }
+
+    fn create_group(&mut self, name: GroupName) -> GroupId {
+        let group = Group::new(name.clone(), &self.empty);
+        let gid = match self.free_groups.pop() {
+            Some(gid) => {
+                self.groups[gid as usize] = Some(group);
+                gid
+            }
+            None => {
+                self.groups.push(Some(group));
+                (self.groups.len() - 1) as GroupId
+            }
+        };
+        self.group_ids.insert(name, gid);
+        gid
+    }
+
+    fn delete_group(&mut self, gid: GroupId) {
+        if let Some(group) = self.groups[gid as usize].take() {
+            self.group_ids.remove(&group.name);
+            self.free_groups.push(gid);
+        }
+    }
+
+    // ----- reads ------------------------------------------------------
+
+    fn snapshot(&self, group: &Group, local_only: bool) -> Members {
+        Members {
+            keys: Arc::clone(&group.members),
+            nodes: Arc::clone(&self.nodes),
+            len: if local_only {
+                group.local_len as usize
+            } else {
+                group.members.len()
+            },
+        }
+    }
+
+    fn empty_members(&self) -> Members {
+        Members {
+            keys: Arc::clone(&self.empty),
+            nodes: Arc::clone(&self.nodes),
+            len: 0,
+        }
+    }
+
+    /// Members of `name` on every node (empty for an unknown group).
+    pub(crate) fn members(&self, name: &str) -> Members {
+        match self.group_id(name) {
+            Some(gid) => self.snapshot(self.group(gid), false),
+            None => self.empty_members(),
+        }
+    }
+
+    /// Members of `name` on this node.
+    pub(crate) fn local_members(&self, name: &str) -> Members {
+        match self.group_id(name) {
+            Some(gid) => self.snapshot(self.group(gid), true),
+            None => self.empty_members(),
+        }
+    }
+
+    /// Every group with a member, with its members.
+    pub(crate) fn all_groups(&self) -> impl Iterator<Item = (&GroupName, Members)> {
+        self.groups
+            .iter()
+            .flatten()
+            .map(move |g| (&g.name, self.snapshot(g, false)))
+    }
+
+    /// Every group with a local member, with its local members.
+    pub(crate) fn local_groups(&self) -> impl Iterator<Item = (&GroupName, Members)> {
+        self.groups
+            .iter()
+            .flatten()
+            .filter(|g| g.local_len > 0)
+            .map(move |g| (&g.name, self.snapshot(g, true)))
+    }
+
+    /// Join count of `serial` of `slot` in every group it is in.
+    pub(crate) fn process_counts(&self, slot: Slot, serial: u64) -> Vec<(GroupName, u32)> {
+        let key = MemberKey::new(slot, serial);
+        self.part(slot)
+            .processes
+            .get(&serial)
+            .map(|gids| {
+                gids.iter()
+                    .map(|&gid| {
+                        let g = self.group(gid);
+                        (g.name.clone(), g.entries[&key].count)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Membership {
+    /// This node's part grouped for a [`Frame::Sync`](crate::Frame::Sync).
+    pub(crate) fn local_sync_groups(&self) -> Vec<crate::frame::SyncGroup> {
+        self.groups
+            .iter()
+            .flatten()
+            .filter(|g| g.local_len > 0)
+            .map(|g| crate::frame::SyncGroup {
+                group: g.name.clone(),
+                members: g.members[..g.local_len as usize]
+                    .iter()
+                    .map(|key| (key.serial(), g.entries[key].count))
+                    .collect(),
+            })
+            .collect()
+    }
+}

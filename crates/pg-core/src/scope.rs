@@ -1,0 +1,813 @@
+//! The per-scope state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+
+use crate::config::ScopeConfig;
+use crate::error::{CommandError, Limit};
+use crate::event::{Event, EventQueue};
+use crate::frame::{Frame, Op, PartVersion, SyncGroup};
+use crate::group::GroupName;
+use crate::id::{NodeId, NodeName, Pid};
+use crate::membership::{LOCAL_SLOT, Members, Membership};
+use crate::timer::{Timer, TimerTable};
+
+/// A frame to send to one peer. Frames for several peers share one
+/// allocation, so the runtime can encode each frame once.
+#[must_use = "a transmit that is not sent leaves the peer out of date"]
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// The peer (node run) to send to.
+    pub to: NodeId,
+    /// What to send.
+    pub frame: Arc<Frame>,
+}
+
+/// Counters of what the scope has seen and done, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScopeStats {
+    /// Frames handed to [`Scope::handle_frame`].
+    pub frames_received: u64,
+    /// Frames ignored because their sender is not an up peer.
+    pub frames_ignored: u64,
+    /// Frames queued for peers.
+    pub frames_sent: u64,
+    /// Deltas applied in order.
+    pub deltas_applied: u64,
+    /// Deltas already covered by what was held (duplicates, late arrivals).
+    pub deltas_stale: u64,
+    /// Deltas that did not follow what was held (gap or unknown part).
+    pub deltas_out_of_order: u64,
+    /// Deltas whose ops did not match what was held (a sync repairs it).
+    pub deltas_inconsistent: u64,
+    /// Syncs applied.
+    pub syncs_applied: u64,
+    /// Syncs no newer than what was held.
+    pub syncs_stale: u64,
+    /// Sync requests sent.
+    pub sync_requests_sent: u64,
+    /// Digests sent.
+    pub digests_sent: u64,
+    /// Digests received.
+    pub digests_received: u64,
+    /// Parts of peers not stored because every node slot is in use.
+    pub parts_refused: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    node: NodeId,
+    /// When the last sync request went out, while unanswered.
+    sync_requested_at: Option<Instant>,
+}
+
+/// One scope of process groups on one node: its membership view and the
+/// protocol that keeps it in step with the same scope on other nodes.
+///
+/// `Scope` does no IO and reads no clock. Drive it like this:
+///
+/// 1. Feed inputs: local commands ([`join`](Self::join),
+///    [`leave`](Self::leave), [`exit`](Self::exit), ...), peers coming and
+///    going ([`handle_node_up`](Self::handle_node_up),
+///    [`handle_node_down`](Self::handle_node_down)), frames from peers
+///    ([`handle_frame`](Self::handle_frame)) and expired timers
+///    ([`handle_timeout`](Self::handle_timeout)).
+/// 2. After any batch of inputs, drain [`poll_event`](Self::poll_event)
+///    (for local subscribers) and [`poll_transmit`](Self::poll_transmit)
+///    (for the network) until they return `None`. Local changes made since
+///    the last drain go out as one delta frame.
+/// 3. Sleep until [`poll_timeout`](Self::poll_timeout), or the next input.
+///
+/// Reads ([`members`](Self::members), ...) are answered from the current
+/// state; [`Members`] shares storage with the scope, so reading a large
+/// group copies nothing.
+pub struct Scope {
+    config: ScopeConfig,
+    table: Membership,
+    peers: BTreeMap<NodeName, Peer>,
+    pending_ops: Vec<Op>,
+    pending_base: u64,
+    transmits: VecDeque<Transmit>,
+    events: EventQueue,
+    timers: TimerTable,
+    rng: Xoshiro256PlusPlus,
+    discovering: bool,
+    stats: ScopeStats,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("node", self.local_node())
+            .field("seq", &self.table.seq(LOCAL_SLOT))
+            .field("groups", &self.table.group_count())
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scope {
+    /// A scope for node run `local`, created at `now`. Register the peers
+    /// that are already connected with [`handle_node_up`](Self::handle_node_up)
+    /// before the first [`handle_timeout`](Self::handle_timeout): start-up
+    /// discovery then asks a random subset of them (at most
+    /// `discovery_fanout`) for their state.
+    pub fn new(local: NodeId, config: ScopeConfig, now: Instant) -> Self {
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Discovery, now);
+        if !config.anti_entropy_interval.is_zero() {
+            timers.set(Timer::AntiEntropy, now + config.anti_entropy_interval);
+        }
+        Self {
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
+            config,
+            table: Membership::new(local),
+            peers: BTreeMap::new(),
+            pending_ops: Vec::new(),
+            pending_base: 0,
+            transmits: VecDeque::new(),
+            events: EventQueue::default(),
+            timers,
+            discovering: true,
+            stats: ScopeStats::default(),
+        }
+    }
+
+    /// This node run.
+    pub fn local_node(&self) -> &NodeId {
+        self.table.node(LOCAL_SLOT)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ScopeConfig {
+        &self.config
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &ScopeStats {
+        &self.stats
+    }
+
+    // ----- local commands ---------------------------------------------
+
+    /// Process `pid` (of this node) joins each of `groups` once; a group
+    /// named twice is joined twice. All or nothing: on error nothing changed.
+    pub fn join(&mut self, pid: &Pid, groups: &[GroupName]) -> Result<(), CommandError> {
+        self.check_local(pid)?;
+        let serial = pid.serial();
+        self.check_joins(groups.iter().map(|g| (serial, g)), pid)?;
+        for group in groups {
+            self.local_join(serial, group);
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Each of `pids` (of this node) joins `group` once. All or nothing.
+    pub fn join_pids(&mut self, group: &GroupName, pids: &[Pid]) -> Result<(), CommandError> {
+        for pid in pids {
+            self.check_local(pid)?;
+        }
+        let first = pids.first().ok_or(CommandError::EmptyBatch)?;
+        self.check_joins(pids.iter().map(|p| (p.serial(), group)), first)?;
+        for pid in pids {
+            self.local_join(pid.serial(), group);
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Process `pid` leaves each of `groups` once. Best effort across the
+    /// batch: fails with [`CommandError::NotMember`] (and changes nothing)
+    /// only if the process was in none of them.
+    pub fn leave(&mut self, pid: &Pid, groups: &[GroupName]) -> Result<(), CommandError> {
+        self.check_local(pid)?;
+        if groups.is_empty() {
+            return Err(CommandError::EmptyBatch);
+        }
+        let serial = pid.serial();
+        let mut removed = 0;
+        for group in groups {
+            removed += self.local_leave(serial, group);
+        }
+        self.finish_leave(removed)
+    }
+
+    /// Each of `pids` leaves `group` once. Fails with
+    /// [`CommandError::NotMember`] (and changes nothing) only if none of
+    /// them was in it.
+    pub fn leave_pids(&mut self, group: &GroupName, pids: &[Pid]) -> Result<(), CommandError> {
+        for pid in pids {
+            self.check_local(pid)?;
+        }
+        if pids.is_empty() {
+            return Err(CommandError::EmptyBatch);
+        }
+        let mut removed = 0;
+        for pid in pids {
+            removed += self.local_leave(pid.serial(), group);
+        }
+        self.finish_leave(removed)
+    }
+
+    /// Process `pid` exited: it leaves every group it is in, and subscribers
+    /// see it leave once per join. Returns the number of join references
+    /// removed (0 for a process that was in no group).
+    pub fn exit(&mut self, pid: &Pid) -> Result<u64, CommandError> {
+        self.check_local(pid)?;
+        let removed = self
+            .table
+            .remove_process(LOCAL_SLOT, pid.serial(), &mut self.events);
+        if removed > 0 {
+            self.record(Op::Exit {
+                serial: pid.serial(),
+            });
+            self.bump();
+        }
+        Ok(removed)
+    }
+
+    fn check_local(&self, pid: &Pid) -> Result<(), CommandError> {
+        if pid.node() != self.local_node() {
+            return Err(CommandError::NotLocal {
+                pid: pid.clone(),
+                local: self.local_node().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a batch of joins against the limits and join-count overflow.
+    fn check_joins<'a>(
+        &self,
+        joins: impl ExactSizeIterator<Item = (u64, &'a GroupName)> + Clone,
+        pid: &Pid,
+    ) -> Result<(), CommandError> {
+        match joins.len() {
+            0 => Err(CommandError::EmptyBatch),
+            1 => {
+                let mut joins = joins;
+                let Some((serial, group)) = joins.next() else {
+                    return Err(CommandError::EmptyBatch);
+                };
+                let new = usize::from(self.table.group_id(group.as_str()).is_none());
+                self.check_group_limit(new)?;
+                self.check_member_limit(group, 1)?;
+                self.check_count(serial, group, 1, pid)
+            }
+            _ => {
+                let mut per_group: FxHashMap<&GroupName, u64> = FxHashMap::default();
+                let mut per_member: FxHashMap<(u64, &GroupName), u64> = FxHashMap::default();
+                for (serial, group) in joins {
+                    *per_group.entry(group).or_default() += 1;
+                    *per_member.entry((serial, group)).or_default() += 1;
+                }
+                let new = per_group
+                    .keys()
+                    .filter(|g| self.table.group_id(g.as_str()).is_none())
+                    .count();
+                self.check_group_limit(new)?;
+                for (group, added) in per_group {
+                    self.check_member_limit(group, added)?;
+                }
+                for ((serial, group), added) in per_member {
+                    self.check_count(serial, group, added, pid)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn check_group_limit(&self, new_groups: usize) -> Result<(), CommandError> {
+        let limit = self.config.max_groups;
+        if limit > 0 && new_groups > 0 && self.table.group_count() + new_groups > limit {
+            return Err(CommandError::LimitExceeded(Limit::MaxGroups { limit }));
+        }
+        Ok(())
+    }
+
+    fn check_member_limit(&self, group: &GroupName, added: u64) -> Result<(), CommandError> {
+        let limit = self.config.max_members_per_group;
+        if limit > 0 && self.table.group_total(group.as_str()) + added > limit as u64 {
+            return Err(CommandError::LimitExceeded(Limit::MaxMembersPerGroup {
+                group: group.clone(),
+                limit,
+            }));
+        }
+        Ok(())
+    }
+
+    fn check_count(
+        &self,
+        serial: u64,
+        group: &GroupName,
+        added: u64,
+        pid: &Pid,
+    ) -> Result<(), CommandError> {
+        let count = u64::from(self.table.count(LOCAL_SLOT, serial, group.as_str()));
+        if count + added > u64::from(u32::MAX) {
+            return Err(CommandError::JoinCountOverflow {
+                pid: pid.clone(),
+                group: group.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn local_join(&mut self, serial: u64, group: &GroupName) {
+        self.table
+            .add(LOCAL_SLOT, serial, group, 1, &mut self.events);
+        self.record(Op::Join {
+            group: group.clone(),
+            serial,
+            count: 1,
+        });
+    }
+
+    fn local_leave(&mut self, serial: u64, group: &GroupName) -> u32 {
+        let Some(gid) = self.table.group_id(group.as_str()) else {
+            return 0;
+        };
+        let removed = self.table.sub(LOCAL_SLOT, serial, gid, 1, &mut self.events);
+        if removed > 0 {
+            self.record(Op::Leave {
+                group: group.clone(),
+                serial,
+                count: removed,
+            });
+        }
+        removed
+    }
+
+    fn finish_leave(&mut self, removed: u32) -> Result<(), CommandError> {
+        if removed == 0 {
+            return Err(CommandError::NotMember);
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Queues an op for the next delta; with no peer there is no one to
+    /// tell (a peer that comes up later receives a full sync).
+    fn record(&mut self, op: Op) {
+        if self.peers.is_empty() {
+            return;
+        }
+        if self.pending_ops.is_empty() {
+            self.pending_base = self.table.seq(LOCAL_SLOT);
+        }
+        self.pending_ops.push(op);
+    }
+
+    /// Advances the local version after a command that changed something.
+    fn bump(&mut self) {
+        let seq = self.table.seq(LOCAL_SLOT) + 1;
+        self.table.set_seq(LOCAL_SLOT, seq);
+    }
+
+    // ----- peers ------------------------------------------------------
+
+    /// A connection to `peer` is up. A newer run of a known node replaces
+    /// the older one (whose members are dropped, with events). The peer is
+    /// sent this node's part, unless start-up discovery is still to run.
+    pub fn handle_node_up(&mut self, peer: NodeId, now: Instant) {
+        let _ = now;
+        if peer.name == self.local_node().name {
+            self.stats.frames_ignored += 1;
+            return;
+        }
+        if let Some(existing) = self.peers.get(&peer.name) {
+            if existing.node.incarnation >= peer.incarnation {
+                return;
+            }
+        }
+        self.flush_delta();
+        self.drop_peer(&peer.name);
+        self.peers.insert(
+            peer.name.clone(),
+            Peer {
+                node: peer.clone(),
+                sync_requested_at: None,
+            },
+        );
+        if !self.discovering {
+            self.send_own_sync(&peer);
+        }
+    }
+
+    /// The connection to `peer` is gone (crash, partition, shutdown): every
+    /// member of that node run is dropped, with events. A down for an older
+    /// run than the one known is ignored.
+    pub fn handle_node_down(&mut self, peer: &NodeId, now: Instant) {
+        let _ = now;
+        let known = self.peers.get(&peer.name).map(|p| &p.node);
+        if known != Some(peer) {
+            return;
+        }
+        self.flush_delta();
+        self.drop_peer(&peer.name);
+    }
+
+    /// Forgets the peer called `name` and drops whatever part of it is held.
+    fn drop_peer(&mut self, name: &NodeName) {
+        self.peers.remove(name);
+        if let Some(slot) = self.table.slot_of_name(name) {
+            if slot != LOCAL_SLOT {
+                self.table.remove_part(slot, &mut self.events);
+            }
+        }
+    }
+
+    /// The peers currently up.
+    pub fn peers(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.values().map(|p| &p.node)
+    }
+
+    // ----- frames -----------------------------------------------------
+
+    /// A frame from peer `from` (as authenticated by the transport). Frames
+    /// from a node run that is not an up peer are ignored and counted.
+    pub fn handle_frame(&mut self, from: &NodeId, frame: Frame, now: Instant) {
+        self.stats.frames_received += 1;
+        if self.peers.get(&from.name).map(|p| &p.node) != Some(from) {
+            self.stats.frames_ignored += 1;
+            return;
+        }
+        match frame {
+            Frame::Delta { base, seq, ops } => self.on_delta(from, base, seq, ops, now),
+            Frame::Sync { seq, known, groups } => self.on_sync(from, seq, known, groups),
+            Frame::SyncRequest => self.send_own_sync(from),
+            Frame::Discover => {
+                self.send_own_sync(from);
+                self.send_digest(from, true);
+            }
+            Frame::Digest { reply, parts } => self.on_digest(from, reply, parts, now),
+        }
+    }
+
+    fn on_delta(&mut self, from: &NodeId, base: u64, seq: u64, ops: Vec<Op>, now: Instant) {
+        let Some(slot) = self.table.slot_of(from) else {
+            self.stats.deltas_out_of_order += 1;
+            self.request_sync(from, now);
+            return;
+        };
+        let held = self.table.seq(slot);
+        if seq <= held {
+            self.stats.deltas_stale += 1;
+            return;
+        }
+        if base != held {
+            self.stats.deltas_out_of_order += 1;
+            self.request_sync(from, now);
+            return;
+        }
+        let mut consistent = true;
+        for op in ops {
+            match op {
+                Op::Join {
+                    group,
+                    serial,
+                    count,
+                } => {
+                    let held = self.table.count(slot, serial, group.as_str());
+                    if held.checked_add(count).is_none() {
+                        consistent = false;
+                        continue;
+                    }
+                    self.table.add(slot, serial, &group, count, &mut self.events);
+                }
+                Op::Leave {
+                    group,
+                    serial,
+                    count,
+                } => {
+                    let removed = match self.table.group_id(group.as_str()) {
+                        Some(gid) => self.table.sub(slot, serial, gid, count, &mut self.events),
+                        None => 0,
+                    };
+                    consistent &= removed == count;
+                }
+                Op::Exit { serial } => {
+                    self.table.remove_process(slot, serial, &mut self.events);
+                }
+            }
+        }
+        self.table.set_seq(slot, seq);
+        self.stats.deltas_applied += 1;
+        if !consistent {
+            self.stats.deltas_inconsistent += 1;
+            self.request_sync(from, now);
+        }
+    }
+
+    fn on_sync(&mut self, from: &NodeId, seq: u64, known: Option<u64>, groups: Vec<SyncGroup>) {
+        if let Some(peer) = self.peers.get_mut(&from.name) {
+            peer.sync_requested_at = None;
+        }
+        let slot = match self.table.slot_of(from) {
+            Some(slot) if seq <= self.table.seq(slot) => {
+                self.stats.syncs_stale += 1;
+                None
+            }
+            Some(slot) => Some(slot),
+            None => match self.table.add_part(from.clone()) {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    self.stats.parts_refused += 1;
+                    None
+                }
+            },
+        };
+        if let Some(slot) = slot {
+            self.apply_sync(slot, groups);
+            self.table.set_seq(slot, seq);
+            self.stats.syncs_applied += 1;
+        }
+        if known != Some(self.table.seq(LOCAL_SLOT)) {
+            self.send_own_sync(from);
+        }
+    }
+
+    /// Makes the part in `slot` equal to `groups`, with events only for
+    /// real changes.
+    fn apply_sync(&mut self, slot: u16, groups: Vec<SyncGroup>) {
+        // What the part holds now; whatever the sync does not mention goes.
+        let mut unseen = self.table.part_counts(slot);
+        for SyncGroup { group, members } in groups {
+            for (serial, count) in members {
+                let gid = self.table.group_id(group.as_str());
+                let held = match gid {
+                    Some(gid) => {
+                        unseen.remove(&(gid, serial));
+                        self.table.count_in(slot, serial, gid)
+                    }
+                    None => 0,
+                };
+                if count > held {
+                    self.table
+                        .add(slot, serial, &group, count - held, &mut self.events);
+                } else if let (Some(gid), true) = (gid, count < held) {
+                    self.table
+                        .sub(slot, serial, gid, held - count, &mut self.events);
+                }
+            }
+        }
+        // Groups named in `unseen` still hold those members, so their ids
+        // were neither freed nor reused above.
+        let mut unseen: Vec<_> = unseen.into_iter().collect();
+        unseen.sort_unstable_by_key(|&((gid, serial), _)| (gid, serial));
+        for ((gid, serial), count) in unseen {
+            self.table.sub(slot, serial, gid, count, &mut self.events);
+        }
+    }
+
+    fn on_digest(&mut self, from: &NodeId, reply: bool, parts: Vec<PartVersion>, now: Instant) {
+        self.stats.digests_received += 1;
+        let local = self.local_node().clone();
+        let local_seq = self.table.seq(LOCAL_SLOT);
+        let mut holds_us = false;
+        for PartVersion { node, seq } in parts {
+            if node == local {
+                holds_us = true;
+                if seq < local_seq {
+                    self.send_own_sync(from);
+                }
+                continue;
+            }
+            let is_up = self.peers.get(&node.name).map(|p| &p.node) == Some(&node);
+            if !is_up {
+                continue;
+            }
+            let held = self.table.slot_of(&node).map(|s| self.table.seq(s));
+            if held.is_none_or(|h| h < seq) {
+                self.request_sync(&node, now);
+            }
+        }
+        if !holds_us && self.table.part_memberships(LOCAL_SLOT) > 0 {
+            self.send_own_sync(from);
+        }
+        if !reply {
+            self.send_digest(from, true);
+        }
+    }
+
+    // ----- timers -----------------------------------------------------
+
+    /// When [`handle_timeout`](Self::handle_timeout) next wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Runs the timers due at `now`: start-up discovery, anti-entropy.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in self.timers.expire(now) {
+            match timer {
+                Timer::Discovery => self.discover(),
+                Timer::AntiEntropy => {
+                    if let Some(peer) = self.random_peers(1).pop() {
+                        self.send_digest(&peer, false);
+                    }
+                    self.timers
+                        .set(Timer::AntiEntropy, now + self.config.anti_entropy_interval);
+                }
+            }
+        }
+    }
+
+    fn discover(&mut self) {
+        self.discovering = false;
+        for peer in self.random_peers(self.config.discovery_fanout) {
+            self.queue(&peer, Frame::Discover);
+        }
+    }
+
+    /// Up to `k` distinct up peers, chosen at random.
+    fn random_peers(&mut self, k: usize) -> Vec<NodeId> {
+        let mut all: Vec<NodeId> = self.peers.values().map(|p| p.node.clone()).collect();
+        let k = k.min(all.len());
+        for i in 0..k {
+            let remaining = (all.len() - i) as u64;
+            // The remainder is below `remaining`, itself a usize.
+            let j = i + (self.rng.next_u64() % remaining) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        all
+    }
+
+    // ----- outputs ----------------------------------------------------
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.flush_delta();
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next event for local subscribers, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    /// Number of events waiting in [`poll_event`](Self::poll_event).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    fn queue(&mut self, to: &NodeId, frame: Frame) {
+        self.flush_delta();
+        self.push_transmit(to, Arc::new(frame));
+    }
+
+    fn push_transmit(&mut self, to: &NodeId, frame: Arc<Frame>) {
+        self.stats.frames_sent += 1;
+        self.transmits.push_back(Transmit {
+            to: to.clone(),
+            frame,
+        });
+    }
+
+    /// Sends the local changes recorded since the last flush to every peer,
+    /// as one delta. Called before anything else is queued, so every peer
+    /// sees deltas and syncs in version order.
+    fn flush_delta(&mut self) {
+        if self.pending_ops.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.pending_ops);
+        let frame = Arc::new(Frame::Delta {
+            base: self.pending_base,
+            seq: self.table.seq(LOCAL_SLOT),
+            ops,
+        });
+        let peers: Vec<NodeId> = self.peers.values().map(|p| p.node.clone()).collect();
+        for peer in &peers {
+            self.push_transmit(peer, Arc::clone(&frame));
+        }
+    }
+
+    fn send_own_sync(&mut self, to: &NodeId) {
+        let known = self.table.slot_of(to).map(|s| self.table.seq(s));
+        let frame = Frame::Sync {
+            seq: self.table.seq(LOCAL_SLOT),
+            known,
+            groups: self.table.local_sync_groups(),
+        };
+        self.queue(to, frame);
+    }
+
+    fn send_digest(&mut self, to: &NodeId, reply: bool) {
+        self.stats.digests_sent += 1;
+        let frame = Frame::Digest {
+            reply,
+            parts: self.parts().collect(),
+        };
+        self.queue(to, frame);
+    }
+
+    fn request_sync(&mut self, peer: &NodeId, now: Instant) {
+        let timeout = self.config.protocol_timeout;
+        let Some(state) = self.peers.get_mut(&peer.name) else {
+            return;
+        };
+        if state
+            .sync_requested_at
+            .is_some_and(|at| now < at + timeout)
+        {
+            return;
+        }
+        state.sync_requested_at = Some(now);
+        self.stats.sync_requests_sent += 1;
+        self.queue(peer, Frame::SyncRequest);
+    }
+
+    // ----- reads ------------------------------------------------------
+
+    /// Members of `group` on every node, each distinct process once (empty
+    /// for an unknown group). Copies nothing.
+    pub fn members(&self, group: &str) -> Members {
+        self.table.members(group)
+    }
+
+    /// Members of `group` on this node. Copies nothing.
+    pub fn local_members(&self, group: &str) -> Members {
+        self.table.local_members(group)
+    }
+
+    /// Every group with at least one member anywhere.
+    pub fn which_groups(&self) -> Vec<GroupName> {
+        self.table.all_groups().map(|(g, _)| g.clone()).collect()
+    }
+
+    /// Every group with at least one member on this node.
+    pub fn which_local_groups(&self) -> Vec<GroupName> {
+        self.table.local_groups().map(|(g, _)| g.clone()).collect()
+    }
+
+    /// Number of groups with at least one member anywhere.
+    pub fn group_count(&self) -> usize {
+        self.table.group_count()
+    }
+
+    /// Number of groups with at least one member on this node.
+    pub fn local_group_count(&self) -> usize {
+        self.table.local_group_count()
+    }
+
+    /// Every group with its members: the whole view, copying no member list.
+    pub fn snapshot(&self) -> Vec<(GroupName, Members)> {
+        self.table
+            .all_groups()
+            .map(|(g, m)| (g.clone(), m))
+            .collect()
+    }
+
+    /// The groups `pid` is in, with its join count in each (empty for a
+    /// process of a node whose part is not held).
+    pub fn groups_of(&self, pid: &Pid) -> Vec<(GroupName, u32)> {
+        match self.table.slot_of(pid.node()) {
+            Some(slot) => self.table.process_counts(slot, pid.serial()),
+            None => Vec::new(),
+        }
+    }
+
+    /// How many times `pid` joined `group` (0 if not a member).
+    pub fn join_count(&self, pid: &Pid, group: &str) -> u32 {
+        match self.table.slot_of(pid.node()) {
+            Some(slot) => self.table.count(slot, pid.serial(), group),
+            None => 0,
+        }
+    }
+
+    /// This node's version: `(node run, seq)`.
+    pub fn version(&self) -> PartVersion {
+        PartVersion {
+            node: self.local_node().clone(),
+            seq: self.table.seq(LOCAL_SLOT),
+        }
+    }
+
+    /// The version of every part held, this node's first.
+    pub fn parts(&self) -> impl Iterator<Item = PartVersion> + '_ {
+        std::iter::once(self.version()).chain(self.table.remote_slots().map(|slot| {
+            PartVersion {
+                node: self.table.node(slot).clone(),
+                seq: self.table.seq(slot),
+            }
+        }))
+    }
+
+    /// Join references held for node run `node` (0 if its part is not held).
+    pub fn part_memberships(&self, node: &NodeId) -> u64 {
+        self.table
+            .slot_of(node)
+            .map_or(0, |slot| self.table.part_memberships(slot))
+    }
+}

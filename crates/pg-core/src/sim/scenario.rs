@@ -1,0 +1,335 @@
+//! A randomized run in two phases, after TigerBeetle's VOPR: a faulty phase
+//! (churn of joins, leaves and exits over a lossy, duplicating, reordering
+//! network, with partitions, crashes and restarts), then a healing phase
+//! (network whole and reliable, no more commands) that must converge within
+//! a bound. Everything is chosen from the seed.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::check::Violation;
+use super::{Cluster, NetConfig, NetStats, SimConfig, SimError};
+use crate::{GroupName, Pid};
+
+/// What a scenario does.
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    /// The cluster, network and seed.
+    pub sim: SimConfig,
+    /// The network during the faulty phase (the healing phase is reliable).
+    pub faulty_net: NetConfig,
+    /// Number of distinct group names used.
+    pub groups: usize,
+    /// Length of the faulty phase in virtual time.
+    pub faulty_for: Duration,
+    /// Virtual time between two commands.
+    pub command_every: Duration,
+    /// Mean virtual time between two faults (partition, heal, crash,
+    /// restart).
+    pub fault_every: Duration,
+    /// A partition holds at least this long before it may heal.
+    pub min_partition: Duration,
+    /// Whether nodes crash (and later restart) in the faulty phase.
+    pub crashes: bool,
+    /// Whether partitions happen in the faulty phase.
+    pub partitions: bool,
+    /// The healing phase must converge within this much virtual time.
+    pub heal_bound: Duration,
+}
+
+impl ScenarioConfig {
+    /// Defaults for `nodes` nodes and `seed`: a 10 s faulty phase with every
+    /// fault enabled.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            sim: SimConfig {
+                nodes,
+                seed,
+                ..SimConfig::default()
+            },
+            faulty_net: NetConfig::faulty(),
+            groups: 8,
+            faulty_for: Duration::from_secs(10),
+            command_every: Duration::from_millis(10),
+            fault_every: Duration::from_secs(1),
+            min_partition: Duration::from_millis(500),
+            crashes: true,
+            partitions: true,
+            heal_bound: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What a passing run did and measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Commands that changed state / that were refused.
+    pub commands: (u64, u64),
+    /// Crashes, restarts and partitions injected.
+    pub faults: Faults,
+    /// Virtual time the healing phase took to converge.
+    pub converged_after: Duration,
+    /// Distinct memberships in the converged view.
+    pub memberships: usize,
+    /// Network traffic over the whole run.
+    pub net: NetStats,
+    /// Frames and bytes sent per node during the healing phase, averaged.
+    pub heal_traffic_per_node: (f64, f64),
+}
+
+/// Faults injected in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Nodes crashed.
+    pub crashes: u64,
+    /// Nodes restarted with a new incarnation.
+    pub restarts: u64,
+    /// Partitions started.
+    pub partitions: u64,
+}
+
+/// A failed run: the broken invariant and the seed that reproduces it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed that reproduces the failure.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Faulty or healing.
+    pub phase: &'static str,
+    /// Virtual time of detection.
+    pub at: Duration,
+    /// What broke.
+    pub violation: Violation,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} ({} nodes) failed in the {} phase at {:?}: {} \
+             (reproduce: cargo xtask cluster-sim --deterministic --nodes {} --seed {})",
+            self.seed, self.nodes, self.phase, self.at, self.violation, self.nodes, self.seed
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Runs one scenario.
+pub fn run(config: &ScenarioConfig) -> Result<Report, Failure> {
+    let mut run = Run::new(config);
+    run.faulty_phase()?;
+    run.healing_phase()
+}
+
+struct Run<'a> {
+    config: &'a ScenarioConfig,
+    cluster: Cluster,
+    groups: Vec<GroupName>,
+    /// Live processes per node (of its current run).
+    processes: Vec<Vec<Pid>>,
+    commands: (u64, u64),
+    faults: Faults,
+    partitioned_at: Option<Duration>,
+}
+
+impl<'a> Run<'a> {
+    fn new(config: &'a ScenarioConfig) -> Self {
+        let cluster = Cluster::new(config.sim.clone());
+        let groups = (0..config.groups.max(1))
+            .map(|g| {
+                // Invariant: "g" followed by digits is a valid group name.
+                GroupName::new(&format!("g{g}")).expect("valid group name")
+            })
+            .collect();
+        Self {
+            processes: vec![Vec::new(); config.sim.nodes],
+            config,
+            cluster,
+            groups,
+            commands: (0, 0),
+            faults: Faults::default(),
+            partitioned_at: None,
+        }
+    }
+
+    fn failure(&self, phase: &'static str, violation: Violation) -> Failure {
+        Failure {
+            seed: self.config.sim.seed,
+            nodes: self.config.sim.nodes,
+            phase,
+            at: self.cluster.elapsed(),
+            violation,
+        }
+    }
+
+    fn faulty_phase(&mut self) -> Result<(), Failure> {
+        self.cluster.set_net(self.config.faulty_net.clone());
+        let steps = (self.config.faulty_for.as_nanos()
+            / self.config.command_every.as_nanos().max(1)) as u64;
+        let fault_odds = (self.config.fault_every.as_nanos()
+            / self.config.command_every.as_nanos().max(1))
+        .max(1) as u64;
+        for _ in 0..steps {
+            self.random_command();
+            if self.cluster.random_below(fault_odds) == 0 {
+                self.random_fault();
+            }
+            self.cluster.drive_for(self.config.command_every);
+            if let Some(v) = self.cluster.violation() {
+                return Err(self.failure("faulty", v.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn healing_phase(mut self) -> Result<Report, Failure> {
+        self.cluster.heal();
+        self.cluster.set_net(NetConfig::reliable());
+        let before = (0..self.cluster.len())
+            .map(|i| self.cluster.sent_by(i))
+            .collect::<Vec<_>>();
+        let took = self.cluster.drive_until(
+            self.config.heal_bound,
+            Duration::from_millis(100),
+            Cluster::versions_converged,
+        );
+        let Some(took) = took else {
+            let v = self.cluster.check_converged().err().unwrap_or_else(|| {
+                Violation::new(
+                    "converges within the bound",
+                    "views agree but versions still differ",
+                )
+            });
+            return Err(self.failure(
+                "healing",
+                Violation::new(
+                    "converges within the bound",
+                    format!("not converged after {:?}: {v}", self.config.heal_bound),
+                ),
+            ));
+        };
+        self.cluster
+            .check_converged()
+            .map_err(|v| self.failure("healing", v))?;
+        let n = self.cluster.len() as f64;
+        let (frames, bytes) = (0..self.cluster.len()).fold((0u64, 0u64), |acc, i| {
+            let (f, b) = self.cluster.sent_by(i);
+            (acc.0 + f - before[i].0, acc.1 + b - before[i].1)
+        });
+        Ok(Report {
+            seed: self.config.sim.seed,
+            nodes: self.cluster.len(),
+            commands: self.commands,
+            faults: self.faults,
+            converged_after: took,
+            memberships: self.cluster.expected_view().len(),
+            net: self.cluster.net_stats().clone(),
+            heal_traffic_per_node: (frames as f64 / n, bytes as f64 / n),
+        })
+    }
+
+    fn random_group(&mut self) -> GroupName {
+        let i = self.cluster.random_below(self.groups.len() as u64) as usize;
+        self.groups[i].clone()
+    }
+
+    fn random_command(&mut self) {
+        let node = self.cluster.random_below(self.cluster.len() as u64) as usize;
+        if !self.cluster.is_alive(node) {
+            return;
+        }
+        let procs = self.processes[node].len() as u64;
+        let roll = self.cluster.random_below(100);
+        let result = if procs == 0 || roll < 30 {
+            let pid = self.cluster.spawn(node);
+            let n = 1 + self.cluster.random_below(3);
+            let groups: Vec<GroupName> = (0..n).map(|_| self.random_group()).collect();
+            self.processes[node].push(pid.clone());
+            self.cluster.join(node, &pid, &groups)
+        } else {
+            let idx = self.cluster.random_below(procs) as usize;
+            let pid = self.processes[node][idx].clone();
+            match roll {
+                30..50 => {
+                    let g = self.random_group();
+                    self.cluster.join(node, &pid, &[g])
+                }
+                50..75 => {
+                    let g = self.random_group();
+                    self.cluster.leave(node, &pid, &[g])
+                }
+                75..85 => {
+                    let gs = [self.random_group(), self.random_group()];
+                    self.cluster.leave(node, &pid, &gs)
+                }
+                _ => {
+                    self.processes[node].swap_remove(idx);
+                    self.cluster.exit(node, &pid).map(drop)
+                }
+            }
+        };
+        match result {
+            Ok(()) => self.commands.0 += 1,
+            Err(SimError::Command(_)) => self.commands.1 += 1,
+            Err(SimError::NodeDown(_)) => {}
+        }
+    }
+
+    fn random_fault(&mut self) {
+        let n = self.cluster.len();
+        let now = self.cluster.elapsed();
+        let roll = self.cluster.random_below(4);
+        match roll {
+            0 if self.config.partitions => match self.partitioned_at {
+                Some(at) if now - at >= self.config.min_partition => {
+                    self.cluster.heal();
+                    self.partitioned_at = None;
+                }
+                Some(_) => {}
+                None if n > 1 => {
+                    let side: Vec<usize> = (0..n)
+                        .filter(|_| self.cluster.random_below(2) == 0)
+                        .collect();
+                    self.cluster.partition(&[side]);
+                    self.partitioned_at = Some(now);
+                    self.faults.partitions += 1;
+                }
+                None => {}
+            },
+            1 if self.config.partitions && n > 1 && self.partitioned_at.is_none() => {
+                let a = self.cluster.random_below(n as u64) as usize;
+                let b = self.cluster.random_below(n as u64) as usize;
+                if a != b {
+                    self.cluster.cut(a, b);
+                    self.partitioned_at = Some(now);
+                    self.faults.partitions += 1;
+                }
+            }
+            2 if self.config.crashes => {
+                let live = self.cluster.live_nodes().len();
+                let i = self.cluster.random_below(n as u64) as usize;
+                // Keep at least half the cluster up.
+                if self.cluster.is_alive(i) && live * 2 > n {
+                    self.cluster.crash(i);
+                    self.processes[i].clear();
+                    self.faults.crashes += 1;
+                }
+            }
+            3 if self.config.crashes => {
+                let i = self.cluster.random_below(n as u64) as usize;
+                if !self.cluster.is_alive(i) || self.cluster.random_below(4) == 0 {
+                    self.cluster.restart(i);
+                    self.processes[i].clear();
+                    self.faults.restarts += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
