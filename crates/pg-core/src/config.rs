@@ -6,7 +6,6 @@ use std::time::Duration;
 /// seed 001 (`broadcast_timeout`, circuit breakers, queues) belong to the
 /// runtime and network layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ScopeConfig {
     /// Cadence of anti-entropy: one random peer gets a digest per tick.
     /// [`Duration::ZERO`] disables it. Default 30 s.

@@ -1,0 +1,589 @@
+//! Rules of the scope state machine, one at a time, through the public API.
+
+use std::time::{Duration, Instant};
+
+use pg_core::{
+    CommandError, Event, EventKind, Frame, GroupName, Limit, NodeId, Op, Pid, Scope, ScopeConfig,
+    SyncGroup, Transmit,
+};
+
+fn g(name: &str) -> GroupName {
+    GroupName::new(name).unwrap()
+}
+
+fn node(name: &str, inc: u64) -> NodeId {
+    NodeId::parse_name(name, inc).unwrap()
+}
+
+fn scope_with(name: &str, config: ScopeConfig) -> (Scope, Instant) {
+    let now = Instant::now();
+    let mut s = Scope::new(node(name, 1), config, now);
+    s.handle_timeout(now); // start-up discovery, with no peer yet
+    (s, now)
+}
+
+fn scope(name: &str) -> (Scope, Instant) {
+    scope_with(name, ScopeConfig::default())
+}
+
+fn events(s: &mut Scope) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn transmits(s: &mut Scope) -> Vec<Transmit> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn event(kind: EventKind, group: &str, pids: &[&Pid]) -> Event {
+    Event {
+        kind,
+        group: g(group),
+        pids: pids.iter().map(|&p| p.clone()).collect(),
+    }
+}
+
+/// Delivers every frame between the scopes until none is left.
+fn pump(scopes: &mut [&mut Scope], now: Instant) {
+    loop {
+        let mut moved = false;
+        for i in 0..scopes.len() {
+            for t in transmits(scopes[i]) {
+                let from = scopes[i].local_node().clone();
+                if let Some(to) = scopes.iter_mut().find(|s| *s.local_node() == t.to) {
+                    let frame = Frame::decode(&t.frame.encode()).unwrap();
+                    to.handle_frame(&from, frame, now);
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+fn connect(a: &mut Scope, b: &mut Scope, now: Instant) {
+    a.handle_node_up(b.local_node().clone(), now);
+    b.handle_node_up(a.local_node().clone(), now);
+    pump(&mut [a, b], now);
+}
+
+// ----- local commands ----------------------------------------------------
+
+#[test]
+fn multi_join_counts_and_needs_as_many_leaves() {
+    let (mut s, _) = scope("a");
+    let pid = s.local_node().pid(1).unwrap();
+    s.join(&pid, &[g("w")]).unwrap();
+    s.join(&pid, &[g("w"), g("w")]).unwrap();
+    assert_eq!(s.join_count(&pid, "w"), 3);
+    assert_eq!(s.members("w").len(), 1, "members are distinct");
+    s.leave(&pid, &[g("w")]).unwrap();
+    s.leave(&pid, &[g("w")]).unwrap();
+    assert_eq!(s.members("w").to_vec(), vec![pid.clone()]);
+    s.leave(&pid, &[g("w")]).unwrap();
+    assert!(s.members("w").is_empty());
+    assert!(s.which_groups().is_empty(), "an empty group disappears");
+    assert_eq!(s.leave(&pid, &[g("w")]), Err(CommandError::NotMember));
+    let evs = events(&mut s);
+    let joined: usize = evs.iter().filter(|e| e.kind == EventKind::Joined).map(|e| e.pids.len()).sum();
+    let left: usize = evs.iter().filter(|e| e.kind == EventKind::Left).map(|e| e.pids.len()).sum();
+    assert_eq!((joined, left), (3, 3));
+}
+
+#[test]
+fn batch_leave_errors_only_when_in_none() {
+    let (mut s, _) = scope("a");
+    let pid = s.local_node().pid(1).unwrap();
+    s.join(&pid, &[g("x")]).unwrap();
+    let _ = events(&mut s);
+    s.leave(&pid, &[g("nope"), g("x"), g("other")]).unwrap();
+    assert_eq!(events(&mut s), vec![event(EventKind::Left, "x", &[&pid])]);
+    assert_eq!(s.leave(&pid, &[g("x"), g("nope")]), Err(CommandError::NotMember));
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.leave(&pid, &[]), Err(CommandError::EmptyBatch));
+}
+
+#[test]
+fn batch_by_pids() {
+    let (mut s, _) = scope("a");
+    let pids: Vec<Pid> = (1..=3).map(|i| s.local_node().pid(i).unwrap()).collect();
+    s.join_pids(&g("x"), &pids).unwrap();
+    assert_eq!(s.members("x").len(), 3);
+    s.leave_pids(&g("x"), &pids[..2]).unwrap();
+    assert_eq!(s.members("x").to_vec(), vec![pids[2].clone()]);
+    assert_eq!(s.leave_pids(&g("x"), &pids[..2]), Err(CommandError::NotMember));
+    assert_eq!(s.join_pids(&g("x"), &[]), Err(CommandError::EmptyBatch));
+    assert_eq!(s.leave_pids(&g("x"), &[]), Err(CommandError::EmptyBatch));
+}
+
+#[test]
+fn exit_leaves_everything_with_multiplicity() {
+    let (mut s, _) = scope("a");
+    let pid = s.local_node().pid(1).unwrap();
+    let other = s.local_node().pid(2).unwrap();
+    s.join(&pid, &[g("x"), g("x"), g("x"), g("y")]).unwrap();
+    s.join(&other, &[g("y")]).unwrap();
+    let _ = events(&mut s);
+    assert_eq!(s.exit(&pid), Ok(4));
+    let mut evs = events(&mut s);
+    evs.sort_by(|a, b| a.group.cmp(&b.group));
+    assert_eq!(
+        evs,
+        vec![
+            event(EventKind::Left, "x", &[&pid, &pid, &pid]),
+            event(EventKind::Left, "y", &[&pid]),
+        ]
+    );
+    assert_eq!(s.which_groups(), vec![g("y")]);
+    assert!(s.groups_of(&pid).is_empty());
+    assert_eq!(s.exit(&pid), Ok(0), "exit of a process in no group");
+}
+
+#[test]
+fn foreign_pids_are_refused() {
+    let (mut s, _) = scope("a");
+    let foreign = node("b", 1).pid(1).unwrap();
+    let old_run = node("a", 0).pid(1).unwrap();
+    for pid in [&foreign, &old_run] {
+        assert!(matches!(s.join(pid, &[g("x")]), Err(CommandError::NotLocal { .. })));
+        assert!(matches!(s.leave(pid, &[g("x")]), Err(CommandError::NotLocal { .. })));
+        assert!(matches!(s.exit(pid), Err(CommandError::NotLocal { .. })));
+    }
+    let pid = s.local_node().pid(1).unwrap();
+    assert_eq!(s.join(&pid, &[]), Err(CommandError::EmptyBatch));
+    assert!(matches!(
+        s.join_pids(&g("x"), &[pid, foreign]),
+        Err(CommandError::NotLocal { .. })
+    ));
+    assert!(s.which_groups().is_empty());
+    assert!(events(&mut s).is_empty());
+}
+
+#[test]
+fn limits_reject_and_leave_state_untouched() {
+    let config = ScopeConfig {
+        max_groups: 2,
+        max_members_per_group: 3,
+        ..ScopeConfig::default()
+    };
+    let (mut s, _) = scope_with("a", config);
+    let p1 = s.local_node().pid(1).unwrap();
+    let p2 = s.local_node().pid(2).unwrap();
+    s.join(&p1, &[g("x"), g("x")]).unwrap();
+    s.join(&p2, &[g("y")]).unwrap();
+    let before = s.snapshot();
+    let _ = events(&mut s);
+
+    let err = s.join(&p1, &[g("x"), g("z")]).unwrap_err();
+    assert_eq!(err, CommandError::LimitExceeded(Limit::MaxGroups { limit: 2 }));
+    // Multi-joins count: x holds 2, a batch adding 2 more would make 4.
+    let err = s.join(&p2, &[g("y"), g("x"), g("x")]).unwrap_err();
+    assert_eq!(
+        err,
+        CommandError::LimitExceeded(Limit::MaxMembersPerGroup { group: g("x"), limit: 3 })
+    );
+    assert!(s.join_pids(&g("x"), &[p1.clone(), p2.clone()]).is_err());
+    assert_eq!(format!("{:?}", s.snapshot()), format!("{before:?}"));
+    assert!(events(&mut s).is_empty(), "a refused join emits nothing");
+    // Up to the limit is fine.
+    s.join(&p2, &[g("x")]).unwrap();
+    assert_eq!(s.join_count(&p2, "x"), 1);
+}
+
+#[test]
+fn queries() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("shared"), g("a-only")]).unwrap();
+    b.join(&pb, &[g("shared"), g("shared")]).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+
+    let mut groups = a.which_groups();
+    groups.sort();
+    assert_eq!(groups, vec![g("a-only"), g("shared")]);
+    assert_eq!(b.which_local_groups(), vec![g("shared")]);
+    assert_eq!((b.group_count(), b.local_group_count()), (2, 1));
+    let mut shared = a.members("shared").to_vec();
+    shared.sort();
+    assert_eq!(shared, vec![pa.clone(), pb.clone()]);
+    assert_eq!(a.local_members("shared").to_vec(), vec![pa.clone()]);
+    assert_eq!(b.local_members("a-only").to_vec(), Vec::<Pid>::new());
+    assert!(a.members("unknown").is_empty());
+    assert_eq!(a.groups_of(&pb), vec![(g("shared"), 2)]);
+    assert_eq!(a.join_count(&pb, "shared"), 2);
+    assert!(a.members("shared").contains(&pb));
+    let snapshot = b.snapshot();
+    assert_eq!(snapshot.len(), 2);
+}
+
+#[test]
+fn snapshots_are_unaffected_by_later_changes() {
+    let (mut s, _) = scope("a");
+    let pids: Vec<Pid> = (1..=100).map(|i| s.local_node().pid(i).unwrap()).collect();
+    s.join_pids(&g("x"), &pids).unwrap();
+    let before = s.members("x");
+    let local_before = s.local_members("x");
+    for pid in &pids[..50] {
+        s.exit(pid).unwrap();
+    }
+    assert_eq!(before.len(), 100);
+    assert_eq!(before.to_vec(), pids, "a snapshot is frozen");
+    assert_eq!(local_before.len(), 100);
+    assert_eq!(s.members("x").len(), 50);
+}
+
+// ----- remote input ------------------------------------------------------
+
+#[test]
+fn deltas_apply_in_order_and_duplicates_are_ignored() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let _ = events(&mut b);
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    a.join(&pa, &[g("y")]).unwrap();
+    let ts = transmits(&mut a);
+    assert_eq!(ts.len(), 1, "two commands, one delta");
+    let Frame::Delta { base, seq, ops } = &*ts[0].frame else {
+        panic!("expected a delta, got {:?}", ts[0].frame);
+    };
+    assert_eq!((*base, *seq, ops.len()), (0, 2, 2));
+    let from = a.local_node().clone();
+    b.handle_frame(&from, (*ts[0].frame).clone(), now);
+    b.handle_frame(&from, (*ts[0].frame).clone(), now);
+    assert_eq!(b.stats().deltas_applied, 1);
+    assert_eq!(b.stats().deltas_stale, 1);
+    assert_eq!(b.join_count(&pa, "x"), 1);
+    assert_eq!(events(&mut b).len(), 2);
+    assert!(transmits(&mut b).is_empty(), "nothing to ask for");
+}
+
+#[test]
+fn a_gap_asks_for_a_sync_which_repairs() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    let _lost = transmits(&mut a);
+    a.join(&pa, &[g("y")]).unwrap();
+    let ts = transmits(&mut a);
+    let from = a.local_node().clone();
+    b.handle_frame(&from, (*ts[0].frame).clone(), now);
+    assert_eq!(b.stats().deltas_out_of_order, 1);
+    assert!(b.members("y").is_empty(), "an out-of-order delta is not applied");
+    let asks = transmits(&mut b);
+    assert!(matches!(&*asks[0].frame, Frame::SyncRequest));
+    // A second gap within protocol_timeout does not ask again.
+    b.handle_frame(&from, (*ts[0].frame).clone(), now);
+    assert!(transmits(&mut b).is_empty());
+    a.handle_frame(b.local_node(), Frame::SyncRequest, now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(b.groups_of(&pa).len(), 2);
+    // After the timeout, a new gap may ask again.
+    b.handle_frame(&from, Frame::Delta { base: 10, seq: 11, ops: vec![] }, now + Duration::from_secs(6));
+    assert!(matches!(&*transmits(&mut b)[0].frame, Frame::SyncRequest));
+}
+
+#[test]
+fn unknown_part_asks_for_sync() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    // b knows a is up, but never got its part.
+    b.handle_node_up(a.local_node().clone(), now);
+    let _ = transmits(&mut b);
+    let delta = Frame::Delta {
+        base: 0,
+        seq: 1,
+        ops: vec![Op::Join { group: g("x"), serial: 1, count: 1 }],
+    };
+    b.handle_frame(a.local_node(), delta, now);
+    assert!(b.members("x").is_empty());
+    assert!(matches!(&*transmits(&mut b)[0].frame, Frame::SyncRequest));
+    let _ = &mut a;
+}
+
+#[test]
+fn frames_from_nodes_that_are_not_up_are_ignored() {
+    let (mut b, now) = scope("b");
+    let stranger = node("a", 1);
+    let sync = Frame::Sync {
+        seq: 1,
+        known: None,
+        groups: vec![SyncGroup { group: g("x"), members: vec![(1, 1)] }],
+    };
+    b.handle_frame(&stranger, sync.clone(), now);
+    b.handle_node_up(node("a", 2), now);
+    b.handle_frame(&stranger, sync, now); // an older run of an up node
+    assert_eq!(b.stats().frames_ignored, 2);
+    assert!(b.which_groups().is_empty());
+}
+
+#[test]
+fn sync_is_differential() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone(), now);
+    let _ = transmits(&mut b);
+    let p = |i| a.pid(i).unwrap();
+    let sync = |seq, groups: Vec<(&str, Vec<(u64, u32)>)>| Frame::Sync {
+        seq,
+        known: Some(0),
+        groups: groups
+            .into_iter()
+            .map(|(name, members)| SyncGroup { group: g(name), members })
+            .collect(),
+    };
+    b.handle_frame(&a, sync(3, vec![("x", vec![(1, 2), (2, 1)]), ("y", vec![(1, 1)])]), now);
+    let mut evs = events(&mut b);
+    evs.sort_by(|l, r| l.group.cmp(&r.group));
+    assert_eq!(
+        evs,
+        vec![
+            event(EventKind::Joined, "x", &[&p(1), &p(1), &p(2)]),
+            event(EventKind::Joined, "y", &[&p(1)]),
+        ]
+    );
+    // Same content at a newer version: no events at all.
+    b.handle_frame(&a, sync(4, vec![("y", vec![(1, 1)]), ("x", vec![(2, 1), (1, 2)])]), now);
+    assert!(events(&mut b).is_empty());
+    // One count down, one member gone, one new group.
+    b.handle_frame(&a, sync(5, vec![("x", vec![(1, 1)]), ("z", vec![(3, 1)])]), now);
+    let mut evs = events(&mut b);
+    evs.sort_by(|l, r| (l.group.clone(), l.pids.clone()).cmp(&(r.group.clone(), r.pids.clone())));
+    assert_eq!(
+        evs,
+        vec![
+            event(EventKind::Left, "x", &[&p(1)]),
+            event(EventKind::Left, "x", &[&p(2)]),
+            event(EventKind::Left, "y", &[&p(1)]),
+            event(EventKind::Joined, "z", &[&p(3)]),
+        ]
+    );
+    assert_eq!(b.join_count(&p(1), "x"), 1);
+    // An older sync is stale and ignored.
+    b.handle_frame(&a, sync(2, vec![]), now);
+    assert_eq!(b.stats().syncs_stale, 1);
+    assert_eq!(b.members("z").len(), 1);
+}
+
+#[test]
+fn sync_answers_a_stale_peer_once() {
+    let (mut b, now) = scope("b");
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x")]).unwrap();
+    let a = node("a", 1);
+    b.handle_node_up(a.clone(), now);
+    let _ = transmits(&mut b);
+    // a holds nothing of b: b answers with its part.
+    b.handle_frame(&a, Frame::Sync { seq: 1, known: None, groups: vec![] }, now);
+    let ts = transmits(&mut b);
+    assert!(matches!(&*ts[0].frame, Frame::Sync { seq: 1, known: Some(1), .. }));
+    // a is up to date with b: no answer.
+    b.handle_frame(&a, Frame::Sync { seq: 2, known: Some(1), groups: vec![] }, now);
+    assert!(transmits(&mut b).is_empty());
+}
+
+#[test]
+fn inconsistent_delta_asks_for_sync() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone(), now);
+    b.handle_frame(&a, Frame::Sync { seq: 1, known: Some(0), groups: vec![] }, now);
+    let _ = transmits(&mut b);
+    let leave = Frame::Delta {
+        base: 1,
+        seq: 2,
+        ops: vec![Op::Leave { group: g("x"), serial: 1, count: 1 }],
+    };
+    b.handle_frame(&a, leave, now);
+    assert_eq!(b.stats().deltas_inconsistent, 1);
+    assert!(events(&mut b).is_empty(), "nothing changed, nothing reported");
+    assert!(matches!(&*transmits(&mut b)[0].frame, Frame::SyncRequest));
+}
+
+#[test]
+fn node_down_drops_its_members_with_multiplicity() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x"), g("x")]).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+    let _ = events(&mut a);
+    // A down for another run of b changes nothing.
+    a.handle_node_down(&node("b", 0), now);
+    assert_eq!(a.members("x").len(), 1);
+    a.handle_node_down(b.local_node(), now);
+    assert_eq!(events(&mut a), vec![event(EventKind::Left, "x", &[&pb, &pb])]);
+    assert!(a.which_groups().is_empty());
+    assert_eq!(a.peers().count(), 0);
+    // Heal: node up again, b's sync restores the members.
+    connect(&mut a, &mut b, now);
+    assert_eq!(a.join_count(&pb, "x"), 2);
+}
+
+#[test]
+fn new_incarnation_replaces_the_old_one() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let old = b.local_node().pid(1).unwrap();
+    b.join(&old, &[g("x")]).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+    let _ = events(&mut a);
+    // b restarts: its new run comes up before the old one was seen down.
+    let b2_id = node("b", 2);
+    a.handle_node_up(b2_id.clone(), now);
+    assert_eq!(events(&mut a), vec![event(EventKind::Left, "x", &[&old])]);
+    // A late up for the old run is ignored.
+    a.handle_node_up(node("b", 1), now);
+    assert_eq!(a.peers().cloned().collect::<Vec<_>>(), vec![b2_id]);
+}
+
+#[test]
+fn digest_repairs_stale_parts_both_ways() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let (mut c, _) = scope("c");
+    connect(&mut a, &mut b, now);
+    connect(&mut a, &mut c, now);
+    connect(&mut b, &mut c, now);
+    let pc = c.local_node().pid(1).unwrap();
+    c.join(&pc, &[g("x")]).unwrap();
+    // c's delta reaches b only.
+    for t in transmits(&mut c) {
+        if t.to == *b.local_node() {
+            b.handle_frame(c.local_node(), (*t.frame).clone(), now);
+        }
+    }
+    assert!(a.members("x").is_empty());
+    // b's digest tells a that c's part moved on: a asks c directly.
+    let digest = Frame::Digest { reply: false, parts: b.parts().collect() };
+    a.handle_frame(b.local_node(), digest, now);
+    let ts = transmits(&mut a);
+    assert!(ts.iter().any(|t| t.to == *c.local_node() && matches!(&*t.frame, Frame::SyncRequest)));
+    assert!(ts.iter().any(|t| t.to == *b.local_node() && matches!(&*t.frame, Frame::Digest { reply: true, .. })));
+    for t in ts {
+        if t.to == *c.local_node() {
+            c.handle_frame(a.local_node(), (*t.frame).clone(), now);
+        }
+    }
+    pump(&mut [&mut a, &mut b, &mut c], now);
+    assert_eq!(a.members("x").to_vec(), vec![pc.clone()]);
+
+    // A digest showing a stale copy of the receiver's own part: it pushes.
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("y")]).unwrap();
+    let _lost = transmits(&mut a);
+    let digest = Frame::Digest { reply: true, parts: b.parts().collect() };
+    a.handle_frame(b.local_node(), digest, now);
+    let ts = transmits(&mut a);
+    assert_eq!(ts.len(), 1, "a reply digest is not answered with a digest");
+    assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
+}
+
+#[test]
+fn startup_discovery_contacts_a_capped_random_subset() {
+    let now = Instant::now();
+    let config = ScopeConfig { discovery_fanout: 3, ..ScopeConfig::default() };
+    let mut s = Scope::new(node("a", 1), config, now);
+    for i in 0..10 {
+        s.handle_node_up(node(&format!("p{i}"), 1), now);
+    }
+    assert!(transmits(&mut s).is_empty(), "nothing is pushed before discovery");
+    s.handle_timeout(now);
+    let ts = transmits(&mut s);
+    assert_eq!(ts.len(), 3);
+    assert!(ts.iter().all(|t| matches!(&*t.frame, Frame::Discover)));
+    let mut to: Vec<_> = ts.iter().map(|t| t.to.clone()).collect();
+    to.dedup();
+    assert_eq!(to.len(), 3, "distinct peers");
+    // A peer that comes up later is sent our part directly.
+    s.handle_node_up(node("late", 1), now);
+    let ts = transmits(&mut s);
+    assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
+    // A different seed picks a different subset (over a few tries).
+    let pick = |seed| {
+        let config = ScopeConfig { discovery_fanout: 3, rng_seed: seed, ..ScopeConfig::default() };
+        let mut s = Scope::new(node("a", 1), config, now);
+        for i in 0..10 {
+            s.handle_node_up(node(&format!("p{i}"), 1), now);
+        }
+        s.handle_timeout(now);
+        transmits(&mut s).into_iter().map(|t| t.to).collect::<Vec<_>>()
+    };
+    assert_eq!(pick(5), pick(5));
+    assert!((6..12).any(|seed| pick(seed) != pick(5)));
+}
+
+#[test]
+fn discover_is_answered_with_part_and_digest() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone(), now);
+    let _ = transmits(&mut b);
+    b.handle_frame(&a, Frame::Discover, now);
+    let ts = transmits(&mut b);
+    assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
+    assert!(matches!(&*ts[1].frame, Frame::Digest { reply: true, .. }));
+}
+
+#[test]
+fn anti_entropy_sends_one_digest_per_interval() {
+    let now = Instant::now();
+    let interval = Duration::from_secs(30);
+    let mut s = Scope::new(node("a", 1), ScopeConfig::default(), now);
+    s.handle_timeout(now);
+    for i in 0..5 {
+        s.handle_node_up(node(&format!("p{i}"), 1), now);
+    }
+    let _ = transmits(&mut s);
+    assert_eq!(s.poll_timeout(), Some(now + interval));
+    s.handle_timeout(now + interval - Duration::from_millis(1));
+    assert!(transmits(&mut s).is_empty());
+    s.handle_timeout(now + interval);
+    let ts = transmits(&mut s);
+    assert_eq!(ts.len(), 1);
+    assert!(matches!(&*ts[0].frame, Frame::Digest { reply: false, .. }));
+    assert_eq!(s.poll_timeout(), Some(now + interval * 2));
+
+    let config = ScopeConfig { anti_entropy_interval: Duration::ZERO, ..ScopeConfig::default() };
+    let mut off = Scope::new(node("a", 1), config, now);
+    off.handle_timeout(now);
+    assert_eq!(off.poll_timeout(), None, "0 disables anti-entropy");
+}
+
+#[test]
+fn changes_without_peers_send_nothing_and_new_peers_get_a_sync() {
+    let (mut a, now) = scope("a");
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    assert!(transmits(&mut a).is_empty());
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    assert_eq!(b.members("x").to_vec(), vec![pa]);
+}
+
+#[test]
+fn digest_missing_our_part_gets_it_only_if_it_has_members() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone(), now);
+    let _ = transmits(&mut b);
+    let digest = Frame::Digest { reply: true, parts: vec![] };
+    b.handle_frame(&a, digest.clone(), now);
+    assert!(transmits(&mut b).is_empty(), "an empty part needs no sync");
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x")]).unwrap();
+    let _ = transmits(&mut b);
+    b.handle_frame(&a, digest, now);
+    let ts = transmits(&mut b);
+    assert_eq!(ts.len(), 1);
+    assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
+}
