@@ -1,0 +1,254 @@
+//! Property tests: the scope against a deliberately simple model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use pg_core::sim::check::{self, EventReplay};
+use pg_core::{CommandError, Frame, GroupName, Limit, NodeId, Scope, ScopeConfig, SyncGroup};
+use proptest::prelude::*;
+
+const GROUPS: usize = 5;
+const PROCS: u64 = 6;
+
+#[derive(Debug, Clone)]
+enum Cmd {
+    Join(u64, Vec<usize>),
+    JoinPids(usize, Vec<u64>),
+    Leave(u64, Vec<usize>),
+    LeavePids(usize, Vec<u64>),
+    Exit(u64),
+}
+
+fn cmd() -> impl Strategy<Value = Cmd> {
+    let serial = 1..=PROCS;
+    let group = 0..GROUPS;
+    let groups = proptest::collection::vec(0..GROUPS, 0..4);
+    let serials = proptest::collection::vec(1..=PROCS, 0..4);
+    prop_oneof![
+        4 => (serial.clone(), groups.clone()).prop_map(|(s, g)| Cmd::Join(s, g)),
+        2 => (group.clone(), serials.clone()).prop_map(|(g, s)| Cmd::JoinPids(g, s)),
+        3 => (serial.clone(), groups).prop_map(|(s, g)| Cmd::Leave(s, g)),
+        1 => (group, serials).prop_map(|(g, s)| Cmd::LeavePids(g, s)),
+        1 => serial.prop_map(Cmd::Exit),
+    ]
+}
+
+/// Join counts by (group, serial): the whole truth, with no cleverness.
+#[derive(Default, Debug)]
+struct Model {
+    counts: BTreeMap<(usize, u64), u32>,
+    max_groups: usize,
+    max_members: usize,
+}
+
+impl Model {
+    fn groups(&self) -> BTreeSet<usize> {
+        self.counts.keys().map(|&(g, _)| g).collect()
+    }
+
+    fn total(&self, group: usize) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((g, _), _)| *g == group)
+            .map(|(_, &c)| u64::from(c))
+            .sum()
+    }
+
+    /// The error kind expected for a batch of joins, or applies it.
+    fn join(&mut self, pairs: &[(usize, u64)]) -> Result<(), &'static str> {
+        if pairs.is_empty() {
+            return Err("empty");
+        }
+        let existing = self.groups();
+        let batch_groups: BTreeSet<usize> = pairs.iter().map(|&(g, _)| g).collect();
+        let new = batch_groups.difference(&existing).count();
+        if self.max_groups > 0 && new > 0 && existing.len() + new > self.max_groups {
+            return Err("max_groups");
+        }
+        for &g in &batch_groups {
+            let added = pairs.iter().filter(|&&(x, _)| x == g).count() as u64;
+            if self.max_members > 0 && self.total(g) + added > self.max_members as u64 {
+                return Err("max_members");
+            }
+        }
+        for &key in pairs {
+            *self.counts.entry(key).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, pairs: &[(usize, u64)]) -> Result<(), &'static str> {
+        if pairs.is_empty() {
+            return Err("empty");
+        }
+        let mut removed = 0;
+        for key in pairs {
+            if let Some(c) = self.counts.get_mut(key) {
+                *c -= 1;
+                removed += 1;
+                if *c == 0 {
+                    self.counts.remove(key);
+                }
+            }
+        }
+        if removed == 0 { Err("not_member") } else { Ok(()) }
+    }
+
+    fn exit(&mut self, serial: u64) {
+        self.counts.retain(|&(_, s), _| s != serial);
+    }
+}
+
+fn kind(e: &CommandError) -> &'static str {
+    match e {
+        CommandError::EmptyBatch => "empty",
+        CommandError::NotMember => "not_member",
+        CommandError::LimitExceeded(Limit::MaxGroups { .. }) => "max_groups",
+        CommandError::LimitExceeded(Limit::MaxMembersPerGroup { .. }) => "max_members",
+        other => panic!("unexpected error {other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random local commands agree with the model, errors included, and the
+    /// event stream replayed from empty always equals the state.
+    #[test]
+    fn local_commands_match_the_model(
+        cmds in proptest::collection::vec(cmd(), 1..60),
+        max_groups in prop_oneof![Just(0usize), 1..4usize],
+        max_members in prop_oneof![Just(0usize), 1..8usize],
+    ) {
+        let node = NodeId::parse_name("a", 1).unwrap();
+        let config = ScopeConfig { max_groups, max_members_per_group: max_members, ..ScopeConfig::default() };
+        let mut scope = Scope::new(node.clone(), config, Instant::now());
+        let mut model = Model { max_groups, max_members, ..Model::default() };
+        let mut replay = EventReplay::default();
+        let names: Vec<GroupName> = (0..GROUPS).map(|g| GroupName::new(&format!("g{g}")).unwrap()).collect();
+        let pid = |s: u64| node.pid(s).unwrap();
+
+        for cmd in cmds {
+            let before = scope.snapshot();
+            let frozen = format!("{before:?}");
+            let (got, want) = match &cmd {
+                Cmd::Join(s, gs) => {
+                    let groups: Vec<_> = gs.iter().map(|&g| names[g].clone()).collect();
+                    let pairs: Vec<_> = gs.iter().map(|&g| (g, *s)).collect();
+                    (scope.join(&pid(*s), &groups), model.join(&pairs))
+                }
+                Cmd::JoinPids(g, ss) => {
+                    let pids: Vec<_> = ss.iter().map(|&s| pid(s)).collect();
+                    let pairs: Vec<_> = ss.iter().map(|&s| (*g, s)).collect();
+                    (scope.join_pids(&names[*g], &pids), model.join(&pairs))
+                }
+                Cmd::Leave(s, gs) => {
+                    let groups: Vec<_> = gs.iter().map(|&g| names[g].clone()).collect();
+                    let pairs: Vec<_> = gs.iter().map(|&g| (g, *s)).collect();
+                    (scope.leave(&pid(*s), &groups), model.leave(&pairs))
+                }
+                Cmd::LeavePids(g, ss) => {
+                    let pids: Vec<_> = ss.iter().map(|&s| pid(s)).collect();
+                    let pairs: Vec<_> = ss.iter().map(|&s| (*g, s)).collect();
+                    (scope.leave_pids(&names[*g], &pids), model.leave(&pairs))
+                }
+                Cmd::Exit(s) => {
+                    let want = model.counts.iter().filter(|((_, x), _)| x == s).map(|(_, &c)| u64::from(c)).sum::<u64>();
+                    model.exit(*s);
+                    let got = scope.exit(&pid(*s));
+                    prop_assert_eq!(got.clone(), Ok(want));
+                    (got.map(drop), Ok(()))
+                }
+            };
+            prop_assert_eq!(got.as_ref().map_err(kind).err(), want.err(), "{:?}", cmd);
+            // Snapshots taken before the command are frozen.
+            prop_assert_eq!(format!("{before:?}"), frozen);
+
+            while let Some(event) = scope.poll_event() {
+                replay.apply(&event).map_err(|v| TestCaseError::fail(v.to_string()))?;
+            }
+            replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
+
+            let want_groups: BTreeSet<GroupName> = model.groups().into_iter().map(|g| names[g].clone()).collect();
+            prop_assert_eq!(scope.which_groups().into_iter().collect::<BTreeSet<_>>(), want_groups.clone());
+            prop_assert_eq!(scope.which_local_groups().into_iter().collect::<BTreeSet<_>>(), want_groups);
+            for (g, name) in names.iter().enumerate() {
+                let want: BTreeSet<_> = model.counts.keys().filter(|k| k.0 == g).map(|k| pid(k.1)).collect();
+                let got: BTreeSet<_> = scope.members(name.as_str()).iter().collect();
+                prop_assert_eq!(scope.members(name.as_str()).len(), got.len(), "members are distinct");
+                prop_assert_eq!(&got, &want);
+                let local: BTreeSet<_> = scope.local_members(name.as_str()).iter().collect();
+                prop_assert_eq!(local, want);
+                for s in 1..=PROCS {
+                    prop_assert_eq!(scope.join_count(&pid(s), name.as_str()), model.counts.get(&(g, s)).copied().unwrap_or(0));
+                }
+            }
+        }
+    }
+
+    /// Applying any sync after any other leaves exactly the second one's
+    /// content, and the events replayed equal the state, with no event for
+    /// a membership the two syncs agree on.
+    #[test]
+    fn differential_sync_between_arbitrary_parts(
+        first in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), 1..4u32, 0..20),
+        second in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), 1..4u32, 0..20),
+        local in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), 1..3u32, 0..6),
+    ) {
+        let now = Instant::now();
+        let me = NodeId::parse_name("b", 1).unwrap();
+        let a = NodeId::parse_name("a", 1).unwrap();
+        let mut scope = Scope::new(me.clone(), ScopeConfig::default(), now);
+        let names: Vec<GroupName> = (0..GROUPS).map(|g| GroupName::new(&format!("g{g}")).unwrap()).collect();
+        // Local members share the groups and must be untouched by syncs.
+        for (&(g, s), &c) in &local {
+            for _ in 0..c {
+                scope.join(&me.pid(s).unwrap(), std::slice::from_ref(&names[g])).unwrap();
+            }
+        }
+        scope.handle_node_up(a.clone(), now);
+        let to_frame = |seq, part: &BTreeMap<(usize, u64), u32>| {
+            let mut groups: BTreeMap<usize, Vec<(u64, u32)>> = BTreeMap::new();
+            for (&(g, s), &c) in part {
+                groups.entry(g).or_default().push((s, c));
+            }
+            Frame::Sync {
+                seq,
+                known: None,
+                groups: groups.into_iter().map(|(g, members)| SyncGroup { group: names[g].clone(), members }).collect(),
+            }
+        };
+        let mut replay = EventReplay::default();
+        let drain = |scope: &mut Scope, replay: &mut EventReplay| -> Result<Vec<pg_core::Event>, TestCaseError> {
+            let mut out = Vec::new();
+            while let Some(e) = scope.poll_event() {
+                replay.apply(&e).map_err(|v| TestCaseError::fail(v.to_string()))?;
+                out.push(e);
+            }
+            Ok(out)
+        };
+        drain(&mut scope, &mut replay)?;
+        scope.handle_frame(&a, to_frame(1, &first), now);
+        drain(&mut scope, &mut replay)?;
+        scope.handle_frame(&a, to_frame(2, &second), now);
+        let events = drain(&mut scope, &mut replay)?;
+        replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
+
+        for event in &events {
+            for pid in &event.pids {
+                prop_assert_eq!(pid.node(), &a, "a sync only touches its origin's part");
+                let g = names.iter().position(|n| *n == event.group).unwrap();
+                prop_assert_ne!(first.get(&(g, pid.serial())), second.get(&(g, pid.serial())), "event for an unchanged membership");
+            }
+        }
+        let view = check::view(&scope);
+        for (g, name) in names.iter().enumerate() {
+            for s in 1..=PROCS {
+                let remote = view.get(&(name.clone(), a.pid(s).unwrap())).copied();
+                prop_assert_eq!(remote, second.get(&(g, s)).copied());
+                let mine = view.get(&(name.clone(), me.pid(s).unwrap())).copied();
+                prop_assert_eq!(mine, local.get(&(g, s)).copied());
+            }
+        }
+    }
+}
