@@ -1,2 +1,222 @@
-//! placeholder
-fn main() {}
+//! Criterion benchmarks of pg-core: local commands, reads, sync and
+//! anti-entropy, at sizes where a naive design would slow down.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use pg_benches::{drain_events, group, node, pid, scope};
+use pg_core::{Frame, PartVersion, SyncGroup};
+
+/// One process joins and leaves one group (the W1 pair).
+fn join_leave(c: &mut Criterion) {
+    let n = node("a");
+    let (mut s, _) = scope(&n);
+    let p = pid(&n, 1);
+    let g = [group("g")];
+    c.bench_function("join_leave_pair", |b| {
+        b.iter(|| {
+            s.join(&p, &g).unwrap();
+            s.leave(&p, &g).unwrap();
+            drain_events(&mut s);
+        })
+    });
+}
+
+/// A present member joins and leaves again, in groups of growing size:
+/// the cost must not grow with the group (the W3 shape).
+fn multi_join(c: &mut Criterion) {
+    let mut grp = c.benchmark_group("multi_join_pair");
+    for size in [1u64, 100, 10_000] {
+        let n = node("a");
+        let (mut s, _) = scope(&n);
+        let g = group("g");
+        let pids: Vec<_> = (1..=size).map(|i| pid(&n, i)).collect();
+        s.join_pids(&g, &pids).unwrap();
+        drain_events(&mut s);
+        let p = pids[0].clone();
+        let gs = [g];
+        grp.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                s.join(&p, &gs).unwrap();
+                s.leave(&p, &gs).unwrap();
+                drain_events(&mut s);
+            })
+        });
+    }
+    grp.finish();
+}
+
+/// A process in 10 groups exits (timed alone; the joins are set-up).
+fn exit_ten_groups(c: &mut Criterion) {
+    let n = node("a");
+    let (mut s, _) = scope(&n);
+    let groups: Vec<_> = (0..10).map(|i| group(&format!("g{i}"))).collect();
+    let mut serial = 0u64;
+    c.bench_function("exit_process_in_10_groups", |b| {
+        b.iter_custom(|iters| {
+            let pids: Vec<_> = (0..iters)
+                .map(|_| {
+                    serial += 1;
+                    pid(&n, serial)
+                })
+                .collect();
+            for p in &pids {
+                s.join(p, &groups).unwrap();
+            }
+            drain_events(&mut s);
+            let start = Instant::now();
+            for p in &pids {
+                black_box(s.exit(p).unwrap());
+                drain_events(&mut s);
+            }
+            start.elapsed()
+        })
+    });
+}
+
+/// Reading a group's members (the snapshot, and walking it) at sizes
+/// 1, 100 and 10k: the snapshot must cost the same at every size.
+fn read_members(c: &mut Criterion) {
+    let mut grp = c.benchmark_group("members_snapshot");
+    for size in [1u64, 100, 10_000] {
+        let n = node("a");
+        let (mut s, _) = scope(&n);
+        let pids: Vec<_> = (1..=size).map(|i| pid(&n, i)).collect();
+        s.join_pids(&group("g"), &pids).unwrap();
+        drain_events(&mut s);
+        grp.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| black_box(s.members(black_box("g"))))
+        });
+        grp.bench_with_input(BenchmarkId::new("local", size), &size, |b, _| {
+            b.iter(|| black_box(s.local_members(black_box("g"))))
+        });
+    }
+    grp.finish();
+    let mut grp = c.benchmark_group("members_iterate");
+    let n = node("a");
+    let (mut s, _) = scope(&n);
+    let pids: Vec<_> = (1..=10_000).map(|i| pid(&n, i)).collect();
+    s.join_pids(&group("g"), &pids).unwrap();
+    drain_events(&mut s);
+    grp.throughput(Throughput::Elements(10_000));
+    grp.bench_function("10000", |b| {
+        b.iter(|| s.members("g").iter().map(|p| p.serial()).sum::<u64>())
+    });
+    grp.finish();
+}
+
+/// A peer's 100k-member part re-synced with 1% of it changed.
+fn differential_sync(c: &mut Criterion) {
+    let me = node("b");
+    let a = node("a");
+    let (mut s, now) = scope(&me);
+    s.handle_node_up(a.clone(), now);
+    while s.poll_transmit().is_some() {}
+    let part = |shift: u64| {
+        (0..1000u64)
+            .map(|g| SyncGroup {
+                group: group(&format!("g{g}")),
+                members: (0..100u64)
+                    .map(|m| {
+                        let serial = g * 100 + m + 1;
+                        // Every 100th member differs between the two parts.
+                        let serial = if m == 0 { serial + shift } else { serial };
+                        (serial, 1)
+                    })
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let parts = [part(0), part(1_000_000)];
+    let mut seq = 0u64;
+    s.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 0,
+            known: Some(0),
+            groups: parts[0].clone(),
+        },
+        now,
+    );
+    drain_events(&mut s);
+    let mut grp = c.benchmark_group("differential_sync");
+    grp.throughput(Throughput::Elements(100_000));
+    grp.sample_size(20);
+    grp.bench_function("100k_members_1pct_changed", |b| {
+        b.iter_batched(
+            || {
+                seq += 1;
+                Frame::Sync {
+                    seq,
+                    known: Some(0),
+                    groups: parts[(seq % 2) as usize].clone(),
+                }
+            },
+            |frame| {
+                s.handle_frame(&a, frame, now);
+                drain_events(&mut s);
+                while s.poll_transmit().is_some() {}
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    grp.finish();
+}
+
+/// A converged digest from a peer, comparing 100 node parts.
+fn digest_compare(c: &mut Criterion) {
+    let me = node("me");
+    let (mut s, now) = scope(&me);
+    let peers: Vec<_> = (0..99).map(|i| node(&format!("p{i}"))).collect();
+    for (i, p) in peers.iter().enumerate() {
+        s.handle_node_up(p.clone(), now);
+        let groups = vec![SyncGroup {
+            group: group("g"),
+            members: vec![(i as u64 + 1, 1)],
+        }];
+        s.handle_frame(
+            p,
+            Frame::Sync {
+                seq: 5,
+                known: Some(0),
+                groups,
+            },
+            now,
+        );
+    }
+    drain_events(&mut s);
+    while s.poll_transmit().is_some() {}
+    let parts: Vec<PartVersion> = s.parts().collect();
+    assert_eq!(parts.len(), 100);
+    let from = peers[0].clone();
+    c.bench_function("digest_compare_100_nodes", |b| {
+        b.iter_batched(
+            || Frame::Digest {
+                reply: true,
+                parts: parts.clone(),
+            },
+            |frame| {
+                s.handle_frame(&from, frame, now);
+                assert!(
+                    s.poll_transmit().is_none(),
+                    "a converged digest needs no answer"
+                );
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = join_leave, multi_join, exit_ten_groups, read_members, differential_sync, digest_compare
+}
+criterion_main!(benches);

@@ -13,7 +13,10 @@ pub enum IdError {
     #[error("node name is empty")]
     EmptyNodeName,
     /// The node name is longer than [`MAX_NODE_NAME_LEN`](crate::MAX_NODE_NAME_LEN).
-    #[error("node name is {len} bytes long, the limit is {}", crate::MAX_NODE_NAME_LEN)]
+    #[error(
+        "node name is {len} bytes long, the limit is {}",
+        crate::MAX_NODE_NAME_LEN
+    )]
     NodeNameTooLong {
         /// Length of the rejected name in bytes.
         len: usize,
@@ -75,7 +78,10 @@ pub enum CommandError {
     #[error("group name is empty")]
     EmptyGroupName,
     /// A group name longer than [`MAX_GROUP_NAME_LEN`](crate::MAX_GROUP_NAME_LEN).
-    #[error("group name is {len} bytes long, the limit is {}", crate::MAX_GROUP_NAME_LEN)]
+    #[error(
+        "group name is {len} bytes long, the limit is {}",
+        crate::MAX_GROUP_NAME_LEN
+    )]
     GroupNameTooLong {
         /// Length of the rejected name in bytes.
         len: usize,

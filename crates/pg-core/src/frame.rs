@@ -187,21 +187,35 @@ mod tests {
                 base: 3,
                 seq: 5,
                 ops: vec![
-                    Op::Join { group: g("a"), serial: 1, count: 2 },
-                    Op::Leave { group: g("a"), serial: 1, count: 1 },
+                    Op::Join {
+                        group: g("a"),
+                        serial: 1,
+                        count: 2,
+                    },
+                    Op::Leave {
+                        group: g("a"),
+                        serial: 1,
+                        count: 1,
+                    },
                     Op::Exit { serial: 9 },
                 ],
             },
             Frame::Sync {
                 seq: 7,
                 known: Some(2),
-                groups: vec![SyncGroup { group: g("x"), members: vec![(1, 1), (2, 3)] }],
+                groups: vec![SyncGroup {
+                    group: g("x"),
+                    members: vec![(1, 1), (2, 3)],
+                }],
             },
             Frame::SyncRequest,
             Frame::Discover,
             Frame::Digest {
                 reply: true,
-                parts: vec![PartVersion { node: NodeId::parse_name("n", 4).unwrap(), seq: 8 }],
+                parts: vec![PartVersion {
+                    node: NodeId::parse_name("n", 4).unwrap(),
+                    seq: 8,
+                }],
             },
         ]
     }
@@ -224,19 +238,33 @@ mod tests {
         ));
         let mut bytes = Frame::SyncRequest.encode();
         bytes.push(0);
-        assert!(matches!(Frame::decode(&bytes), Err(DecodeError::Malformed(_))));
-        let not_advancing = Frame::Delta { base: 5, seq: 5, ops: vec![] };
+        assert!(matches!(
+            Frame::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+        let not_advancing = Frame::Delta {
+            base: 5,
+            seq: 5,
+            ops: vec![],
+        };
         assert!(Frame::decode(&not_advancing.encode()).is_err());
         let zero = Frame::Delta {
             base: 0,
             seq: 1,
-            ops: vec![Op::Join { group: g("a"), serial: 1, count: 0 }],
+            ops: vec![Op::Join {
+                group: g("a"),
+                serial: 1,
+                count: 0,
+            }],
         };
         assert!(Frame::decode(&zero.encode()).is_err());
         let big = Frame::Sync {
             seq: 1,
             known: None,
-            groups: vec![SyncGroup { group: g("a"), members: vec![(MAX_PID_SERIAL + 1, 1)] }],
+            groups: vec![SyncGroup {
+                group: g("a"),
+                members: vec![(MAX_PID_SERIAL + 1, 1)],
+            }],
         };
         assert!(Frame::decode(&big.encode()).is_err());
         // An empty group name smuggled onto the wire.

@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert_eq!(GroupName::new("").unwrap_err(), CommandError::EmptyGroupName);
+        assert_eq!(
+            GroupName::new("").unwrap_err(),
+            CommandError::EmptyGroupName
+        );
         assert!(matches!(
             GroupName::new(&"g".repeat(MAX_GROUP_NAME_LEN + 1)),
             Err(CommandError::GroupNameTooLong { len }) if len == MAX_GROUP_NAME_LEN + 1

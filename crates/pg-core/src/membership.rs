@@ -382,7 +382,8 @@ impl Membership {
 
     /// How many times `serial` of `slot` joined `name` (0 if not a member).
     pub(crate) fn count(&self, slot: Slot, serial: u64, name: &str) -> u32 {
-        self.group_id(name).map_or(0, |gid| self.count_in(slot, serial, gid))
+        self.group_id(name)
+            .map_or(0, |gid| self.count_in(slot, serial, gid))
     }
 
     /// Join count of `serial` of `slot` in group `gid`.
@@ -495,7 +496,12 @@ impl Membership {
 
     /// Removes every membership of process `serial` of `slot`; returns the
     /// number of join references removed.
-    pub(crate) fn remove_process(&mut self, slot: Slot, serial: u64, events: &mut EventQueue) -> u64 {
+    pub(crate) fn remove_process(
+        &mut self,
+        slot: Slot,
+        serial: u64,
+        events: &mut EventQueue,
+    ) -> u64 {
         let Some(gids) = self.part(slot).processes.get(&serial).cloned() else {
             return 0;
         };

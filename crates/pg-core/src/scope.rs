@@ -480,7 +480,8 @@ impl Scope {
                         consistent = false;
                         continue;
                     }
-                    self.table.add(slot, serial, &group, count, &mut self.events);
+                    self.table
+                        .add(slot, serial, &group, count, &mut self.events);
                 }
                 Op::Leave {
                     group,
@@ -540,8 +541,10 @@ impl Scope {
         // What the part holds now; whatever the sync does not mention goes.
         let mut unseen = self.table.part_counts(slot);
         for SyncGroup { group, members } in groups {
+            // Looked up once per group, and again only after a change that
+            // may have created or deleted the group.
+            let mut gid = self.table.group_id(group.as_str());
             for (serial, count) in members {
-                let gid = self.table.group_id(group.as_str());
                 let held = match gid {
                     Some(gid) => {
                         unseen.remove(&(gid, serial));
@@ -552,9 +555,13 @@ impl Scope {
                 if count > held {
                     self.table
                         .add(slot, serial, &group, count - held, &mut self.events);
-                } else if let (Some(gid), true) = (gid, count < held) {
+                    if gid.is_none() {
+                        gid = self.table.group_id(group.as_str());
+                    }
+                } else if let (Some(id), true) = (gid, count < held) {
                     self.table
-                        .sub(slot, serial, gid, held - count, &mut self.events);
+                        .sub(slot, serial, id, held - count, &mut self.events);
+                    gid = self.table.group_id(group.as_str());
                 }
             }
         }
@@ -717,10 +724,7 @@ impl Scope {
         let Some(state) = self.peers.get_mut(&peer.name) else {
             return;
         };
-        if state
-            .sync_requested_at
-            .is_some_and(|at| now < at + timeout)
-        {
+        if state.sync_requested_at.is_some_and(|at| now < at + timeout) {
             return;
         }
         state.sync_requested_at = Some(now);
@@ -796,11 +800,9 @@ impl Scope {
 
     /// The version of every part held, this node's first.
     pub fn parts(&self) -> impl Iterator<Item = PartVersion> + '_ {
-        std::iter::once(self.version()).chain(self.table.remote_slots().map(|slot| {
-            PartVersion {
-                node: self.table.node(slot).clone(),
-                seq: self.table.seq(slot),
-            }
+        std::iter::once(self.version()).chain(self.table.remote_slots().map(|slot| PartVersion {
+            node: self.table.node(slot).clone(),
+            seq: self.table.seq(slot),
         }))
     }
 

@@ -91,7 +91,11 @@ impl Model {
                 }
             }
         }
-        if removed == 0 { Err("not_member") } else { Ok(()) }
+        if removed == 0 {
+            Err("not_member")
+        } else {
+            Ok(())
+        }
     }
 
     fn exit(&mut self, serial: u64) {

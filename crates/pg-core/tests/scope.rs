@@ -86,8 +86,16 @@ fn multi_join_counts_and_needs_as_many_leaves() {
     assert!(s.which_groups().is_empty(), "an empty group disappears");
     assert_eq!(s.leave(&pid, &[g("w")]), Err(CommandError::NotMember));
     let evs = events(&mut s);
-    let joined: usize = evs.iter().filter(|e| e.kind == EventKind::Joined).map(|e| e.pids.len()).sum();
-    let left: usize = evs.iter().filter(|e| e.kind == EventKind::Left).map(|e| e.pids.len()).sum();
+    let joined: usize = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::Joined)
+        .map(|e| e.pids.len())
+        .sum();
+    let left: usize = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::Left)
+        .map(|e| e.pids.len())
+        .sum();
     assert_eq!((joined, left), (3, 3));
 }
 
@@ -99,7 +107,10 @@ fn batch_leave_errors_only_when_in_none() {
     let _ = events(&mut s);
     s.leave(&pid, &[g("nope"), g("x"), g("other")]).unwrap();
     assert_eq!(events(&mut s), vec![event(EventKind::Left, "x", &[&pid])]);
-    assert_eq!(s.leave(&pid, &[g("x"), g("nope")]), Err(CommandError::NotMember));
+    assert_eq!(
+        s.leave(&pid, &[g("x"), g("nope")]),
+        Err(CommandError::NotMember)
+    );
     assert!(events(&mut s).is_empty());
     assert_eq!(s.leave(&pid, &[]), Err(CommandError::EmptyBatch));
 }
@@ -112,7 +123,10 @@ fn batch_by_pids() {
     assert_eq!(s.members("x").len(), 3);
     s.leave_pids(&g("x"), &pids[..2]).unwrap();
     assert_eq!(s.members("x").to_vec(), vec![pids[2].clone()]);
-    assert_eq!(s.leave_pids(&g("x"), &pids[..2]), Err(CommandError::NotMember));
+    assert_eq!(
+        s.leave_pids(&g("x"), &pids[..2]),
+        Err(CommandError::NotMember)
+    );
     assert_eq!(s.join_pids(&g("x"), &[]), Err(CommandError::EmptyBatch));
     assert_eq!(s.leave_pids(&g("x"), &[]), Err(CommandError::EmptyBatch));
 }
@@ -146,8 +160,14 @@ fn foreign_pids_are_refused() {
     let foreign = node("b", 1).pid(1).unwrap();
     let old_run = node("a", 0).pid(1).unwrap();
     for pid in [&foreign, &old_run] {
-        assert!(matches!(s.join(pid, &[g("x")]), Err(CommandError::NotLocal { .. })));
-        assert!(matches!(s.leave(pid, &[g("x")]), Err(CommandError::NotLocal { .. })));
+        assert!(matches!(
+            s.join(pid, &[g("x")]),
+            Err(CommandError::NotLocal { .. })
+        ));
+        assert!(matches!(
+            s.leave(pid, &[g("x")]),
+            Err(CommandError::NotLocal { .. })
+        ));
         assert!(matches!(s.exit(pid), Err(CommandError::NotLocal { .. })));
     }
     let pid = s.local_node().pid(1).unwrap();
@@ -176,12 +196,18 @@ fn limits_reject_and_leave_state_untouched() {
     let _ = events(&mut s);
 
     let err = s.join(&p1, &[g("x"), g("z")]).unwrap_err();
-    assert_eq!(err, CommandError::LimitExceeded(Limit::MaxGroups { limit: 2 }));
+    assert_eq!(
+        err,
+        CommandError::LimitExceeded(Limit::MaxGroups { limit: 2 })
+    );
     // Multi-joins count: x holds 2, a batch adding 2 more would make 4.
     let err = s.join(&p2, &[g("y"), g("x"), g("x")]).unwrap_err();
     assert_eq!(
         err,
-        CommandError::LimitExceeded(Limit::MaxMembersPerGroup { group: g("x"), limit: 3 })
+        CommandError::LimitExceeded(Limit::MaxMembersPerGroup {
+            group: g("x"),
+            limit: 3
+        })
     );
     assert!(s.join_pids(&g("x"), &[p1.clone(), p2.clone()]).is_err());
     assert_eq!(format!("{:?}", s.snapshot()), format!("{before:?}"));
@@ -276,7 +302,10 @@ fn a_gap_asks_for_a_sync_which_repairs() {
     let from = a.local_node().clone();
     b.handle_frame(&from, (*ts[0].frame).clone(), now);
     assert_eq!(b.stats().deltas_out_of_order, 1);
-    assert!(b.members("y").is_empty(), "an out-of-order delta is not applied");
+    assert!(
+        b.members("y").is_empty(),
+        "an out-of-order delta is not applied"
+    );
     let asks = transmits(&mut b);
     assert!(matches!(&*asks[0].frame, Frame::SyncRequest));
     // A second gap within protocol_timeout does not ask again.
@@ -286,7 +315,15 @@ fn a_gap_asks_for_a_sync_which_repairs() {
     pump(&mut [&mut a, &mut b], now);
     assert_eq!(b.groups_of(&pa).len(), 2);
     // After the timeout, a new gap may ask again.
-    b.handle_frame(&from, Frame::Delta { base: 10, seq: 11, ops: vec![] }, now + Duration::from_secs(6));
+    b.handle_frame(
+        &from,
+        Frame::Delta {
+            base: 10,
+            seq: 11,
+            ops: vec![],
+        },
+        now + Duration::from_secs(6),
+    );
     assert!(matches!(&*transmits(&mut b)[0].frame, Frame::SyncRequest));
 }
 
@@ -300,7 +337,11 @@ fn unknown_part_asks_for_sync() {
     let delta = Frame::Delta {
         base: 0,
         seq: 1,
-        ops: vec![Op::Join { group: g("x"), serial: 1, count: 1 }],
+        ops: vec![Op::Join {
+            group: g("x"),
+            serial: 1,
+            count: 1,
+        }],
     };
     b.handle_frame(a.local_node(), delta, now);
     assert!(b.members("x").is_empty());
@@ -315,7 +356,10 @@ fn frames_from_nodes_that_are_not_up_are_ignored() {
     let sync = Frame::Sync {
         seq: 1,
         known: None,
-        groups: vec![SyncGroup { group: g("x"), members: vec![(1, 1)] }],
+        groups: vec![SyncGroup {
+            group: g("x"),
+            members: vec![(1, 1)],
+        }],
     };
     b.handle_frame(&stranger, sync.clone(), now);
     b.handle_node_up(node("a", 2), now);
@@ -336,10 +380,17 @@ fn sync_is_differential() {
         known: Some(0),
         groups: groups
             .into_iter()
-            .map(|(name, members)| SyncGroup { group: g(name), members })
+            .map(|(name, members)| SyncGroup {
+                group: g(name),
+                members,
+            })
             .collect(),
     };
-    b.handle_frame(&a, sync(3, vec![("x", vec![(1, 2), (2, 1)]), ("y", vec![(1, 1)])]), now);
+    b.handle_frame(
+        &a,
+        sync(3, vec![("x", vec![(1, 2), (2, 1)]), ("y", vec![(1, 1)])]),
+        now,
+    );
     let mut evs = events(&mut b);
     evs.sort_by(|l, r| l.group.cmp(&r.group));
     assert_eq!(
@@ -350,10 +401,18 @@ fn sync_is_differential() {
         ]
     );
     // Same content at a newer version: no events at all.
-    b.handle_frame(&a, sync(4, vec![("y", vec![(1, 1)]), ("x", vec![(2, 1), (1, 2)])]), now);
+    b.handle_frame(
+        &a,
+        sync(4, vec![("y", vec![(1, 1)]), ("x", vec![(2, 1), (1, 2)])]),
+        now,
+    );
     assert!(events(&mut b).is_empty());
     // One count down, one member gone, one new group.
-    b.handle_frame(&a, sync(5, vec![("x", vec![(1, 1)]), ("z", vec![(3, 1)])]), now);
+    b.handle_frame(
+        &a,
+        sync(5, vec![("x", vec![(1, 1)]), ("z", vec![(3, 1)])]),
+        now,
+    );
     let mut evs = events(&mut b);
     evs.sort_by(|l, r| (l.group.clone(), l.pids.clone()).cmp(&(r.group.clone(), r.pids.clone())));
     assert_eq!(
@@ -381,11 +440,34 @@ fn sync_answers_a_stale_peer_once() {
     b.handle_node_up(a.clone(), now);
     let _ = transmits(&mut b);
     // a holds nothing of b: b answers with its part.
-    b.handle_frame(&a, Frame::Sync { seq: 1, known: None, groups: vec![] }, now);
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 1,
+            known: None,
+            groups: vec![],
+        },
+        now,
+    );
     let ts = transmits(&mut b);
-    assert!(matches!(&*ts[0].frame, Frame::Sync { seq: 1, known: Some(1), .. }));
+    assert!(matches!(
+        &*ts[0].frame,
+        Frame::Sync {
+            seq: 1,
+            known: Some(1),
+            ..
+        }
+    ));
     // a is up to date with b: no answer.
-    b.handle_frame(&a, Frame::Sync { seq: 2, known: Some(1), groups: vec![] }, now);
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 2,
+            known: Some(1),
+            groups: vec![],
+        },
+        now,
+    );
     assert!(transmits(&mut b).is_empty());
 }
 
@@ -394,16 +476,31 @@ fn inconsistent_delta_asks_for_sync() {
     let (mut b, now) = scope("b");
     let a = node("a", 1);
     b.handle_node_up(a.clone(), now);
-    b.handle_frame(&a, Frame::Sync { seq: 1, known: Some(0), groups: vec![] }, now);
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 1,
+            known: Some(0),
+            groups: vec![],
+        },
+        now,
+    );
     let _ = transmits(&mut b);
     let leave = Frame::Delta {
         base: 1,
         seq: 2,
-        ops: vec![Op::Leave { group: g("x"), serial: 1, count: 1 }],
+        ops: vec![Op::Leave {
+            group: g("x"),
+            serial: 1,
+            count: 1,
+        }],
     };
     b.handle_frame(&a, leave, now);
     assert_eq!(b.stats().deltas_inconsistent, 1);
-    assert!(events(&mut b).is_empty(), "nothing changed, nothing reported");
+    assert!(
+        events(&mut b).is_empty(),
+        "nothing changed, nothing reported"
+    );
     assert!(matches!(&*transmits(&mut b)[0].frame, Frame::SyncRequest));
 }
 
@@ -420,7 +517,10 @@ fn node_down_drops_its_members_with_multiplicity() {
     a.handle_node_down(&node("b", 0), now);
     assert_eq!(a.members("x").len(), 1);
     a.handle_node_down(b.local_node(), now);
-    assert_eq!(events(&mut a), vec![event(EventKind::Left, "x", &[&pb, &pb])]);
+    assert_eq!(
+        events(&mut a),
+        vec![event(EventKind::Left, "x", &[&pb, &pb])]
+    );
     assert!(a.which_groups().is_empty());
     assert_eq!(a.peers().count(), 0);
     // Heal: node up again, b's sync restores the members.
@@ -464,11 +564,21 @@ fn digest_repairs_stale_parts_both_ways() {
     }
     assert!(a.members("x").is_empty());
     // b's digest tells a that c's part moved on: a asks c directly.
-    let digest = Frame::Digest { reply: false, parts: b.parts().collect() };
+    let digest = Frame::Digest {
+        reply: false,
+        parts: b.parts().collect(),
+    };
     a.handle_frame(b.local_node(), digest, now);
     let ts = transmits(&mut a);
-    assert!(ts.iter().any(|t| t.to == *c.local_node() && matches!(&*t.frame, Frame::SyncRequest)));
-    assert!(ts.iter().any(|t| t.to == *b.local_node() && matches!(&*t.frame, Frame::Digest { reply: true, .. })));
+    assert!(
+        ts.iter()
+            .any(|t| t.to == *c.local_node() && matches!(&*t.frame, Frame::SyncRequest))
+    );
+    assert!(
+        ts.iter()
+            .any(|t| t.to == *b.local_node()
+                && matches!(&*t.frame, Frame::Digest { reply: true, .. }))
+    );
     for t in ts {
         if t.to == *c.local_node() {
             c.handle_frame(a.local_node(), (*t.frame).clone(), now);
@@ -481,7 +591,10 @@ fn digest_repairs_stale_parts_both_ways() {
     let pa = a.local_node().pid(1).unwrap();
     a.join(&pa, &[g("y")]).unwrap();
     let _lost = transmits(&mut a);
-    let digest = Frame::Digest { reply: true, parts: b.parts().collect() };
+    let digest = Frame::Digest {
+        reply: true,
+        parts: b.parts().collect(),
+    };
     a.handle_frame(b.local_node(), digest, now);
     let ts = transmits(&mut a);
     assert_eq!(ts.len(), 1, "a reply digest is not answered with a digest");
@@ -491,12 +604,18 @@ fn digest_repairs_stale_parts_both_ways() {
 #[test]
 fn startup_discovery_contacts_a_capped_random_subset() {
     let now = Instant::now();
-    let config = ScopeConfig { discovery_fanout: 3, ..ScopeConfig::default() };
+    let config = ScopeConfig {
+        discovery_fanout: 3,
+        ..ScopeConfig::default()
+    };
     let mut s = Scope::new(node("a", 1), config, now);
     for i in 0..10 {
         s.handle_node_up(node(&format!("p{i}"), 1), now);
     }
-    assert!(transmits(&mut s).is_empty(), "nothing is pushed before discovery");
+    assert!(
+        transmits(&mut s).is_empty(),
+        "nothing is pushed before discovery"
+    );
     s.handle_timeout(now);
     let ts = transmits(&mut s);
     assert_eq!(ts.len(), 3);
@@ -510,13 +629,20 @@ fn startup_discovery_contacts_a_capped_random_subset() {
     assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
     // A different seed picks a different subset (over a few tries).
     let pick = |seed| {
-        let config = ScopeConfig { discovery_fanout: 3, rng_seed: seed, ..ScopeConfig::default() };
+        let config = ScopeConfig {
+            discovery_fanout: 3,
+            rng_seed: seed,
+            ..ScopeConfig::default()
+        };
         let mut s = Scope::new(node("a", 1), config, now);
         for i in 0..10 {
             s.handle_node_up(node(&format!("p{i}"), 1), now);
         }
         s.handle_timeout(now);
-        transmits(&mut s).into_iter().map(|t| t.to).collect::<Vec<_>>()
+        transmits(&mut s)
+            .into_iter()
+            .map(|t| t.to)
+            .collect::<Vec<_>>()
     };
     assert_eq!(pick(5), pick(5));
     assert!((6..12).any(|seed| pick(seed) != pick(5)));
@@ -553,7 +679,10 @@ fn anti_entropy_sends_one_digest_per_interval() {
     assert!(matches!(&*ts[0].frame, Frame::Digest { reply: false, .. }));
     assert_eq!(s.poll_timeout(), Some(now + interval * 2));
 
-    let config = ScopeConfig { anti_entropy_interval: Duration::ZERO, ..ScopeConfig::default() };
+    let config = ScopeConfig {
+        anti_entropy_interval: Duration::ZERO,
+        ..ScopeConfig::default()
+    };
     let mut off = Scope::new(node("a", 1), config, now);
     off.handle_timeout(now);
     assert_eq!(off.poll_timeout(), None, "0 disables anti-entropy");
@@ -576,7 +705,10 @@ fn digest_missing_our_part_gets_it_only_if_it_has_members() {
     let a = node("a", 1);
     b.handle_node_up(a.clone(), now);
     let _ = transmits(&mut b);
-    let digest = Frame::Digest { reply: true, parts: vec![] };
+    let digest = Frame::Digest {
+        reply: true,
+        parts: vec![],
+    };
     b.handle_frame(&a, digest.clone(), now);
     assert!(transmits(&mut b).is_empty(), "an empty part needs no sync");
     let pb = b.local_node().pid(1).unwrap();

@@ -125,7 +125,12 @@ fn same_seed_same_run() {
     let run = |seed| {
         let config = ScenarioConfig::new(5, seed);
         let report = scenario::run(&config).unwrap();
-        (report.net, report.commands, report.converged_after, report.memberships)
+        (
+            report.net,
+            report.commands,
+            report.converged_after,
+            report.memberships,
+        )
     };
     assert_eq!(run(11), run(11));
     assert_ne!(run(11), run(12));

@@ -105,11 +105,7 @@ impl EventReplay {
 
     /// Checks the replay against the scope's whole state.
     pub fn check(&self, scope: &Scope) -> Result<(), Violation> {
-        let replay: View = self
-            .counts
-            .iter()
-            .map(|(k, &c)| (k.clone(), c))
-            .collect();
+        let replay: View = self.counts.iter().map(|(k, &c)| (k.clone(), c)).collect();
         compare("event replay equals state", &replay, &view(scope))
     }
 }

@@ -708,7 +708,9 @@ impl Cluster {
             });
             let holds_no_stale = s.parts().all(|p| {
                 s.part_memberships(&p.node) == 0
-                    || live.iter().any(|(node, seq, _)| p.node == *node && p.seq == *seq)
+                    || live
+                        .iter()
+                        .any(|(node, seq, _)| p.node == *node && p.seq == *seq)
             });
             holds_all && holds_no_stale
         })
