@@ -1,2 +1,44 @@
-//! `cargo xtask`: repository automation.
-fn main() {}
+//! `cargo xtask`: repository automation (rust-analyzer style), one module
+//! per subcommand.
+//!
+//! - `cargo xtask cluster-sim [--deterministic] [--seed S] [--seeds K] [--nodes N]`
+//! - `cargo xtask tidy`
+
+mod cluster_sim;
+mod tidy;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "pg-rs repository tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a simulated cluster and check its invariants.
+    ClusterSim(cluster_sim::Args),
+    /// Repository hygiene checks (also run by `cargo test -p xtask`).
+    Tidy,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::ClusterSim(args) => cluster_sim::run(&args),
+        Command::Tidy => {
+            let root = tidy::workspace_root();
+            let problems = tidy::check(&root)?;
+            if problems.is_empty() {
+                println!("tidy: ok");
+                Ok(())
+            } else {
+                for p in &problems {
+                    eprintln!("tidy: {p}");
+                }
+                anyhow::bail!("{} tidy problem(s)", problems.len())
+            }
+        }
+    }
+}
