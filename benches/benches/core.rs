@@ -1,6 +1,9 @@
 //! Criterion benchmarks of pg-core: local commands, reads, sync and
 //! anti-entropy, at sizes where a naive design would slow down.
 
+// A benchmark whose set-up fails must stop loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

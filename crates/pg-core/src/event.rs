@@ -56,11 +56,12 @@ impl EventQueue {
         if count == 0 {
             return;
         }
-        if let Some(last) = self.events.back_mut() {
-            if last.kind == kind && last.group == *group {
-                last.pids.extend(std::iter::repeat_n(pid.clone(), count));
-                return;
-            }
+        if let Some(last) = self.events.back_mut()
+            && last.kind == kind
+            && last.group == *group
+        {
+            last.pids.extend(std::iter::repeat_n(pid.clone(), count));
+            return;
         }
         self.events.push_back(Event {
             kind,

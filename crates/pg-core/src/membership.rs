@@ -476,14 +476,12 @@ impl Membership {
         let name = self.group(gid).name.clone();
         let part = self.part_mut(slot);
         part.memberships -= u64::from(removed);
-        if gone {
-            if let Some(gids) = part.processes.get_mut(&serial) {
-                if let Some(i) = gids.iter().position(|&g| g == gid) {
-                    gids.swap_remove(i);
-                }
-                if gids.is_empty() {
-                    part.processes.remove(&serial);
-                }
+        if gone && let Some(gids) = part.processes.get_mut(&serial) {
+            if let Some(i) = gids.iter().position(|&g| g == gid) {
+                gids.swap_remove(i);
+            }
+            if gids.is_empty() {
+                part.processes.remove(&serial);
             }
         }
         let pid = self.pid(slot, serial);

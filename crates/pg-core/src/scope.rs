@@ -382,10 +382,10 @@ impl Scope {
             self.stats.frames_ignored += 1;
             return;
         }
-        if let Some(existing) = self.peers.get(&peer.name) {
-            if existing.node.incarnation >= peer.incarnation {
-                return;
-            }
+        if let Some(existing) = self.peers.get(&peer.name)
+            && existing.node.incarnation >= peer.incarnation
+        {
+            return;
         }
         self.flush_delta();
         self.drop_peer(&peer.name);
@@ -417,10 +417,10 @@ impl Scope {
     /// Forgets the peer called `name` and drops whatever part of it is held.
     fn drop_peer(&mut self, name: &NodeName) {
         self.peers.remove(name);
-        if let Some(slot) = self.table.slot_of_name(name) {
-            if slot != LOCAL_SLOT {
-                self.table.remove_part(slot, &mut self.events);
-            }
+        if let Some(slot) = self.table.slot_of_name(name)
+            && slot != LOCAL_SLOT
+        {
+            self.table.remove_part(slot, &mut self.events);
         }
     }
 

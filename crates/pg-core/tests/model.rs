@@ -1,5 +1,7 @@
 //! Property tests: the scope against a deliberately simple model.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 

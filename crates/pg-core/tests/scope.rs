@@ -1,5 +1,7 @@
 //! Rules of the scope state machine, one at a time, through the public API.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::time::{Duration, Instant};
 
 use pg_core::{
@@ -414,7 +416,7 @@ fn sync_is_differential() {
         now,
     );
     let mut evs = events(&mut b);
-    evs.sort_by(|l, r| (l.group.clone(), l.pids.clone()).cmp(&(r.group.clone(), r.pids.clone())));
+    evs.sort_by_key(|l| (l.group.clone(), l.pids.clone()));
     assert_eq!(
         evs,
         vec![

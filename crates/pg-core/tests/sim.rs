@@ -1,5 +1,7 @@
 //! Deterministic multi-node simulation: the protocol under faults.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::time::Duration;
 
 use pg_core::GroupName;

@@ -122,16 +122,17 @@ pub fn check_events_of_input(
     let mut direction: FxHashMap<(&GroupName, &Pid), EventKind> = FxHashMap::default();
     for event in events {
         for pid in &event.pids {
-            if let Some(prev) = direction.insert((&event.group, pid), event.kind) {
-                if one_way && prev != event.kind {
-                    return Err(Violation::new(
-                        "no event without a state change",
-                        format!(
-                            "{pid} both joined and left {:?} in one sync or node change",
-                            event.group
-                        ),
-                    ));
-                }
+            if let Some(prev) = direction.insert((&event.group, pid), event.kind)
+                && one_way
+                && prev != event.kind
+            {
+                return Err(Violation::new(
+                    "no event without a state change",
+                    format!(
+                        "{pid} both joined and left {:?} in one sync or node change",
+                        event.group
+                    ),
+                ));
             }
         }
     }

@@ -590,12 +590,11 @@ impl Cluster {
                 events.push(event);
             }
         }
-        if let Some(before) = before {
-            if let Err(v) =
+        if let Some(before) = before
+            && let Err(v) =
                 check::check_events_of_input(&before, &node.replay, &events, scope, one_way)
-            {
-                self.violation.get_or_insert(v);
-            }
+        {
+            self.violation.get_or_insert(v);
         }
         let mut transmits: Vec<Transmit> = Vec::new();
         while let Some(t) = scope.poll_transmit() {
