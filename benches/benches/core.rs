@@ -114,7 +114,7 @@ fn differential_sync(c: &mut Criterion) {
     let me = node("b");
     let a = node("a");
     let (mut s, now) = scope(&me);
-    s.handle_node_up(a.clone(), now);
+    s.handle_node_up(a.clone());
     while s.poll_transmit().is_some() {}
     let part = |shift: u64| {
         (0..1000u64)
@@ -173,7 +173,7 @@ fn digest_compare(c: &mut Criterion) {
     let (mut s, now) = scope(&me);
     let peers: Vec<_> = (0..99).map(|i| node(&format!("p{i}"))).collect();
     for (i, p) in peers.iter().enumerate() {
-        s.handle_node_up(p.clone(), now);
+        s.handle_node_up(p.clone());
         let groups = vec![SyncGroup {
             group: group("g"),
             members: vec![(i as u64 + 1, 1)],

@@ -5,7 +5,7 @@
 //! restarts), then a healing phase that must converge within a bound. Each
 //! seed reproduces its run exactly; a failure prints the seed.
 
-use std::io::Write;
+use std::io::{IsTerminal, Stderr, Write};
 use std::time::Instant;
 
 use anyhow::bail;
@@ -61,20 +61,8 @@ fn deterministic(args: &Args) -> anyhow::Result<()> {
                 failures.push(seed);
             }
         }
-        let done = i + 1;
-        let width = 30;
-        let filled = done * width / args.seeds.max(1) as usize;
-        let _ = write!(
-            stderr,
-            "\r[{}{}] {done}/{} seeds, {} failed",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            args.seeds,
-            failures.len()
-        );
-        let _ = stderr.flush();
+        progress(&mut stderr, i as u64 + 1, args.seeds, failures.len());
     }
-    eprintln!();
     converged.sort();
     let runs = converged.len().max(1) as u64;
     println!(
@@ -108,5 +96,26 @@ fn deterministic(args: &Args) -> anyhow::Result<()> {
             failures,
             args.nodes
         )
+    }
+}
+
+/// A progress bar on a terminal; a line per tenth of the run in a log.
+fn progress(stderr: &mut Stderr, done: u64, total: u64, failed: usize) {
+    let total = total.max(1);
+    if stderr.is_terminal() {
+        let width = 30;
+        let filled = (done * width / total) as usize;
+        let _ = write!(
+            stderr,
+            "\r[{}{}] {done}/{total} seeds, {failed} failed",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled),
+        );
+        if done == total {
+            let _ = writeln!(stderr);
+        }
+        let _ = stderr.flush();
+    } else if done == total || done.is_multiple_of((total / 10).max(1)) {
+        let _ = writeln!(stderr, "{done}/{total} seeds, {failed} failed");
     }
 }

@@ -160,10 +160,9 @@ impl Scope {
     /// named twice is joined twice. All or nothing: on error nothing changed.
     pub fn join(&mut self, pid: &Pid, groups: &[GroupName]) -> Result<(), CommandError> {
         self.check_local(pid)?;
-        let serial = pid.serial();
-        self.check_joins(groups.iter().map(|g| (serial, g)), pid)?;
+        self.check_joins(groups.iter().map(|g| (pid, g)))?;
         for group in groups {
-            self.local_join(serial, group);
+            self.local_join(pid.serial(), group);
         }
         self.bump();
         Ok(())
@@ -174,8 +173,7 @@ impl Scope {
         for pid in pids {
             self.check_local(pid)?;
         }
-        let first = pids.first().ok_or(CommandError::EmptyBatch)?;
-        self.check_joins(pids.iter().map(|p| (p.serial(), group)), first)?;
+        self.check_joins(pids.iter().map(|p| (p, group)))?;
         for pid in pids {
             self.local_join(pid.serial(), group);
         }
@@ -246,27 +244,26 @@ impl Scope {
     /// Checks a batch of joins against the limits and join-count overflow.
     fn check_joins<'a>(
         &self,
-        joins: impl ExactSizeIterator<Item = (u64, &'a GroupName)> + Clone,
-        pid: &Pid,
+        joins: impl ExactSizeIterator<Item = (&'a Pid, &'a GroupName)>,
     ) -> Result<(), CommandError> {
         match joins.len() {
             0 => Err(CommandError::EmptyBatch),
             1 => {
                 let mut joins = joins;
-                let Some((serial, group)) = joins.next() else {
+                let Some((pid, group)) = joins.next() else {
                     return Err(CommandError::EmptyBatch);
                 };
                 let new = usize::from(self.table.group_id(group.as_str()).is_none());
                 self.check_group_limit(new)?;
                 self.check_member_limit(group, 1)?;
-                self.check_count(serial, group, 1, pid)
+                self.check_count(pid, group, 1)
             }
             _ => {
                 let mut per_group: FxHashMap<&GroupName, u64> = FxHashMap::default();
-                let mut per_member: FxHashMap<(u64, &GroupName), u64> = FxHashMap::default();
-                for (serial, group) in joins {
+                let mut per_member: FxHashMap<(&Pid, &GroupName), u64> = FxHashMap::default();
+                for (pid, group) in joins {
                     *per_group.entry(group).or_default() += 1;
-                    *per_member.entry((serial, group)).or_default() += 1;
+                    *per_member.entry((pid, group)).or_default() += 1;
                 }
                 let new = per_group
                     .keys()
@@ -276,8 +273,8 @@ impl Scope {
                 for (group, added) in per_group {
                     self.check_member_limit(group, added)?;
                 }
-                for ((serial, group), added) in per_member {
-                    self.check_count(serial, group, added, pid)?;
+                for ((pid, group), added) in per_member {
+                    self.check_count(pid, group, added)?;
                 }
                 Ok(())
             }
@@ -303,14 +300,8 @@ impl Scope {
         Ok(())
     }
 
-    fn check_count(
-        &self,
-        serial: u64,
-        group: &GroupName,
-        added: u64,
-        pid: &Pid,
-    ) -> Result<(), CommandError> {
-        let count = u64::from(self.table.count(LOCAL_SLOT, serial, group.as_str()));
+    fn check_count(&self, pid: &Pid, group: &GroupName, added: u64) -> Result<(), CommandError> {
+        let count = u64::from(self.table.count(LOCAL_SLOT, pid.serial(), group.as_str()));
         if count + added > u64::from(u32::MAX) {
             return Err(CommandError::JoinCountOverflow {
                 pid: pid.clone(),
@@ -376,8 +367,7 @@ impl Scope {
     /// A connection to `peer` is up. A newer run of a known node replaces
     /// the older one (whose members are dropped, with events). The peer is
     /// sent this node's part, unless start-up discovery is still to run.
-    pub fn handle_node_up(&mut self, peer: NodeId, now: Instant) {
-        let _ = now;
+    pub fn handle_node_up(&mut self, peer: NodeId) {
         if peer.name == self.local_node().name {
             self.stats.frames_ignored += 1;
             return;
@@ -404,8 +394,7 @@ impl Scope {
     /// The connection to `peer` is gone (crash, partition, shutdown): every
     /// member of that node run is dropped, with events. A down for an older
     /// run than the one known is ignored.
-    pub fn handle_node_down(&mut self, peer: &NodeId, now: Instant) {
-        let _ = now;
+    pub fn handle_node_down(&mut self, peer: &NodeId) {
         let known = self.peers.get(&peer.name).map(|p| &p.node);
         if known != Some(peer) {
             return;

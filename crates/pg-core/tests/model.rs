@@ -212,7 +212,7 @@ proptest! {
                 scope.join(&me.pid(s).unwrap(), std::slice::from_ref(&names[g])).unwrap();
             }
         }
-        scope.handle_node_up(a.clone(), now);
+        scope.handle_node_up(a.clone());
         let to_frame = |seq, part: &BTreeMap<(usize, u64), u32>| {
             let mut groups: BTreeMap<usize, Vec<(u64, u32)>> = BTreeMap::new();
             for (&(g, s), &c) in part {

@@ -65,8 +65,8 @@ fn pump(scopes: &mut [&mut Scope], now: Instant) {
 }
 
 fn connect(a: &mut Scope, b: &mut Scope, now: Instant) {
-    a.handle_node_up(b.local_node().clone(), now);
-    b.handle_node_up(a.local_node().clone(), now);
+    a.handle_node_up(b.local_node().clone());
+    b.handle_node_up(a.local_node().clone());
     pump(&mut [a, b], now);
 }
 
@@ -334,7 +334,7 @@ fn unknown_part_asks_for_sync() {
     let (mut a, now) = scope("a");
     let (mut b, _) = scope("b");
     // b knows a is up, but never got its part.
-    b.handle_node_up(a.local_node().clone(), now);
+    b.handle_node_up(a.local_node().clone());
     let _ = transmits(&mut b);
     let delta = Frame::Delta {
         base: 0,
@@ -364,7 +364,7 @@ fn frames_from_nodes_that_are_not_up_are_ignored() {
         }],
     };
     b.handle_frame(&stranger, sync.clone(), now);
-    b.handle_node_up(node("a", 2), now);
+    b.handle_node_up(node("a", 2));
     b.handle_frame(&stranger, sync, now); // an older run of an up node
     assert_eq!(b.stats().frames_ignored, 2);
     assert!(b.which_groups().is_empty());
@@ -374,7 +374,7 @@ fn frames_from_nodes_that_are_not_up_are_ignored() {
 fn sync_is_differential() {
     let (mut b, now) = scope("b");
     let a = node("a", 1);
-    b.handle_node_up(a.clone(), now);
+    b.handle_node_up(a.clone());
     let _ = transmits(&mut b);
     let p = |i| a.pid(i).unwrap();
     let sync = |seq, groups: Vec<(&str, Vec<(u64, u32)>)>| Frame::Sync {
@@ -439,7 +439,7 @@ fn sync_answers_a_stale_peer_once() {
     let pb = b.local_node().pid(1).unwrap();
     b.join(&pb, &[g("x")]).unwrap();
     let a = node("a", 1);
-    b.handle_node_up(a.clone(), now);
+    b.handle_node_up(a.clone());
     let _ = transmits(&mut b);
     // a holds nothing of b: b answers with its part.
     b.handle_frame(
@@ -477,7 +477,7 @@ fn sync_answers_a_stale_peer_once() {
 fn inconsistent_delta_asks_for_sync() {
     let (mut b, now) = scope("b");
     let a = node("a", 1);
-    b.handle_node_up(a.clone(), now);
+    b.handle_node_up(a.clone());
     b.handle_frame(
         &a,
         Frame::Sync {
@@ -516,9 +516,9 @@ fn node_down_drops_its_members_with_multiplicity() {
     pump(&mut [&mut a, &mut b], now);
     let _ = events(&mut a);
     // A down for another run of b changes nothing.
-    a.handle_node_down(&node("b", 0), now);
+    a.handle_node_down(&node("b", 0));
     assert_eq!(a.members("x").len(), 1);
-    a.handle_node_down(b.local_node(), now);
+    a.handle_node_down(b.local_node());
     assert_eq!(
         events(&mut a),
         vec![event(EventKind::Left, "x", &[&pb, &pb])]
@@ -541,10 +541,10 @@ fn new_incarnation_replaces_the_old_one() {
     let _ = events(&mut a);
     // b restarts: its new run comes up before the old one was seen down.
     let b2_id = node("b", 2);
-    a.handle_node_up(b2_id.clone(), now);
+    a.handle_node_up(b2_id.clone());
     assert_eq!(events(&mut a), vec![event(EventKind::Left, "x", &[&old])]);
     // A late up for the old run is ignored.
-    a.handle_node_up(node("b", 1), now);
+    a.handle_node_up(node("b", 1));
     assert_eq!(a.peers().cloned().collect::<Vec<_>>(), vec![b2_id]);
 }
 
@@ -612,7 +612,7 @@ fn startup_discovery_contacts_a_capped_random_subset() {
     };
     let mut s = Scope::new(node("a", 1), config, now);
     for i in 0..10 {
-        s.handle_node_up(node(&format!("p{i}"), 1), now);
+        s.handle_node_up(node(&format!("p{i}"), 1));
     }
     assert!(
         transmits(&mut s).is_empty(),
@@ -626,7 +626,7 @@ fn startup_discovery_contacts_a_capped_random_subset() {
     to.dedup();
     assert_eq!(to.len(), 3, "distinct peers");
     // A peer that comes up later is sent our part directly.
-    s.handle_node_up(node("late", 1), now);
+    s.handle_node_up(node("late", 1));
     let ts = transmits(&mut s);
     assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
     // A different seed picks a different subset (over a few tries).
@@ -638,7 +638,7 @@ fn startup_discovery_contacts_a_capped_random_subset() {
         };
         let mut s = Scope::new(node("a", 1), config, now);
         for i in 0..10 {
-            s.handle_node_up(node(&format!("p{i}"), 1), now);
+            s.handle_node_up(node(&format!("p{i}"), 1));
         }
         s.handle_timeout(now);
         transmits(&mut s)
@@ -654,7 +654,7 @@ fn startup_discovery_contacts_a_capped_random_subset() {
 fn discover_is_answered_with_part_and_digest() {
     let (mut b, now) = scope("b");
     let a = node("a", 1);
-    b.handle_node_up(a.clone(), now);
+    b.handle_node_up(a.clone());
     let _ = transmits(&mut b);
     b.handle_frame(&a, Frame::Discover, now);
     let ts = transmits(&mut b);
@@ -669,7 +669,7 @@ fn anti_entropy_sends_one_digest_per_interval() {
     let mut s = Scope::new(node("a", 1), ScopeConfig::default(), now);
     s.handle_timeout(now);
     for i in 0..5 {
-        s.handle_node_up(node(&format!("p{i}"), 1), now);
+        s.handle_node_up(node(&format!("p{i}"), 1));
     }
     let _ = transmits(&mut s);
     assert_eq!(s.poll_timeout(), Some(now + interval));
@@ -705,7 +705,7 @@ fn changes_without_peers_send_nothing_and_new_peers_get_a_sync() {
 fn digest_missing_our_part_gets_it_only_if_it_has_members() {
     let (mut b, now) = scope("b");
     let a = node("a", 1);
-    b.handle_node_up(a.clone(), now);
+    b.handle_node_up(a.clone());
     let _ = transmits(&mut b);
     let digest = Frame::Digest {
         reply: true,

@@ -277,11 +277,6 @@ impl Cluster {
             .collect()
     }
 
-    /// A random number from the cluster's seeded generator.
-    pub fn random(&mut self) -> u64 {
-        self.rng.next_u64()
-    }
-
     /// A random number in `0..n` (`n` > 0).
     pub fn random_below(&mut self, n: u64) -> u64 {
         self.rng.next_u64() % n.max(1)
@@ -525,7 +520,6 @@ impl Cluster {
     }
 
     fn apply_liveness(&mut self) {
-        let now = self.now();
         for i in 0..self.nodes.len() {
             if self.nodes[i].scope.is_none() {
                 continue;
@@ -542,10 +536,10 @@ impl Cluster {
                 }
                 let name = self.nodes[j].name.clone();
                 if let (Some(old), Some(scope)) = (told, self.nodes[i].scope.as_mut()) {
-                    scope.handle_node_down(&NodeId::new(name.clone(), old), now);
+                    scope.handle_node_down(&NodeId::new(name.clone(), old));
                 }
                 if let (Some(new), Some(scope)) = (want, self.nodes[i].scope.as_mut()) {
-                    scope.handle_node_up(NodeId::new(name, new), now);
+                    scope.handle_node_up(NodeId::new(name, new));
                 }
                 self.nodes[i].told_up[j] = want;
                 self.drain(i, true);
@@ -713,15 +707,6 @@ impl Cluster {
             });
             holds_all && holds_no_stale
         })
-    }
-
-    /// Whether every live node's view equals [`expected_view`](Self::expected_view).
-    pub fn is_converged(&self) -> bool {
-        let expected = self.expected_view();
-        self.nodes
-            .iter()
-            .filter_map(|n| n.scope.as_ref())
-            .all(|s| check::view(s) == expected)
     }
 
     /// Checks every invariant: nothing broke while running, every live
