@@ -207,6 +207,11 @@ pub(crate) struct Membership {
     empty: Arc<Vec<MemberKey>>,
     /// Groups with at least one local member.
     local_groups: usize,
+    /// Bumped whenever a group appears or disappears.
+    groups_epoch: u64,
+    /// Bumped whenever a group gains its first or loses its last local
+    /// member.
+    local_groups_epoch: u64,
 }
 
 impl Membership {
@@ -228,6 +233,8 @@ impl Membership {
             free_groups: Vec::new(),
             empty: Arc::new(Vec::new()),
             local_groups: 0,
+            groups_epoch: 0,
+            local_groups_epoch: 0,
         }
     }
 
@@ -380,6 +387,16 @@ impl Membership {
         self.local_groups
     }
 
+    /// Changes whenever the set of groups changes.
+    pub(crate) fn groups_epoch(&self) -> u64 {
+        self.groups_epoch
+    }
+
+    /// Changes whenever the set of groups with a local member changes.
+    pub(crate) fn local_groups_epoch(&self) -> u64 {
+        self.local_groups_epoch
+    }
+
     /// How many times `serial` of `slot` joined `name` (0 if not a member).
     pub(crate) fn count(&self, slot: Slot, serial: u64, name: &str) -> u32 {
         self.group_id(name)
@@ -430,6 +447,7 @@ impl Membership {
                 g.entries.insert(key, Entry { pos, count: n });
                 if slot == LOCAL_SLOT && !had_locals {
                     self.local_groups += 1;
+                    self.local_groups_epoch += 1;
                 }
                 true
             }
@@ -471,6 +489,7 @@ impl Membership {
             g.unplace(pos);
             if slot == LOCAL_SLOT && g.local_len == 0 {
                 self.local_groups -= 1;
+                self.local_groups_epoch += 1;
             }
         }
         let name = self.group(gid).name.clone();
@@ -523,6 +542,7 @@ impl Membership {
             }
         };
         self.group_ids.insert(name, gid);
+        self.groups_epoch += 1;
         gid
     }
 
@@ -530,6 +550,7 @@ impl Membership {
         if let Some(group) = self.groups[gid as usize].take() {
             self.group_ids.remove(&group.name);
             self.free_groups.push(gid);
+            self.groups_epoch += 1;
         }
     }
 

@@ -754,6 +754,19 @@ impl Scope {
         self.table.local_group_count()
     }
 
+    /// A number that changes whenever the set [`which_groups`](Self::which_groups)
+    /// returns changes, so a runtime can cache that list and rebuild it only
+    /// when this moves.
+    pub fn groups_epoch(&self) -> u64 {
+        self.table.groups_epoch()
+    }
+
+    /// As [`groups_epoch`](Self::groups_epoch), for
+    /// [`which_local_groups`](Self::which_local_groups).
+    pub fn local_groups_epoch(&self) -> u64 {
+        self.table.local_groups_epoch()
+    }
+
     /// Every group with its members: the whole view, copying no member list.
     pub fn snapshot(&self) -> Vec<(GroupName, Members)> {
         self.table

@@ -134,6 +134,8 @@ proptest! {
         let names: Vec<GroupName> = (0..GROUPS).map(|g| GroupName::new(&format!("g{g}")).unwrap()).collect();
         let pid = |s: u64| node.pid(s).unwrap();
 
+        let mut cached_groups = (scope.groups_epoch(), scope.which_groups());
+        let mut cached_local = (scope.local_groups_epoch(), scope.which_local_groups());
         for cmd in cmds {
             let before = scope.snapshot();
             let frozen = format!("{before:?}");
@@ -174,6 +176,16 @@ proptest! {
                 replay.apply(&event).map_err(|v| TestCaseError::fail(v.to_string()))?;
             }
             replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
+
+            // A cached group list stays right until its epoch moves.
+            if scope.groups_epoch() == cached_groups.0 {
+                prop_assert_eq!(&cached_groups.1, &scope.which_groups());
+            }
+            cached_groups = (scope.groups_epoch(), scope.which_groups());
+            if scope.local_groups_epoch() == cached_local.0 {
+                prop_assert_eq!(&cached_local.1, &scope.which_local_groups());
+            }
+            cached_local = (scope.local_groups_epoch(), scope.which_local_groups());
 
             let want_groups: BTreeSet<GroupName> = model.groups().into_iter().map(|g| names[g].clone()).collect();
             prop_assert_eq!(scope.which_groups().into_iter().collect::<BTreeSet<_>>(), want_groups.clone());
