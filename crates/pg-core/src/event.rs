@@ -33,6 +33,7 @@ impl fmt::Display for EventKind {
 
 /// A change of one group's membership, with multiplicity: a process that
 /// joined three times and exits appears three times in `pids`.
+#[must_use = "an event that is not delivered leaves a subscriber out of date"]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Joined or left.
