@@ -32,7 +32,8 @@ impl fmt::Display for EventKind {
 }
 
 /// A change of one group's membership, with multiplicity: a process that
-/// joined three times and exits appears three times in `pids`.
+/// joined three times and exits is listed with a count of 3. Counts keep an
+/// event's size proportional to the change, whatever the join counts.
 #[must_use = "an event that is not delivered leaves a subscriber out of date"]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -40,8 +41,24 @@ pub struct Event {
     pub kind: EventKind,
     /// The group that changed.
     pub group: GroupName,
-    /// The affected processes, one entry per join reference.
-    pub pids: Vec<Pid>,
+    /// The affected processes, each with the number of join references that
+    /// joined or left (at least 1).
+    pub members: Vec<(Pid, u32)>,
+}
+
+impl Event {
+    /// The affected pids with multiplicity: each pid as many times as its
+    /// count (seed 000's `PIDs` list).
+    pub fn pids(&self) -> impl Iterator<Item = &Pid> {
+        self.members
+            .iter()
+            .flat_map(|(pid, count)| std::iter::repeat_n(pid, *count as usize))
+    }
+
+    /// Total join references in the event.
+    pub fn references(&self) -> u64 {
+        self.members.iter().map(|&(_, c)| u64::from(c)).sum()
+    }
 }
 
 /// Pending events, merging consecutive changes of the same kind to the same
@@ -53,7 +70,6 @@ pub(crate) struct EventQueue {
 
 impl EventQueue {
     pub(crate) fn push(&mut self, kind: EventKind, group: &GroupName, pid: &Pid, count: u32) {
-        let count = count as usize;
         if count == 0 {
             return;
         }
@@ -61,13 +77,16 @@ impl EventQueue {
             && last.kind == kind
             && last.group == *group
         {
-            last.pids.extend(std::iter::repeat_n(pid.clone(), count));
+            match last.members.last_mut() {
+                Some((p, c)) if p == pid => *c = c.saturating_add(count),
+                _ => last.members.push((pid.clone(), count)),
+            }
             return;
         }
         self.events.push_back(Event {
             kind,
             group: group.clone(),
-            pids: vec![pid.clone(); count],
+            members: vec![(pid.clone(), count)],
         });
     }
 

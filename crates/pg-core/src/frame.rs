@@ -32,12 +32,15 @@ pub enum Frame {
         ops: Vec<Op>,
     },
     /// The sender's whole own part at version `seq`; the receiver replaces
-    /// what it holds of the sender differentially.
+    /// what it holds of the sender differentially. Canonical: groups in
+    /// strictly increasing name order, members in strictly increasing
+    /// serial order (so no membership is listed twice).
     Sync {
         /// Version of the part.
         seq: u64,
         /// Version of the receiver's part the sender holds (`None`: none).
-        /// A receiver that finds it stale answers with its own `Sync`.
+        /// A receiver whose part the sender lacks answers with its own
+        /// `Sync`, unless it already sent it.
         known: Option<u64>,
         /// Members by group.
         groups: Vec<SyncGroup>,
@@ -140,7 +143,9 @@ impl Frame {
         Ok(frame)
     }
 
-    fn validate(&self) -> Result<(), DecodeError> {
+    /// Checks the invariants decoding guarantees; frames built in memory
+    /// (an in-process transport) are checked the same way on arrival.
+    pub fn validate(&self) -> Result<(), DecodeError> {
         let bad = |what: &str| Err(DecodeError::Malformed(what.to_owned()));
         let member_ok = |serial: u64, count: u32| serial <= MAX_PID_SERIAL && count > 0;
         match self {
@@ -164,6 +169,13 @@ impl Frame {
                     .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));
                 if !ok {
                     return bad("sync member with a zero count or an out-of-range serial");
+                }
+                let sorted = groups.windows(2).all(|w| w[0].group < w[1].group)
+                    && groups
+                        .iter()
+                        .all(|g| g.members.windows(2).all(|w| w[0].0 < w[1].0));
+                if !sorted {
+                    return bad("sync groups or members out of order or repeated");
                 }
             }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
@@ -267,6 +279,30 @@ mod tests {
             }],
         };
         assert!(Frame::decode(&big.encode()).is_err());
+        let repeated = Frame::Sync {
+            seq: 1,
+            known: None,
+            groups: vec![SyncGroup {
+                group: g("a"),
+                members: vec![(1, 3), (1, 1)],
+            }],
+        };
+        assert!(Frame::decode(&repeated.encode()).is_err());
+        let unsorted = Frame::Sync {
+            seq: 1,
+            known: None,
+            groups: vec![
+                SyncGroup {
+                    group: g("b"),
+                    members: vec![(1, 1)],
+                },
+                SyncGroup {
+                    group: g("a"),
+                    members: vec![(1, 1)],
+                },
+            ],
+        };
+        assert!(Frame::decode(&unsorted.encode()).is_err());
         // An empty group name smuggled onto the wire.
         let mut bytes = vec![PROTOCOL_VERSION];
         bytes.extend(postcard::to_allocvec(&(0u8, 0u64, 1u64, 1u8, 0u8, "", 1u64, 1u32)).unwrap());

@@ -38,7 +38,7 @@
 //! let mut left = 0;
 //! while let Some(event) = scope.poll_event() {
 //!     if event.kind == EventKind::Left {
-//!         left += event.pids.len();
+//!         left += event.pids().count();
 //!     }
 //! }
 //! assert_eq!(left, 2);

@@ -629,18 +629,26 @@ impl Membership {
 
 impl Membership {
     /// This node's part grouped for a [`Frame::Sync`](crate::Frame::Sync).
+    /// Canonical: groups sorted by name, members by serial.
     pub(crate) fn local_sync_groups(&self) -> Vec<crate::frame::SyncGroup> {
-        self.groups
+        let mut groups: Vec<_> = self
+            .groups
             .iter()
             .flatten()
             .filter(|g| g.local_len > 0)
-            .map(|g| crate::frame::SyncGroup {
-                group: g.name.clone(),
-                members: g.members[..g.local_len as usize]
+            .map(|g| {
+                let mut members: Vec<(u64, u32)> = g.members[..g.local_len as usize]
                     .iter()
                     .map(|key| (key.serial(), g.entries[key].count))
-                    .collect(),
+                    .collect();
+                members.sort_unstable_by_key(|&(serial, _)| serial);
+                crate::frame::SyncGroup {
+                    group: g.name.clone(),
+                    members,
+                }
             })
-            .collect()
+            .collect();
+        groups.sort_unstable_by(|a, b| a.group.cmp(&b.group));
+        groups
     }
 }

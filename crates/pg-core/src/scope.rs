@@ -36,6 +36,9 @@ pub struct ScopeStats {
     pub frames_received: u64,
     /// Frames ignored because their sender is not an up peer.
     pub frames_ignored: u64,
+    /// Frames dropped because they break a frame invariant (see
+    /// [`Frame::validate`]); decoding already rejects those from the wire.
+    pub frames_invalid: u64,
     /// Frames queued for peers.
     pub frames_sent: u64,
     /// Deltas applied in order.
@@ -65,6 +68,12 @@ struct Peer {
     node: NodeId,
     /// When the last sync request went out, while unanswered.
     sync_requested_at: Option<Instant>,
+    /// Whether this node's part was sent to this peer run since it came up
+    /// (later changes follow as deltas on the same ordered link).
+    part_sent: bool,
+    /// Whether the part held of this peer failed to match one of its
+    /// deltas: its deltas are ignored until a sync replaces the part.
+    repairing: bool,
 }
 
 /// One scope of process groups on one node: its membership view and the
@@ -122,7 +131,10 @@ impl Scope {
         let mut timers = TimerTable::default();
         timers.set(Timer::Discovery, now);
         if !config.anti_entropy_interval.is_zero() {
-            timers.set(Timer::AntiEntropy, now + config.anti_entropy_interval);
+            // An interval too long to represent means never.
+            if let Some(at) = now.checked_add(config.anti_entropy_interval) {
+                timers.set(Timer::AntiEntropy, at);
+            }
         }
         Self {
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
@@ -384,6 +396,8 @@ impl Scope {
             Peer {
                 node: peer.clone(),
                 sync_requested_at: None,
+                part_sent: false,
+                repairing: false,
             },
         );
         if !self.discovering {
@@ -428,6 +442,10 @@ impl Scope {
             self.stats.frames_ignored += 1;
             return;
         }
+        if frame.validate().is_err() {
+            self.stats.frames_invalid += 1;
+            return;
+        }
         match frame {
             Frame::Delta { base, seq, ops } => self.on_delta(from, base, seq, ops, now),
             Frame::Sync { seq, known, groups } => self.on_sync(from, seq, known, groups),
@@ -451,7 +469,7 @@ impl Scope {
             self.stats.deltas_stale += 1;
             return;
         }
-        if base != held {
+        if base != held || self.peer_flag(from, |p| p.repairing) {
             self.stats.deltas_out_of_order += 1;
             self.request_sync(from, now);
             return;
@@ -491,17 +509,27 @@ impl Scope {
         self.table.set_seq(slot, seq);
         self.stats.deltas_applied += 1;
         if !consistent {
+            // The part no longer matches its version: take no more deltas
+            // and accept the next sync even at this very version.
             self.stats.deltas_inconsistent += 1;
+            if let Some(peer) = self.peers.get_mut(&from.name) {
+                peer.repairing = true;
+            }
             self.request_sync(from, now);
         }
     }
 
+    fn peer_flag(&self, node: &NodeId, flag: impl Fn(&Peer) -> bool) -> bool {
+        self.peers.get(&node.name).is_some_and(flag)
+    }
+
     fn on_sync(&mut self, from: &NodeId, seq: u64, known: Option<u64>, groups: Vec<SyncGroup>) {
-        if let Some(peer) = self.peers.get_mut(&from.name) {
-            peer.sync_requested_at = None;
-        }
+        let repairing = self.peer_flag(from, |p| p.repairing);
+        let held_before = self.table.slot_of(from).is_some();
         let slot = match self.table.slot_of(from) {
-            Some(slot) if seq <= self.table.seq(slot) => {
+            Some(slot)
+                if seq < self.table.seq(slot) || (seq == self.table.seq(slot) && !repairing) =>
+            {
                 self.stats.syncs_stale += 1;
                 None
             }
@@ -518,8 +546,20 @@ impl Scope {
             self.apply_sync(slot, groups);
             self.table.set_seq(slot, seq);
             self.stats.syncs_applied += 1;
+            if let Some(peer) = self.peers.get_mut(&from.name) {
+                peer.sync_requested_at = None;
+                peer.repairing = false;
+            }
         }
-        if known != Some(self.table.seq(LOCAL_SLOT)) {
+        // The sender lacks our part. Answer if we never sent it (its scope
+        // may have started after our push), or if we already held its part
+        // before this sync (it dropped ours on a down we did not see); not
+        // when our own push to a new peer is merely crossing this one. A
+        // stale `known` is never answered: our deltas are on their way, and
+        // answering would ping-pong full syncs while both sides change.
+        let sent = self.peer_flag(from, |p| p.part_sent);
+        if known.is_none() && (!sent || held_before) && self.table.part_memberships(LOCAL_SLOT) > 0
+        {
             self.send_own_sync(from);
         }
     }
@@ -568,12 +608,11 @@ impl Scope {
         let local = self.local_node().clone();
         let local_seq = self.table.seq(LOCAL_SLOT);
         let mut holds_us = false;
+        let mut push = false;
         for PartVersion { node, seq } in parts {
             if node == local {
                 holds_us = true;
-                if seq < local_seq {
-                    self.send_own_sync(from);
-                }
+                push |= seq < local_seq;
                 continue;
             }
             let is_up = self.peers.get(&node.name).map(|p| &p.node) == Some(&node);
@@ -585,7 +624,8 @@ impl Scope {
                 self.request_sync(&node, now);
             }
         }
-        if !holds_us && self.table.part_memberships(LOCAL_SLOT) > 0 {
+        push |= !holds_us && self.table.part_memberships(LOCAL_SLOT) > 0;
+        if push {
             self.send_own_sync(from);
         }
         if !reply {
@@ -609,8 +649,9 @@ impl Scope {
                     if let Some(peer) = self.random_peers(1).pop() {
                         self.send_digest(&peer, false);
                     }
-                    self.timers
-                        .set(Timer::AntiEntropy, now + self.config.anti_entropy_interval);
+                    if let Some(at) = now.checked_add(self.config.anti_entropy_interval) {
+                        self.timers.set(Timer::AntiEntropy, at);
+                    }
                 }
             }
         }
@@ -690,6 +731,9 @@ impl Scope {
     }
 
     fn send_own_sync(&mut self, to: &NodeId) {
+        if let Some(peer) = self.peers.get_mut(&to.name) {
+            peer.part_sent = true;
+        }
         let known = self.table.slot_of(to).map(|s| self.table.seq(s));
         let frame = Frame::Sync {
             seq: self.table.seq(LOCAL_SLOT),
@@ -713,7 +757,10 @@ impl Scope {
         let Some(state) = self.peers.get_mut(&peer.name) else {
             return;
         };
-        if state.sync_requested_at.is_some_and(|at| now < at + timeout) {
+        let pending = state
+            .sync_requested_at
+            .is_some_and(|at| at.checked_add(timeout).is_none_or(|until| now < until));
+        if pending {
             return;
         }
         state.sync_requested_at = Some(now);

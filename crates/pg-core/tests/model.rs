@@ -253,7 +253,7 @@ proptest! {
         replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
 
         for event in &events {
-            for pid in &event.pids {
+            for (pid, _) in &event.members {
                 prop_assert_eq!(pid.node(), &a, "a sync only touches its origin's part");
                 let g = names.iter().position(|n| *n == event.group).unwrap();
                 prop_assert_ne!(first.get(&(g, pid.serial())), second.get(&(g, pid.serial())), "event for an unchanged membership");

@@ -37,10 +37,17 @@ fn transmits(s: &mut Scope) -> Vec<Transmit> {
 }
 
 fn event(kind: EventKind, group: &str, pids: &[&Pid]) -> Event {
+    let mut members: Vec<(Pid, u32)> = Vec::new();
+    for &pid in pids {
+        match members.last_mut() {
+            Some((p, c)) if p == pid => *c += 1,
+            _ => members.push((pid.clone(), 1)),
+        }
+    }
     Event {
         kind,
         group: g(group),
-        pids: pids.iter().map(|&p| p.clone()).collect(),
+        members,
     }
 }
 
@@ -88,15 +95,15 @@ fn multi_join_counts_and_needs_as_many_leaves() {
     assert!(s.which_groups().is_empty(), "an empty group disappears");
     assert_eq!(s.leave(&pid, &[g("w")]), Err(CommandError::NotMember));
     let evs = events(&mut s);
-    let joined: usize = evs
+    let joined: u64 = evs
         .iter()
         .filter(|e| e.kind == EventKind::Joined)
-        .map(|e| e.pids.len())
+        .map(Event::references)
         .sum();
-    let left: usize = evs
+    let left: u64 = evs
         .iter()
         .filter(|e| e.kind == EventKind::Left)
-        .map(|e| e.pids.len())
+        .map(Event::references)
         .sum();
     assert_eq!((joined, left), (3, 3));
 }
@@ -416,7 +423,7 @@ fn sync_is_differential() {
         now,
     );
     let mut evs = events(&mut b);
-    evs.sort_by_key(|l| (l.group.clone(), l.pids.clone()));
+    evs.sort_by_key(|l| (l.group.clone(), l.members.clone()));
     assert_eq!(
         evs,
         vec![
@@ -434,14 +441,20 @@ fn sync_is_differential() {
 }
 
 #[test]
-fn sync_answers_a_stale_peer_once() {
-    let (mut b, now) = scope("b");
+fn sync_is_answered_only_when_the_sender_lacks_our_part() {
+    let now = Instant::now();
+    let mut b = Scope::new(node("b", 1), ScopeConfig::default(), now);
+    let a = node("a", 1);
+    b.handle_node_up(a.clone()); // before discovery: nothing pushed yet
     let pb = b.local_node().pid(1).unwrap();
     b.join(&pb, &[g("x")]).unwrap();
-    let a = node("a", 1);
-    b.handle_node_up(a.clone());
-    let _ = transmits(&mut b);
-    // a holds nothing of b: b answers with its part.
+    let ts = transmits(&mut b);
+    assert!(
+        matches!(&*ts[0].frame, Frame::Delta { .. }),
+        "only the delta"
+    );
+    let is_sync = |ts: &[Transmit]| ts.len() == 1 && matches!(&*ts[0].frame, Frame::Sync { .. });
+    // a lacks b's part and b never sent it: b answers.
     b.handle_frame(
         &a,
         Frame::Sync {
@@ -451,16 +464,8 @@ fn sync_answers_a_stale_peer_once() {
         },
         now,
     );
-    let ts = transmits(&mut b);
-    assert!(matches!(
-        &*ts[0].frame,
-        Frame::Sync {
-            seq: 1,
-            known: Some(1),
-            ..
-        }
-    ));
-    // a is up to date with b: no answer.
+    assert!(is_sync(&transmits(&mut b)));
+    // a is up to date, or merely behind (deltas in flight): no answer.
     b.handle_frame(
         &a,
         Frame::Sync {
@@ -471,6 +476,52 @@ fn sync_answers_a_stale_peer_once() {
         now,
     );
     assert!(transmits(&mut b).is_empty());
+    b.join(&pb, &[g("y")]).unwrap();
+    let _ = transmits(&mut b);
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 3,
+            known: Some(1),
+            groups: vec![],
+        },
+        now,
+    );
+    assert!(
+        transmits(&mut b).is_empty(),
+        "a stale known is not answered"
+    );
+    // a lost b's part (a down b never saw): b answers again.
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 4,
+            known: None,
+            groups: vec![],
+        },
+        now,
+    );
+    assert!(is_sync(&transmits(&mut b)));
+}
+
+#[test]
+fn crossing_pushes_at_node_up_are_not_answered() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    b.join(&pb, &[g("x")]).unwrap();
+    a.handle_node_up(b.local_node().clone());
+    b.handle_node_up(a.local_node().clone());
+    let from_a = transmits(&mut a);
+    let from_b = transmits(&mut b);
+    assert_eq!((from_a.len(), from_b.len()), (1, 1));
+    b.handle_frame(a.local_node(), (*from_a[0].frame).clone(), now);
+    a.handle_frame(b.local_node(), (*from_b[0].frame).clone(), now);
+    assert!(transmits(&mut a).is_empty() && transmits(&mut b).is_empty());
+    assert_eq!(a.members("x").len(), 2);
+    assert_eq!(b.members("x").len(), 2);
 }
 
 #[test]
@@ -504,6 +555,147 @@ fn inconsistent_delta_asks_for_sync() {
         "nothing changed, nothing reported"
     );
     assert!(matches!(&*transmits(&mut b)[0].frame, Frame::SyncRequest));
+    // Until repaired, further deltas are not applied on a broken part.
+    let join = Frame::Delta {
+        base: 2,
+        seq: 3,
+        ops: vec![Op::Join {
+            group: g("y"),
+            serial: 2,
+            count: 1,
+        }],
+    };
+    b.handle_frame(&a, join.clone(), now);
+    assert!(b.members("y").is_empty());
+    // The answer to the request carries the same version as the broken
+    // part: it is applied all the same, and repairs it.
+    let repair = Frame::Sync {
+        seq: 2,
+        known: Some(0),
+        groups: vec![SyncGroup {
+            group: g("z"),
+            members: vec![(3, 1)],
+        }],
+    };
+    b.handle_frame(&a, repair.clone(), now);
+    assert_eq!(b.members("z").to_vec(), vec![a.pid(3).unwrap()]);
+    // Repaired: the same version again is stale, and deltas apply again.
+    b.handle_frame(&a, repair, now);
+    assert_eq!(b.stats().syncs_stale, 1);
+    b.handle_frame(&a, join, now);
+    assert_eq!(b.members("y").len(), 1);
+}
+
+#[test]
+fn invalid_frames_from_memory_are_dropped_not_applied() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone());
+    let bad = [
+        Frame::Sync {
+            seq: 1,
+            known: None,
+            groups: vec![SyncGroup {
+                group: g("x"),
+                members: vec![(u64::MAX, 1)],
+            }],
+        },
+        Frame::Sync {
+            seq: 1,
+            known: None,
+            groups: vec![SyncGroup {
+                group: g("x"),
+                members: vec![(1, 3), (1, 1)],
+            }],
+        },
+        Frame::Delta {
+            base: 0,
+            seq: 1,
+            ops: vec![Op::Join {
+                group: g("x"),
+                serial: (1 << 48) | 5,
+                count: 1,
+            }],
+        },
+        Frame::Delta {
+            base: 1,
+            seq: 1,
+            ops: vec![],
+        },
+    ];
+    for frame in bad {
+        b.handle_frame(&a, frame, now);
+    }
+    assert_eq!(b.stats().frames_invalid, 4);
+    assert!(b.which_groups().is_empty());
+}
+
+#[test]
+fn huge_join_counts_make_small_events() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone());
+    let sync = Frame::Sync {
+        seq: 1,
+        known: Some(0),
+        groups: vec![SyncGroup {
+            group: g("x"),
+            members: vec![(1, u32::MAX)],
+        }],
+    };
+    b.handle_frame(&a, sync, now);
+    let evs = events(&mut b);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].members, vec![(a.pid(1).unwrap(), u32::MAX)]);
+    assert_eq!(evs[0].references(), u64::from(u32::MAX));
+    b.handle_node_down(&a);
+    assert_eq!(events(&mut b)[0].references(), u64::from(u32::MAX));
+}
+
+#[test]
+fn enormous_durations_do_not_overflow() {
+    let now = Instant::now();
+    let config = ScopeConfig {
+        anti_entropy_interval: Duration::MAX,
+        protocol_timeout: Duration::MAX,
+        ..ScopeConfig::default()
+    };
+    let mut s = Scope::new(node("a", 1), config, now);
+    s.handle_timeout(now);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_node_up(node("b", 1));
+    for _ in 0..2 {
+        s.handle_frame(
+            &node("b", 1),
+            Frame::Delta {
+                base: 4,
+                seq: 5,
+                ops: vec![],
+            },
+            now,
+        );
+    }
+    assert_eq!(s.stats().sync_requests_sent, 1);
+}
+
+#[test]
+fn a_digest_repeating_our_entry_pushes_once() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone());
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x")]).unwrap();
+    let _ = transmits(&mut b);
+    let stale = pg_core::PartVersion {
+        node: b.local_node().clone(),
+        seq: 0,
+    };
+    let digest = Frame::Digest {
+        reply: true,
+        parts: vec![stale; 1000],
+    };
+    b.handle_frame(&a, digest, now);
+    assert_eq!(transmits(&mut b).len(), 1);
 }
 
 #[test]

@@ -72,21 +72,25 @@ impl EventReplay {
     /// Applies one event; a `Left` for a reference the replay does not hold
     /// is a violation (an event without a state change).
     pub fn apply(&mut self, event: &Event) -> Result<(), Violation> {
-        for pid in &event.pids {
+        for (pid, n) in &event.members {
             let key = (event.group.clone(), pid.clone());
             match event.kind {
-                EventKind::Joined => *self.counts.entry(key).or_default() += 1,
+                EventKind::Joined => *self.counts.entry(key).or_default() += n,
                 EventKind::Left => match self.counts.get_mut(&key) {
-                    Some(count) => {
-                        *count -= 1;
+                    Some(count) if *count >= *n => {
+                        *count -= n;
                         if *count == 0 {
                             self.counts.remove(&key);
                         }
                     }
-                    None => {
+                    held => {
                         return Err(Violation::new(
                             "no event without a state change",
-                            format!("{pid} left {:?} without being a member", event.group),
+                            format!(
+                                "{pid} left {:?} {n} times holding {} joins",
+                                event.group,
+                                held.map_or(0, |c| *c)
+                            ),
                         ));
                     }
                 },
@@ -121,7 +125,7 @@ pub fn check_events_of_input(
 ) -> Result<(), Violation> {
     let mut direction: FxHashMap<(&GroupName, &Pid), EventKind> = FxHashMap::default();
     for event in events {
-        for pid in &event.pids {
+        for (pid, _) in &event.members {
             if let Some(prev) = direction.insert((&event.group, pid), event.kind)
                 && one_way
                 && prev != event.kind
