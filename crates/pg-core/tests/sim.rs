@@ -141,13 +141,50 @@ fn same_seed_same_run() {
 #[test]
 fn scenario_sweep() {
     let mut failures = Vec::new();
+    let mut seen = (0, 0, 0, 0, 0, 0);
     for seed in seeds(40) {
         let nodes = 2 + (seed % 6) as usize;
         let config = ScenarioConfig::new(nodes, seed);
-        if let Err(f) = scenario::run(&config) {
-            eprintln!("{f}");
-            failures.push(f.seed);
+        match scenario::run(&config) {
+            Ok(r) => {
+                seen.0 += r.net.by_kind.discovers;
+                seen.1 += r.net.frames_lost;
+                seen.2 += r.net.frames_duplicated;
+                seen.3 += r.faults.crashes;
+                seen.4 += r.faults.partitions;
+                seen.5 += r.faults.restarts;
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                failures.push(f.seed);
+            }
         }
     }
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    if std::env::var("PG_SIM_SEED").is_err() {
+        // The sweep exercises what it claims to: discovery, loss,
+        // duplication, crashes, partitions and restarts.
+        let (discovers, lost, duplicated, crashes, partitions, restarts) = seen;
+        assert!(discovers > 0 && lost > 0 && duplicated > 0, "{seen:?}");
+        assert!(crashes > 0 && partitions > 0 && restarts > 0, "{seen:?}");
+    }
+}
+
+#[test]
+fn late_scope_start_discovers_the_cluster() {
+    let mut c = cluster(6, 9);
+    let pids: Vec<_> = (0..5).map(|i| c.spawn(i)).collect();
+    for (i, pid) in pids.iter().enumerate() {
+        c.join(i, pid, &[g("all")]).unwrap();
+    }
+    c.drive_for(Duration::from_millis(50));
+    let discovers = c.net_stats().by_kind.discovers;
+    c.restart_with_late_scope(5, Duration::from_secs(1));
+    c.drive_for(Duration::from_secs(2));
+    // Its scope contacted at most `discovery_fanout` (3) of its 5 peers...
+    let sent = c.net_stats().by_kind.discovers - discovers;
+    assert!((1..=3).contains(&sent), "{sent} discovers");
+    // ...and still learnt every part at once, through their digests.
+    assert_eq!(c.scope(5).unwrap().members("all").len(), 5);
+    c.check_converged().unwrap();
 }

@@ -106,6 +106,36 @@ pub struct NetStats {
     pub frames_unreachable: u64,
     /// Extra copies delivered by injected duplication.
     pub frames_duplicated: u64,
+    /// Frames sent, by kind.
+    pub by_kind: FrameCounts,
+}
+
+/// Frames sent, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// `Delta` frames.
+    pub deltas: u64,
+    /// `Sync` frames.
+    pub syncs: u64,
+    /// `SyncRequest` frames.
+    pub sync_requests: u64,
+    /// `Discover` frames.
+    pub discovers: u64,
+    /// `Digest` frames.
+    pub digests: u64,
+}
+
+impl FrameCounts {
+    fn count(&mut self, frame: &Frame) {
+        let counter = match frame {
+            Frame::Delta { .. } => &mut self.deltas,
+            Frame::Sync { .. } => &mut self.syncs,
+            Frame::SyncRequest => &mut self.sync_requests,
+            Frame::Discover => &mut self.discovers,
+            Frame::Digest { .. } => &mut self.digests,
+        };
+        *counter += 1;
+    }
 }
 
 #[derive(Debug)]
@@ -118,6 +148,9 @@ enum Input {
     },
     /// Tell both ends of every link whether it is up now.
     Liveness,
+    /// Start the scope of node run `(node, incarnation)`, which has been
+    /// running (and connected) without it.
+    StartScope { node: usize, incarnation: u64 },
 }
 
 struct Scheduled {
@@ -147,6 +180,9 @@ impl Ord for Scheduled {
 struct SimNode {
     name: NodeName,
     incarnation: u64,
+    /// Whether the node process runs (and can hold connections); its scope
+    /// may start later.
+    alive: bool,
     scope: Option<Scope>,
     next_serial: u64,
     replay: EventReplay,
@@ -178,6 +214,12 @@ pub struct Cluster {
     net_stats: NetStats,
     per_node_sent: Vec<(u64, u64)>,
     violation: Option<Violation>,
+    /// Scope starts scheduled and not yet run.
+    pending_starts: usize,
+    /// When the last liveness pass was scheduled for.
+    liveness_at: Option<Duration>,
+    /// Node names by index.
+    nodes_names: Vec<NodeName>,
 }
 
 impl Cluster {
@@ -198,15 +240,20 @@ impl Cluster {
             net_stats: NetStats::default(),
             per_node_sent: vec![(0, 0); n],
             violation: None,
+            pending_starts: 0,
+            liveness_at: None,
+            nodes_names: Vec::with_capacity(n),
             config,
         };
         for i in 0..n {
             // Invariant: "n" followed by digits is a valid node name.
             let name = NodeName::new(&format!("n{i}")).expect("valid node name");
             cluster.by_name.insert(name.clone(), i);
+            cluster.nodes_names.push(name.clone());
             cluster.nodes.push(SimNode {
                 name,
                 incarnation: 0,
+                alive: false,
                 scope: None,
                 next_serial: 1,
                 replay: EventReplay::default(),
@@ -214,7 +261,6 @@ impl Cluster {
             });
             cluster.start(i);
         }
-        cluster.schedule_liveness();
         cluster
     }
 
@@ -291,6 +337,7 @@ impl Cluster {
     /// Crashes node `i`: its processes and state vanish; peers notice after
     /// the liveness delay.
     pub fn crash(&mut self, i: usize) {
+        self.nodes[i].alive = false;
         self.nodes[i].scope = None;
         self.nodes[i].told_up.iter_mut().for_each(|t| *t = None);
         self.schedule_liveness();
@@ -300,6 +347,32 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         self.crash(i);
         self.start(i);
+    }
+
+    /// Restarts node `i` with a new incarnation whose scope starts only
+    /// `delay` later, once its connections are up: the scope then meets
+    /// peers that are already up, and runs start-up discovery on them.
+    pub fn restart_with_late_scope(&mut self, i: usize, delay: Duration) {
+        self.crash(i);
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        node.alive = true;
+        node.next_serial = 1;
+        node.replay = EventReplay::default();
+        let incarnation = node.incarnation;
+        self.pending_starts += 1;
+        self.schedule(
+            self.now + delay,
+            Input::StartScope {
+                node: i,
+                incarnation,
+            },
+        );
+    }
+
+    /// Whether no scope start is pending.
+    pub fn is_settled(&self) -> bool {
+        self.pending_starts == 0
     }
 
     /// Splits the cluster: each listed set of nodes on a side of its own,
@@ -332,17 +405,33 @@ impl Cluster {
     }
 
     fn start(&mut self, i: usize) {
-        let seed = self.rng.next_u64();
         let node = &mut self.nodes[i];
         node.incarnation += 1;
+        node.alive = true;
         node.next_serial = 1;
         node.replay = EventReplay::default();
+        self.start_scope(i);
+        self.schedule_liveness();
+    }
+
+    /// Creates node `i`'s scope and tells it of the peers already up, as a
+    /// runtime does when a scope starts on a running node.
+    fn start_scope(&mut self, i: usize) {
+        let seed = self.rng.next_u64();
         let config = ScopeConfig {
             rng_seed: seed,
             ..self.config.scope.clone()
         };
-        node.scope = Some(Scope::new(node.id(), config, self.base + self.now));
-        self.arm_timer(i);
+        let now = self.now();
+        let node = &mut self.nodes[i];
+        let mut scope = Scope::new(node.id(), config, now);
+        for (j, told) in node.told_up.iter().enumerate() {
+            if let Some(incarnation) = told {
+                scope.handle_node_up(NodeId::new(self.nodes_names[j].clone(), *incarnation));
+            }
+        }
+        node.scope = Some(scope);
+        self.drain(i, true);
     }
 
     // ----- processes and commands -------------------------------------
@@ -385,26 +474,28 @@ impl Cluster {
 
     // ----- driving ----------------------------------------------------
 
+    /// The next live timer deadline, discarding entries made stale by a
+    /// crash or a re-armed timer.
+    fn next_timer(&mut self) -> Option<Duration> {
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            let live = self.nodes[i]
+                .scope
+                .as_ref()
+                .and_then(Scope::poll_timeout)
+                .map(|t| t - self.base);
+            if live == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
     /// Runs the next input (frame, liveness change or timer) in time
     /// order; `false` when nothing is left to run.
     pub fn step(&mut self) -> bool {
         let next_input = self.queue.peek().map(|Reverse(s)| s.at);
-        let next_timer = loop {
-            match self.timers.peek() {
-                Some(&Reverse((at, i))) => {
-                    let live = self.nodes[i]
-                        .scope
-                        .as_ref()
-                        .and_then(Scope::poll_timeout)
-                        .map(|t| t - self.base);
-                    if live == Some(at) {
-                        break Some(at);
-                    }
-                    self.timers.pop();
-                }
-                None => break None,
-            }
-        };
+        let next_timer = self.next_timer();
         match (next_input, next_timer) {
             (None, None) => false,
             (Some(a), Some(t)) if t < a => self.run_timer(),
@@ -442,13 +533,11 @@ impl Cluster {
 
     fn drive_until_time(&mut self, end: Duration) {
         loop {
-            let next = [
-                self.queue.peek().map(|Reverse(s)| s.at),
-                self.timers.peek().map(|Reverse((at, _))| *at),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next_timer = self.next_timer();
+            let next = [self.queue.peek().map(|Reverse(s)| s.at), next_timer]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(at) if at <= end => {
                     if !self.step() {
@@ -493,6 +582,8 @@ impl Cluster {
                     return;
                 };
                 let node = &self.nodes[to];
+                // A node whose scope has not started drops the frame, as a
+                // runtime drops frames for a scope it does not run.
                 if node.scope.is_none()
                     || node.incarnation != to_incarnation
                     || !self.reach.connected(from_idx, to)
@@ -516,26 +607,38 @@ impl Cluster {
                 self.drain(to, one_way);
             }
             Input::Liveness => self.apply_liveness(),
+            Input::StartScope { node, incarnation } => {
+                self.pending_starts -= 1;
+                let n = &self.nodes[node];
+                if n.alive && n.incarnation == incarnation && n.scope.is_none() {
+                    self.start_scope(node);
+                }
+            }
         }
     }
 
     fn apply_liveness(&mut self) {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].scope.is_none() {
+            if !self.nodes[i].alive {
                 continue;
             }
             for j in 0..self.nodes.len() {
                 if i == j {
                     continue;
                 }
-                let want = (self.nodes[j].scope.is_some() && self.reach.connected(i, j))
+                let want = (self.nodes[j].alive && self.reach.connected(i, j))
                     .then_some(self.nodes[j].incarnation);
                 let told = self.nodes[i].told_up[j];
                 if told == want {
                     continue;
                 }
                 let name = self.nodes[j].name.clone();
-                if let (Some(old), Some(scope)) = (told, self.nodes[i].scope.as_mut()) {
+                // A restarted peer is sometimes seen up again before it was
+                // seen down: the new run must replace the old one.
+                let replaced = matches!((told, want), (Some(_), Some(_))) && self.chance(0.5);
+                if let (Some(old), Some(scope), false) =
+                    (told, self.nodes[i].scope.as_mut(), replaced)
+                {
                     scope.handle_node_down(&NodeId::new(name.clone(), old));
                 }
                 if let (Some(new), Some(scope)) = (want, self.nodes[i].scope.as_mut()) {
@@ -549,7 +652,11 @@ impl Cluster {
 
     fn schedule_liveness(&mut self) {
         let at = self.now + self.config.net.liveness_delay;
-        self.schedule(at, Input::Liveness);
+        // One pass covers every change made before it runs.
+        if self.liveness_at != Some(at) {
+            self.liveness_at = Some(at);
+            self.schedule(at, Input::Liveness);
+        }
     }
 
     fn schedule(&mut self, at: Duration, input: Input) {
@@ -597,6 +704,7 @@ impl Cluster {
         let from = node.id();
         let mut last: Option<(*const Frame, Arc<[u8]>)> = None;
         for Transmit { to, frame } in transmits {
+            self.net_stats.by_kind.count(&frame);
             let bytes = match &last {
                 Some((ptr, bytes)) if std::ptr::eq(*ptr, Arc::as_ptr(&frame)) => bytes.clone(),
                 _ => {
@@ -619,7 +727,10 @@ impl Cluster {
             self.net_stats.frames_unreachable += 1;
             return;
         };
-        if !self.reach.connected(i, j) || self.nodes[j].incarnation != to.incarnation {
+        if !self.reach.connected(i, j)
+            || !self.nodes[j].alive
+            || self.nodes[j].incarnation != to.incarnation
+        {
             self.net_stats.frames_unreachable += 1;
             return;
         }
@@ -677,36 +788,38 @@ impl Cluster {
         out
     }
 
-    /// A cheap convergence test on versions alone: every live node holds
-    /// every other live node's non-empty part at its current version, and
-    /// no other non-empty part. [`check_converged`](Self::check_converged)
-    /// then compares the views themselves.
+    /// A cheap convergence test on versions alone: every live scope holds
+    /// every other live scope's part at its current version (empty parts
+    /// included), and no other part.
+    /// [`check_converged`](Self::check_converged) then compares the views.
     pub fn versions_converged(&self) -> bool {
-        let live: Vec<(NodeId, u64, u64)> = self
+        let mut live: Vec<(NodeId, u64)> = self
             .nodes
             .iter()
             .filter_map(|n| n.scope.as_ref())
             .map(|s| {
                 let v = s.version();
-                let own = s.part_memberships(&v.node);
-                (v.node, v.seq, own)
+                (v.node, v.seq)
             })
             .collect();
+        live.sort();
         self.nodes.iter().filter_map(|n| n.scope.as_ref()).all(|s| {
-            let me = s.local_node();
-            let holds_all = live.iter().all(|(node, seq, own)| {
-                node == me
-                    || *own == 0 && s.part_memberships(node) == 0
-                    || s.parts().any(|p| p.node == *node && p.seq == *seq)
-            });
-            let holds_no_stale = s.parts().all(|p| {
-                s.part_memberships(&p.node) == 0
-                    || live
-                        .iter()
-                        .any(|(node, seq, _)| p.node == *node && p.seq == *seq)
-            });
-            holds_all && holds_no_stale
+            let mut held: Vec<(NodeId, u64)> = s.parts().map(|p| (p.node, p.seq)).collect();
+            held.sort();
+            held == live
         })
+    }
+
+    /// Checks that each live node's event replay equals its whole state.
+    pub fn check_replays(&self) -> Result<(), Violation> {
+        for node in &self.nodes {
+            if let Some(scope) = &node.scope {
+                node.replay.check(scope).map_err(|v| {
+                    Violation::new(v.invariant, format!("{}: {}", node.name, v.detail))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks every invariant: nothing broke while running, every live

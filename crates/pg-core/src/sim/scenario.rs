@@ -175,7 +175,7 @@ impl<'a> Run<'a> {
         let fault_odds = (self.config.fault_every.as_nanos()
             / self.config.command_every.as_nanos().max(1))
         .max(1) as u64;
-        for _ in 0..steps {
+        for step in 0..steps {
             self.random_command();
             if self.cluster.random_below(fault_odds) == 0 {
                 self.random_fault();
@@ -183,6 +183,11 @@ impl<'a> Run<'a> {
             self.cluster.drive_for(self.config.command_every);
             if let Some(v) = self.cluster.violation() {
                 return Err(self.failure("faulty", v.clone()));
+            }
+            if step % 50 == 49 {
+                self.cluster
+                    .check_replays()
+                    .map_err(|v| self.failure("faulty", v))?;
             }
         }
         Ok(())
@@ -194,11 +199,11 @@ impl<'a> Run<'a> {
         let before = (0..self.cluster.len())
             .map(|i| self.cluster.sent_by(i))
             .collect::<Vec<_>>();
-        let took = self.cluster.drive_until(
-            self.config.heal_bound,
-            Duration::from_millis(100),
-            Cluster::versions_converged,
-        );
+        let took =
+            self.cluster
+                .drive_until(self.config.heal_bound, Duration::from_millis(100), |c| {
+                    c.is_settled() && c.versions_converged()
+                });
         let Some(took) = took else {
             let v = self.cluster.check_converged().err().unwrap_or_else(|| {
                 Violation::new(
@@ -222,6 +227,24 @@ impl<'a> Run<'a> {
             let (f, b) = self.cluster.sent_by(i);
             (acc.0 + f - before[i].0, acc.1 + b - before[i].1)
         });
+        // Converged and quiet: anti-entropy must find nothing to repair.
+        let quiet_from = self.cluster.net_stats().by_kind;
+        let interval = self.config.sim.scope.anti_entropy_interval;
+        self.cluster.drive_for(interval * 3);
+        let quiet_to = self.cluster.net_stats().by_kind;
+        let repairs = |c: super::FrameCounts| (c.deltas, c.syncs, c.sync_requests, c.discovers);
+        if repairs(quiet_to) != repairs(quiet_from) {
+            return Err(self.failure(
+                "healing",
+                Violation::new(
+                    "a converged cluster exchanges only digests",
+                    format!("frames sent while quiet: before {quiet_from:?}, after {quiet_to:?}"),
+                ),
+            ));
+        }
+        self.cluster
+            .check_converged()
+            .map_err(|v| self.failure("healing", v))?;
         Ok(Report {
             seed: self.config.sim.seed,
             nodes: self.cluster.len(),
@@ -324,7 +347,15 @@ impl<'a> Run<'a> {
             3 if self.config.crashes => {
                 let i = self.cluster.random_below(n as u64) as usize;
                 if !self.cluster.is_alive(i) || self.cluster.random_below(4) == 0 {
-                    self.cluster.restart(i);
+                    if self.cluster.random_below(2) == 0 {
+                        self.cluster.restart(i);
+                    } else {
+                        // The node is up and connected before its scope starts.
+                        let liveness = self.cluster.config().net.liveness_delay;
+                        let extra = self.cluster.random_below(500);
+                        let delay = liveness * 2 + Duration::from_millis(extra);
+                        self.cluster.restart_with_late_scope(i, delay);
+                    }
                     self.processes[i].clear();
                     self.faults.restarts += 1;
                 }
