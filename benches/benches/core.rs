@@ -117,19 +117,26 @@ fn differential_sync(c: &mut Criterion) {
     s.handle_node_up(a.clone());
     while s.poll_transmit().is_some() {}
     let part = |shift: u64| {
-        (0..1000u64)
-            .map(|g| SyncGroup {
-                group: group(&format!("g{g}")),
-                members: (0..100u64)
+        let mut groups = (0..1000u64)
+            .map(|g| {
+                let mut members: Vec<(u64, u32)> = (0..100u64)
                     .map(|m| {
                         let serial = g * 100 + m + 1;
                         // Every 100th member differs between the two parts.
                         let serial = if m == 0 { serial + shift } else { serial };
                         (serial, 1)
                     })
-                    .collect(),
+                    .collect();
+                members.sort_unstable();
+                SyncGroup {
+                    group: group(&format!("g{g}")),
+                    members,
+                }
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        // A sync is canonical: groups by name, members by serial.
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        groups
     };
     let parts = [part(0), part(1_000_000)];
     let mut seq = 0u64;
@@ -165,6 +172,12 @@ fn differential_sync(c: &mut Criterion) {
         )
     });
     grp.finish();
+    let stats = s.stats();
+    assert_eq!(
+        stats.frames_invalid, 0,
+        "the bench must measure applied syncs"
+    );
+    assert_eq!(stats.syncs_applied, seq + 1);
 }
 
 /// A converged digest from a peer, comparing 100 node parts.

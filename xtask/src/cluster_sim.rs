@@ -87,7 +87,9 @@ fn deterministic(args: &Args) -> anyhow::Result<()> {
     );
     println!("  wall time: {:.1?}", started.elapsed());
     if failures.is_empty() {
-        println!("  invariants: convergence, no dead members, event replay = state, quiet after convergence: PASS");
+        println!(
+            "  invariants: convergence, no dead members, event replay = state, quiet after convergence: PASS"
+        );
         Ok(())
     } else {
         bail!(
