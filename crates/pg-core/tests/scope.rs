@@ -913,3 +913,33 @@ fn digest_missing_our_part_gets_it_only_if_it_has_members() {
     assert_eq!(ts.len(), 1);
     assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
 }
+
+#[test]
+fn a_remote_join_count_overflow_is_inconsistent_not_a_panic() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    b.handle_node_up(a.clone());
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 1,
+            known: Some(0),
+            groups: vec![],
+        },
+        now,
+    );
+    let join = |base| Frame::Delta {
+        base,
+        seq: base + 1,
+        ops: vec![Op::Join {
+            group: g("x"),
+            serial: 1,
+            count: u32::MAX,
+        }],
+    };
+    b.handle_frame(&a, join(1), now);
+    assert_eq!(b.join_count(&a.pid(1).unwrap(), "x"), u32::MAX);
+    b.handle_frame(&a, join(2), now);
+    assert_eq!(b.stats().deltas_inconsistent, 1);
+    assert_eq!(b.join_count(&a.pid(1).unwrap(), "x"), u32::MAX);
+}
