@@ -184,6 +184,17 @@ impl Members {
     }
 }
 
+impl Default for Members {
+    /// No members.
+    fn default() -> Self {
+        Members {
+            keys: Arc::new(Vec::new()),
+            nodes: Arc::new(Vec::new()),
+            len: 0,
+        }
+    }
+}
+
 impl std::fmt::Debug for Members {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()

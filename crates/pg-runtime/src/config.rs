@@ -1,0 +1,67 @@
+//! Options of a node and of its scopes (seed 001's fields, with defaults).
+
+use std::time::Duration;
+
+use pg_core::ScopeConfig;
+
+/// Everything one scope runs with: the core's settings plus the runtime's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeOptions {
+    /// Settings of the state machine: anti-entropy, protocol timeout,
+    /// limits, discovery fanout. `rng_seed` 0 means "draw one at start".
+    pub core: ScopeConfig,
+    /// How long delivering one broadcast or message to one local member may
+    /// wait for room in its mailbox. Default 5 s.
+    pub broadcast_timeout: Duration,
+    /// Calls waiting on the scope at which a warning is logged (once per
+    /// crossing). Default 256.
+    pub action_queue_size: usize,
+    /// Calls waiting on the scope at which new calls fail fast with
+    /// `Overloaded`. Default 1024.
+    pub action_queue_max_size: usize,
+    /// Events a subscriber may have pending before it counts as lagging (a
+    /// gauge); they stay queued in order. Default 64.
+    pub monitor_buffer: usize,
+    /// Hard cap of events pending for one subscriber: reaching it ends the
+    /// subscription with `Lagged` after the queued events. Default 65 536.
+    pub monitor_max_pending: usize,
+    /// With no broadcast seen for this long, the
+    /// `pg.broadcast_recent.<scope>` health check reports unhealthy.
+    /// Default 5 minutes.
+    pub broadcast_health_window: Duration,
+}
+
+impl Default for ScopeOptions {
+    fn default() -> Self {
+        Self {
+            core: ScopeConfig::default(),
+            broadcast_timeout: Duration::from_secs(5),
+            action_queue_size: 256,
+            action_queue_max_size: 1024,
+            monitor_buffer: 64,
+            monitor_max_pending: 65_536,
+            broadcast_health_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Options of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeOptions {
+    /// Capacity of each process's mailbox (and of each topic listener).
+    /// Default 1024.
+    pub mailbox_capacity: usize,
+    /// How long a message from another node may wait for room in a local
+    /// mailbox when it names no scope (a broadcast uses its scope's
+    /// `broadcast_timeout`). Default 5 s.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            mailbox_capacity: 1024,
+            delivery_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! A node: its processes, its scopes, and the dispatch of what the
+//! transport brings.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use pg_core::{Frame, NodeId, NodeName, Pid};
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::config::{NodeOptions, ScopeOptions};
+use crate::error::Error;
+use crate::process::{Envelope, Process, ProcessSlot};
+use crate::scope::{Scope, ScopeShared};
+use crate::transport::{Inbound, Transport, Wire};
+
+/// Counters of a node's message deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryCounters {
+    /// Messages put in a local mailbox.
+    pub delivered: u64,
+    /// Messages dropped: recipient gone, mailbox full past the timeout, or
+    /// remote node unreachable.
+    pub failed: u64,
+}
+
+pub(crate) struct NodeInner {
+    id: NodeId,
+    options: NodeOptions,
+    transport: Arc<dyn Transport>,
+    next_serial: AtomicU64,
+    processes: RwLock<FxHashMap<u64, Arc<ProcessSlot>>>,
+    scopes: RwLock<FxHashMap<Arc<str>, Arc<ScopeShared>>>,
+    peers: Mutex<BTreeMap<NodeName, NodeId>>,
+    closed: AtomicBool,
+    deliveries: Arc<Deliveries>,
+}
+
+/// Delivery counters, shared with the tasks that wait on full mailboxes.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Deliveries {
+    fn delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn failed(&self, n: u64, reason: &'static str) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("pg_deliveries_failed_total", "reason" => reason).increment(n);
+        tracing::debug!(n, reason, "delivery failed");
+    }
+}
+
+/// A running node: hosts processes and scopes, and reaches other nodes
+/// through its [`Transport`]. Cheap to clone; the node stops at
+/// [`shutdown`](Self::shutdown) or when the last handle is dropped.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// Starts node `name` with an incarnation taken from the wall clock (so
+    /// a restart is a newer run). Must run inside a tokio runtime.
+    pub fn start(
+        name: &str,
+        transport: Arc<dyn Transport>,
+        options: NodeOptions,
+    ) -> Result<Node, Error> {
+        let micros = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_micros() as u64;
+        let id =
+            NodeId::parse_name(name, micros).map_err(|e| Error::InvalidNodeName(e.to_string()))?;
+        Self::start_as(id, transport, options)
+    }
+
+    /// Starts the node run `id` (tests and simulators choose incarnations).
+    pub fn start_as(
+        id: NodeId,
+        transport: Arc<dyn Transport>,
+        options: NodeOptions,
+    ) -> Result<Node, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
+        let inner = Arc::new(NodeInner {
+            id,
+            options,
+            transport: Arc::clone(&transport),
+            next_serial: AtomicU64::new(1),
+            processes: RwLock::new(FxHashMap::default()),
+            scopes: RwLock::new(FxHashMap::default()),
+            peers: Mutex::new(BTreeMap::new()),
+            closed: AtomicBool::new(false),
+            deliveries: Arc::default(),
+        });
+        transport.attach(Arc::new(InboundAdapter(Arc::downgrade(&inner))));
+        Ok(Node { inner })
+    }
+
+    /// This node run.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// A new process on this node.
+    pub fn spawn(&self) -> Process {
+        let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        // Invariant: serials count up from 1 by one per spawn and would need
+        // 2^48 spawns to leave the valid range.
+        let pid = self.inner.id.pid(serial).expect("process serial in range");
+        let (process, slot) = Process::new(
+            pid,
+            self.inner.options.mailbox_capacity,
+            Arc::downgrade(&self.inner),
+        );
+        self.inner.processes.write().insert(serial, slot);
+        process
+    }
+
+    /// Spawns a process and runs `body` with it on a task; when the task
+    /// ends (or panics), the process ends and is cleaned up.
+    pub fn spawn_task<F, Fut>(&self, body: F) -> tokio::task::JoinHandle<Fut::Output>
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let process = self.spawn();
+        tokio::spawn(body(process))
+    }
+
+    /// Opens scope `id` (or returns it if already open with the same
+    /// options). It meets the peers already up at once.
+    pub fn open_scope(&self, id: &str, options: ScopeOptions) -> Result<Scope, Error> {
+        if id.is_empty() {
+            return Err(Error::EmptyScopeId);
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::NodeClosed);
+        }
+        let mut scopes = self.inner.scopes.write();
+        if let Some(existing) = scopes.get(id) {
+            // The same options, whatever seed was drawn for the first open.
+            let mut want = options;
+            want.core.rng_seed = existing.options().core.rng_seed;
+            if *existing.options() != want {
+                return Err(Error::ScopeConflict(id.to_owned()));
+            }
+            return Ok(Scope::from_shared(Arc::clone(existing)));
+        }
+        let peers: Vec<NodeId> = self.inner.peers.lock().values().cloned().collect();
+        let id: Arc<str> = Arc::from(id);
+        let shared = ScopeShared::new(
+            Arc::clone(&id),
+            self.inner.id.clone(),
+            options,
+            Arc::downgrade(&self.inner),
+            &peers,
+        );
+        scopes.insert(id, Arc::clone(&shared));
+        Ok(Scope::from_shared(shared))
+    }
+
+    /// The open scope `id`.
+    pub fn scope(&self, id: &str) -> Result<Scope, Error> {
+        self.inner
+            .scopes
+            .read()
+            .get(id)
+            .map(|s| Scope::from_shared(Arc::clone(s)))
+            .ok_or_else(|| Error::ScopeNotFound(id.to_owned()))
+    }
+
+    /// The peers currently connected.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.inner.peers.lock().values().cloned().collect()
+    }
+
+    /// Delivery counters.
+    pub fn deliveries(&self) -> DeliveryCounters {
+        DeliveryCounters {
+            delivered: self.inner.deliveries.delivered.load(Ordering::Relaxed),
+            failed: self.inner.deliveries.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the node gracefully: peers are told at once (and drop its
+    /// members), subscriptions end after their queued events, mailboxes
+    /// close.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).finish()
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    pub(crate) fn transport(&self) -> &dyn Transport {
+        &*self.transport
+    }
+
+    fn scopes(&self) -> Vec<Arc<ScopeShared>> {
+        self.scopes.read().values().cloned().collect()
+    }
+
+    pub(crate) fn process_exited(&self, pid: &Pid) {
+        self.processes.write().remove(&pid.serial());
+        for scope in self.scopes() {
+            scope.process_exited(pid);
+        }
+    }
+
+    /// Puts `envelope` in process `serial`'s mailbox (or its topic
+    /// listener). A full mailbox is waited on for at most `timeout`, on a
+    /// task of its own, so one slow recipient delays nobody else.
+    pub(crate) fn deliver_local(&self, serial: u64, envelope: Envelope, timeout: Duration) {
+        let slot = self.processes.read().get(&serial).cloned();
+        let Some(slot) = slot else {
+            self.deliveries.failed(1, "no_process");
+            return;
+        };
+        let tx = slot.route(&envelope.topic);
+        match tx.try_send(envelope) {
+            Ok(()) => self.deliveries.delivered(),
+            Err(TrySendError::Closed(_)) => self.deliveries.failed(1, "no_process"),
+            Err(TrySendError::Full(envelope)) => {
+                let deliveries = Arc::clone(&self.deliveries);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, tx.send(envelope)).await {
+                        Ok(Ok(())) => deliveries.delivered(),
+                        Ok(Err(_)) => deliveries.failed(1, "no_process"),
+                        Err(_) => deliveries.failed(1, "mailbox_timeout"),
+                    }
+                });
+            }
+        }
+    }
+
+    pub(crate) fn count_failed_deliveries(&self, n: u64, reason: &'static str) {
+        self.deliveries.failed(n, reason);
+    }
+
+    fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.transport.detach();
+        for scope in self.scopes() {
+            scope.close();
+        }
+        self.processes.write().clear();
+    }
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The transport's way in: holds the node weakly, so a transport never
+/// keeps a stopped node alive.
+struct InboundAdapter(Weak<NodeInner>);
+
+impl Inbound for InboundAdapter {
+    fn node_up(&self, peer: NodeId) {
+        let Some(node) = self.0.upgrade() else { return };
+        node.peers.lock().insert(peer.name.clone(), peer.clone());
+        for scope in node.scopes() {
+            scope.node_up(peer.clone());
+        }
+    }
+
+    fn node_down(&self, peer: &NodeId) {
+        let Some(node) = self.0.upgrade() else { return };
+        {
+            let mut peers = node.peers.lock();
+            if peers.get(&peer.name) == Some(peer) {
+                peers.remove(&peer.name);
+            }
+        }
+        for scope in node.scopes() {
+            scope.node_down(peer);
+        }
+    }
+
+    fn receive(&self, from: &NodeId, message: Wire) {
+        let Some(node) = self.0.upgrade() else { return };
+        match message {
+            Wire::Scope { scope, frame } => {
+                let target = node.scopes.read().get(&scope).cloned();
+                match target {
+                    // Frames arrive shared; the core takes its own copy.
+                    Some(target) => target.frame(from, Frame::clone(&frame)),
+                    None => {
+                        metrics::counter!("pg_frames_unknown_scope_total").increment(1);
+                        tracing::debug!(%from, %scope, "frame for a scope this node does not run");
+                    }
+                }
+            }
+            Wire::Deliver {
+                scope,
+                from: sender,
+                to,
+                topic,
+                payload,
+            } => {
+                let scope = scope.and_then(|s| node.scopes.read().get(&s).cloned());
+                let timeout = match &scope {
+                    Some(s) => {
+                        s.saw_broadcast();
+                        s.options().broadcast_timeout
+                    }
+                    None => node.options.delivery_timeout,
+                };
+                let envelope = Envelope {
+                    from: sender,
+                    topic,
+                    payload,
+                };
+                for serial in to {
+                    node.deliver_local(serial, envelope.clone(), timeout);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! One scope on one node: the single writer over a `pg_core::Scope`, its
+//! published snapshots, subscriptions and broadcast.
+//!
+//! The single-writer rule (one mutation at a time, in order) is kept by a
+//! lock rather than a thread: the caller runs the core step itself under
+//! the scope's lock (flat combining), then drains the core's outputs —
+//! events to subscribers, frames to the transport, snapshots to readers —
+//! before returning. An idle scope costs a join no thread hop (a parked
+//! loop thread costs ~20 µs per wake-up on these machines); under
+//! contention, waiting callers queue on the lock, and that queue is what
+//! `action_queue_size` / `action_queue_max_size` bound. A timer task wakes
+//! only for the core's deadlines.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use pg_core::{Event, Frame, GroupName, Members, NodeId, Pid};
+use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
+
+use crate::config::ScopeOptions;
+use crate::error::Error;
+use crate::node::NodeInner;
+use crate::process::Envelope;
+use crate::subscription::{Pushed, SubShared, Subscription};
+use crate::transport::Wire;
+use crate::view::View;
+
+pub(crate) struct CoreState {
+    scope: pg_core::Scope,
+    subscribers: Vec<Arc<SubShared>>,
+}
+
+/// Counters of one scope (also exported through `metrics`).
+#[derive(Debug, Default)]
+struct Counters {
+    events_delivered: AtomicU64,
+    subscribers_lagged: AtomicU64,
+    frames_unsent: AtomicU64,
+    /// Microseconds since `created` of the last broadcast sent or received.
+    last_broadcast_us: AtomicU64,
+    /// Worst lateness of a timer, in microseconds, since the last health
+    /// check.
+    loop_lag_us: AtomicU64,
+}
+
+pub(crate) struct ScopeShared {
+    id: Arc<str>,
+    options: ScopeOptions,
+    node: Weak<NodeInner>,
+    core: Mutex<CoreState>,
+    waiting: AtomicUsize,
+    warned: AtomicBool,
+    view: View,
+    wake: Notify,
+    next_subscriber: AtomicU64,
+    closed: AtomicBool,
+    created: Instant,
+    counters: Counters,
+}
+
+/// A handle to one scope on this node (cheap to clone).
+#[derive(Clone)]
+pub struct Scope {
+    shared: Arc<ScopeShared>,
+}
+
+/// A read-only snapshot of every group and its members.
+pub type GroupsSnapshot = Vec<(GroupName, Members)>;
+
+/// The result of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The check's name: `pg.broadcast_recent.<scope>`.
+    pub name: String,
+    /// Whether broadcast traffic was seen within `broadcast_health_window`
+    /// (a scope younger than the window counts as healthy).
+    pub healthy: bool,
+    /// Time since the last broadcast sent or received, if any.
+    pub since_last_broadcast: Option<Duration>,
+    /// The worst lateness of the scope's timer work since the previous
+    /// check (loop lag).
+    pub loop_lag: Duration,
+}
+
+impl ScopeShared {
+    pub(crate) fn new(
+        id: Arc<str>,
+        local: NodeId,
+        mut options: ScopeOptions,
+        node: Weak<NodeInner>,
+        peers: &[NodeId],
+    ) -> Arc<Self> {
+        if options.core.rng_seed == 0 {
+            options.core.rng_seed = random_seed();
+        }
+        let now = Instant::now();
+        let mut scope = pg_core::Scope::new(local, options.core.clone(), now);
+        for peer in peers {
+            scope.handle_node_up(peer.clone());
+        }
+        let shared = Arc::new(Self {
+            id,
+            options,
+            node,
+            core: Mutex::new(CoreState {
+                scope,
+                subscribers: Vec::new(),
+            }),
+            waiting: AtomicUsize::new(0),
+            warned: AtomicBool::new(false),
+            view: View::default(),
+            wake: Notify::new(),
+            next_subscriber: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            created: now,
+            counters: Counters::default(),
+        });
+        tokio::spawn(timer_loop(Arc::clone(&shared)));
+        shared
+    }
+
+    pub(crate) fn options(&self) -> &ScopeOptions {
+        &self.options
+    }
+
+    /// Runs a caller's command under the writer lock, bounded by the
+    /// action queue limits.
+    fn act<T>(&self, f: impl FnOnce(&mut CoreState) -> T) -> Result<T, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::NodeClosed);
+        }
+        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _slot = WaitSlot(&self.waiting);
+        let max = self.options.action_queue_max_size;
+        if max > 0 && waiting >= max {
+            metrics::counter!("pg_overloaded_total", "scope" => self.id.to_string()).increment(1);
+            return Err(Error::Overloaded {
+                scope: self.id.to_string(),
+                waiting,
+                max,
+            });
+        }
+        let warn_at = self.options.action_queue_size;
+        if warn_at > 0 && waiting >= warn_at {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(scope = %self.id, waiting, warn_at, max, "scope action queue approaching capacity");
+            }
+        } else if waiting < warn_at / 2 {
+            self.warned.store(false, Ordering::Relaxed);
+        }
+        Ok(self.step(f))
+    }
+
+    /// Runs protocol input (frames, peers, timers) under the writer lock.
+    /// Never refused: dropping protocol input would lose membership.
+    fn step<T>(&self, f: impl FnOnce(&mut CoreState) -> T) -> T {
+        let mut core = self.core.lock();
+        metrics::gauge!("pg_action_queue_depth", "scope" => self.id.to_string())
+            .set(self.waiting.load(Ordering::Relaxed) as f64);
+        let out = f(&mut core);
+        self.drain(&mut core);
+        out
+    }
+
+    /// Hands the core's outputs to their consumers, and publishes the
+    /// groups that changed, before the lock is released.
+    fn drain(&self, core: &mut CoreState) {
+        let mut changed: Vec<GroupName> = Vec::new();
+        while let Some(event) = core.scope.poll_event() {
+            if changed.last() != Some(&event.group) {
+                changed.push(event.group.clone());
+            }
+            if !core.subscribers.is_empty() {
+                self.dispatch(core, event);
+            }
+        }
+        if !changed.is_empty() {
+            changed.sort_unstable();
+            changed.dedup();
+            for group in &changed {
+                let all = core.scope.members(group.as_str());
+                let local = core.scope.local_members(group.as_str());
+                self.view.publish(group, all, local);
+            }
+            self.view.set_epochs(
+                core.scope.groups_epoch(),
+                core.scope.local_groups_epoch(),
+                core.scope.group_count(),
+            );
+        }
+        if let Some(node) = self.node.upgrade() {
+            while let Some(t) = core.scope.poll_transmit() {
+                let message = Wire::Scope {
+                    scope: Arc::clone(&self.id),
+                    frame: t.frame,
+                };
+                if node.transport().send(&t.to, message).is_err() {
+                    self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("pg_frames_unsent_total", "scope" => self.id.to_string())
+                        .increment(1);
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn dispatch(&self, core: &mut CoreState, event: Event) {
+        let event = Arc::new(event);
+        let mut lagged: Vec<u64> = Vec::new();
+        for sub in &core.subscribers {
+            if !sub.wants(&event) {
+                continue;
+            }
+            self.counters
+                .events_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            match sub.push(&event) {
+                Pushed::Queued => {}
+                Pushed::Behind => {
+                    metrics::gauge!("pg_subscriber_lag", "scope" => self.id.to_string())
+                        .set(sub.pending() as f64);
+                }
+                Pushed::Lagged => {
+                    tracing::warn!(scope = %self.id, "subscriber reached monitor_max_pending: ended with Lagged");
+                    self.counters
+                        .subscribers_lagged
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("pg_subscribers_lagged_total", "scope" => self.id.to_string())
+                        .increment(1);
+                    lagged.push(sub.id);
+                }
+            }
+        }
+        if !lagged.is_empty() {
+            core.subscribers.retain(|s| !lagged.contains(&s.id));
+        }
+        metrics::counter!("pg_events_total", "scope" => self.id.to_string()).increment(1);
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        self.core.lock().subscribers.retain(|s| s.id != id);
+    }
+
+    fn subscribe(
+        self: &Arc<Self>,
+        core: &mut CoreState,
+        filter: Option<GroupName>,
+        owner: Option<&Pid>,
+    ) -> Subscription {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(SubShared::new(
+            id,
+            filter,
+            owner.cloned(),
+            self.options.monitor_buffer,
+            self.options.monitor_max_pending,
+        ));
+        core.subscribers.push(Arc::clone(&shared));
+        Subscription::new(shared, Arc::downgrade(self))
+    }
+
+    // ----- input from the node -----------------------------------------
+
+    pub(crate) fn node_up(&self, peer: NodeId) {
+        self.step(|c| c.scope.handle_node_up(peer));
+    }
+
+    pub(crate) fn node_down(&self, peer: &NodeId) {
+        self.step(|c| c.scope.handle_node_down(peer));
+    }
+
+    pub(crate) fn frame(&self, from: &NodeId, frame: Frame) {
+        let now = Instant::now();
+        self.step(|c| c.scope.handle_frame(from, frame, now));
+    }
+
+    /// A local process ended: its memberships and subscriptions go.
+    pub(crate) fn process_exited(&self, pid: &Pid) {
+        self.step(|c| {
+            // Invariant: the node only reports its own processes.
+            let _ = c.scope.exit(pid);
+            c.subscribers.retain(|s| {
+                let owned = s.owner.as_ref() == Some(pid);
+                if owned {
+                    s.close(false);
+                }
+                !owned
+            });
+        });
+    }
+
+    pub(crate) fn saw_broadcast(&self) {
+        let us = self.created.elapsed().as_micros() as u64;
+        self.counters
+            .last_broadcast_us
+            .store(us.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut core = self.core.lock();
+        for sub in core.subscribers.drain(..) {
+            sub.close(true);
+        }
+        drop(core);
+        self.wake.notify_one();
+    }
+}
+
+struct WaitSlot<'a>(&'a AtomicUsize);
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Wakes for the core's deadlines (anti-entropy, discovery).
+async fn timer_loop(shared: Arc<ScopeShared>) {
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let notified = shared.wake.notified();
+        let deadline = shared.core.lock().scope.poll_timeout();
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = notified => continue,
+                }
+                let now = Instant::now();
+                let late = now.saturating_duration_since(at).as_micros() as u64;
+                shared
+                    .counters
+                    .loop_lag_us
+                    .fetch_max(late, Ordering::Relaxed);
+                shared.step(|c| c.scope.handle_timeout(now));
+            }
+            None => notified.await,
+        }
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS once per process and varies per
+    // instance: enough to decorrelate the random choices of scopes.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish() | 1
+}
+
+impl Scope {
+    pub(crate) fn from_shared(shared: Arc<ScopeShared>) -> Self {
+        Self { shared }
+    }
+
+    /// The scope id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    // ----- membership ----------------------------------------------------
+
+    /// `pid` (a process of this node) joins each of `groups` once. Visible
+    /// to this node's reads when it returns.
+    pub fn join(&self, pid: &Pid, groups: &[GroupName]) -> Result<(), Error> {
+        self.shared
+            .act(|c| c.scope.join(pid, groups))?
+            .map_err(Into::into)
+    }
+
+    /// Each of `pids` joins `group` once.
+    pub fn join_pids(&self, group: &GroupName, pids: &[Pid]) -> Result<(), Error> {
+        self.shared
+            .act(|c| c.scope.join_pids(group, pids))?
+            .map_err(Into::into)
+    }
+
+    /// `pid` leaves each of `groups` once; an error only if it was in none.
+    pub fn leave(&self, pid: &Pid, groups: &[GroupName]) -> Result<(), Error> {
+        self.shared
+            .act(|c| c.scope.leave(pid, groups))?
+            .map_err(Into::into)
+    }
+
+    /// Each of `pids` leaves `group` once; an error only if none was in it.
+    pub fn leave_pids(&self, group: &GroupName, pids: &[Pid]) -> Result<(), Error> {
+        self.shared
+            .act(|c| c.scope.leave_pids(group, pids))?
+            .map_err(Into::into)
+    }
+
+    // ----- reads (never wait for the writer) ----------------------------
+
+    /// Members of `group` on every node (distinct pids). Copies nothing.
+    pub fn members(&self, group: &str) -> Members {
+        self.shared.view.members(group)
+    }
+
+    /// Members of `group` on this node. Copies nothing.
+    pub fn local_members(&self, group: &str) -> Members {
+        self.shared.view.local_members(group)
+    }
+
+    /// Groups with a member anywhere, sorted.
+    pub fn which_groups(&self) -> Arc<[GroupName]> {
+        self.shared.view.which_groups()
+    }
+
+    /// Groups with a member on this node, sorted.
+    pub fn which_local_groups(&self) -> Arc<[GroupName]> {
+        self.shared.view.which_local_groups()
+    }
+
+    // ----- subscriptions ---------------------------------------------------
+
+    /// Subscribes to `group`'s events and returns its members, taken in the
+    /// same step: no change can slip between the two, none is counted
+    /// twice. With `owner`, the subscription ends when that process exits.
+    pub fn monitor(
+        &self,
+        group: &GroupName,
+        owner: Option<&Pid>,
+    ) -> Result<(Subscription, Members), Error> {
+        let shared = &self.shared;
+        shared.act(|c| {
+            let sub = shared.subscribe(c, Some(group.clone()), owner);
+            (sub, c.scope.members(group.as_str()))
+        })
+    }
+
+    /// Subscribes to every group's events and returns every group with its
+    /// members, taken in the same step.
+    pub fn events(&self, owner: Option<&Pid>) -> Result<(Subscription, GroupsSnapshot), Error> {
+        let shared = &self.shared;
+        shared.act(|c| {
+            let sub = shared.subscribe(c, None, owner);
+            (sub, c.scope.snapshot())
+        })
+    }
+
+    // ----- broadcast -------------------------------------------------------
+
+    /// Sends `payload` under `topic` from `from` to every member of `group`
+    /// on every node, once per member whatever its join count. Returns the
+    /// number of members addressed. Local members get it in their mailbox
+    /// (each waits at most `broadcast_timeout` for room, without delaying
+    /// the others); each remote node gets one message carrying the payload
+    /// and its targets.
+    pub fn broadcast(
+        &self,
+        from: &Pid,
+        group: &str,
+        topic: &str,
+        payload: Bytes,
+    ) -> Result<usize, Error> {
+        self.deliver(from, self.members_checked(group)?, topic, payload)
+    }
+
+    /// As [`broadcast`](Self::broadcast), to this node's members only.
+    pub fn broadcast_local(
+        &self,
+        from: &Pid,
+        group: &str,
+        topic: &str,
+        payload: Bytes,
+    ) -> Result<usize, Error> {
+        GroupName::new(group)?;
+        self.deliver(from, self.local_members(group), topic, payload)
+    }
+
+    fn members_checked(&self, group: &str) -> Result<Members, Error> {
+        GroupName::new(group)?;
+        Ok(self.members(group))
+    }
+
+    fn deliver(
+        &self,
+        from: &Pid,
+        members: Members,
+        topic: &str,
+        payload: Bytes,
+    ) -> Result<usize, Error> {
+        if topic.is_empty() {
+            return Err(Error::EmptyTopic);
+        }
+        let node = self.shared.node.upgrade().ok_or(Error::NodeClosed)?;
+        let topic: Arc<str> = Arc::from(topic);
+        let local_node = node.id().clone();
+        let mut remote: FxHashMap<NodeId, Vec<u64>> = FxHashMap::default();
+        let envelope = Envelope {
+            from: from.clone(),
+            topic: Arc::clone(&topic),
+            payload: payload.clone(),
+        };
+        let mut count = 0;
+        for pid in members.iter() {
+            count += 1;
+            if *pid.node() == local_node {
+                node.deliver_local(
+                    pid.serial(),
+                    envelope.clone(),
+                    self.shared.options.broadcast_timeout,
+                );
+            } else {
+                remote
+                    .entry(pid.node().clone())
+                    .or_default()
+                    .push(pid.serial());
+            }
+        }
+        for (to_node, serials) in remote {
+            let n = serials.len() as u64;
+            let message = Wire::Deliver {
+                scope: Some(Arc::clone(&self.shared.id)),
+                from: from.clone(),
+                to: serials,
+                topic: Arc::clone(&topic),
+                payload: payload.clone(),
+            };
+            if node.transport().send(&to_node, message).is_err() {
+                node.count_failed_deliveries(n, "unreachable");
+            }
+        }
+        self.shared.saw_broadcast();
+        Ok(count)
+    }
+
+    // ----- health ----------------------------------------------------------
+
+    /// The `pg.broadcast_recent.<scope>` health check, with loop lag.
+    pub fn health(&self) -> Health {
+        let s = &self.shared;
+        let age = s.created.elapsed();
+        let last = s.counters.last_broadcast_us.load(Ordering::Relaxed);
+        let since = (last > 0).then(|| age.saturating_sub(Duration::from_micros(last)));
+        let window = s.options.broadcast_health_window;
+        let healthy = age < window || since.is_some_and(|d| d < window);
+        let lag = s.counters.loop_lag_us.swap(0, Ordering::Relaxed);
+        Health {
+            name: format!("pg.broadcast_recent.{}", s.id),
+            healthy,
+            since_last_broadcast: since,
+            loop_lag: Duration::from_micros(lag),
+        }
+    }
+
+    /// Counters: events delivered to subscribers, subscribers ended with
+    /// `Lagged`, frames the transport refused.
+    pub fn counters(&self) -> ScopeCounters {
+        let c = &self.shared.counters;
+        ScopeCounters {
+            events_delivered: c.events_delivered.load(Ordering::Relaxed),
+            subscribers_lagged: c.subscribers_lagged.load(Ordering::Relaxed),
+            frames_unsent: c.frames_unsent.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The core's protocol counters.
+    pub fn protocol_stats(&self) -> pg_core::ScopeStats {
+        self.shared.core.lock().scope.stats().clone()
+    }
+}
+
+/// A copy of a scope's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeCounters {
+    /// Events handed to subscribers (one per subscriber per event).
+    pub events_delivered: u64,
+    /// Subscriptions ended with `Lagged`.
+    pub subscribers_lagged: u64,
+    /// Protocol frames the transport did not take.
+    pub frames_unsent: u64,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}

@@ -1,0 +1,72 @@
+//! The network boundary: everything the runtime knows of other nodes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pg_core::{Frame, NodeId, Pid};
+use thiserror::Error;
+
+/// A message between the runtimes of two nodes.
+#[derive(Debug, Clone)]
+pub enum Wire {
+    /// A protocol frame for one scope (membership traffic: ordered per
+    /// origin, and never stuck behind a payload).
+    Scope {
+        /// The scope id.
+        scope: Arc<str>,
+        /// The frame, shared by every peer it goes to.
+        frame: Arc<Frame>,
+    },
+    /// A payload for some processes of the receiving node: one per remote
+    /// node per broadcast, or one per send.
+    Deliver {
+        /// The scope of a broadcast (its `broadcast_timeout` and health
+        /// apply); `None` for a direct send.
+        scope: Option<Arc<str>>,
+        /// The sending process.
+        from: Pid,
+        /// Serials of the receiving processes on that node run.
+        to: Vec<u64>,
+        /// The topic.
+        topic: Arc<str>,
+        /// The payload, shared, never copied per recipient.
+        payload: Bytes,
+    },
+}
+
+/// Why a message was not taken by the transport. The transport has logged
+/// and counted it; the runtime counts it as a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// No connection to that node run (down, partitioned, unknown, or an
+    /// older or newer run of that name).
+    #[error("peer unreachable")]
+    Unreachable,
+    /// The link to that peer is full.
+    #[error("link to peer overloaded")]
+    Overloaded,
+}
+
+/// What the transport calls into: the node's runtime. The transport must
+/// report a peer up before it delivers any message from it, and deliver the
+/// messages of one peer in the order they were sent.
+pub trait Inbound: Send + Sync + 'static {
+    /// A connection to `peer` is up.
+    fn node_up(&self, peer: NodeId);
+    /// The connection to `peer` is gone.
+    fn node_down(&self, peer: &NodeId);
+    /// A message from `from`.
+    fn receive(&self, from: &NodeId, message: Wire);
+}
+
+/// A way to reach other nodes: pg-net over QUIC, or
+/// [`MemoryNetwork`](crate::MemoryNetwork) in one process.
+pub trait Transport: Send + Sync + 'static {
+    /// Starts delivering to `inbound`. Called once, by [`Node::start`](crate::Node::start).
+    fn attach(&self, inbound: Arc<dyn Inbound>);
+    /// Queues `message` for `to` without blocking.
+    fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError>;
+    /// Leaves the network: peers are told this node is down at once
+    /// (graceful shutdown).
+    fn detach(&self);
+}

@@ -1,0 +1,120 @@
+//! Read snapshots published by a scope's writer, read without waiting for
+//! it.
+//!
+//! Each group has a cell (`ArcSwap`) holding its current members; the
+//! writer replaces the cells of the groups a step changed, before the step's
+//! caller returns (read-your-writes). Readers load a cell: two reference
+//! counts, whatever the group's size. The map of cells only takes a write
+//! lock when a group name is seen for the first time; cells of groups that
+//! emptied stay (empty) and are pruned in bulk when they outnumber live
+//! groups. Group lists are rebuilt by a reader only after their epoch moved.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+use pg_core::{GroupName, Members};
+use rustc_hash::FxHashMap;
+
+/// One group as readers see it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupView {
+    pub(crate) all: Members,
+    pub(crate) local: Members,
+}
+
+type Cell = Arc<ArcSwap<GroupView>>;
+
+/// A group list and the epoch it was built at.
+type ListCache = Mutex<Option<(u64, Arc<[GroupName]>)>>;
+
+#[derive(Default)]
+pub(crate) struct View {
+    groups: RwLock<FxHashMap<GroupName, Cell>>,
+    empty: Arc<GroupView>,
+    groups_epoch: AtomicU64,
+    local_epoch: AtomicU64,
+    all_cache: ListCache,
+    local_cache: ListCache,
+}
+
+impl View {
+    /// Publishes `group`'s members (writer only).
+    pub(crate) fn publish(&self, group: &GroupName, all: Members, local: Members) {
+        let view = Arc::new(GroupView { all, local });
+        if let Some(cell) = self.groups.read().get(group) {
+            cell.store(view);
+            return;
+        }
+        self.groups
+            .write()
+            .entry(group.clone())
+            .or_insert_with(|| Arc::new(ArcSwap::from_pointee(GroupView::default())))
+            .store(view);
+    }
+
+    /// Records the core's group-set epochs after a step (writer only), and
+    /// prunes empty cells when they pile up.
+    pub(crate) fn set_epochs(&self, groups: u64, local: u64, live_groups: usize) {
+        self.groups_epoch.store(groups, Ordering::Release);
+        self.local_epoch.store(local, Ordering::Release);
+        let cells = self.groups.read().len();
+        if cells > 2 * live_groups + 1024 {
+            self.groups
+                .write()
+                .retain(|_, cell| !cell.load().all.is_empty());
+        }
+    }
+
+    fn group(&self, group: &str) -> Arc<GroupView> {
+        match self.groups.read().get(group) {
+            Some(cell) => cell.load_full(),
+            None => Arc::clone(&self.empty),
+        }
+    }
+
+    pub(crate) fn members(&self, group: &str) -> Members {
+        self.group(group).all.clone()
+    }
+
+    pub(crate) fn local_members(&self, group: &str) -> Members {
+        self.group(group).local.clone()
+    }
+
+    pub(crate) fn which_groups(&self) -> Arc<[GroupName]> {
+        self.cached(&self.all_cache, &self.groups_epoch, |v| !v.all.is_empty())
+    }
+
+    pub(crate) fn which_local_groups(&self) -> Arc<[GroupName]> {
+        self.cached(&self.local_cache, &self.local_epoch, |v| {
+            !v.local.is_empty()
+        })
+    }
+
+    fn cached(
+        &self,
+        cache: &ListCache,
+        epoch: &AtomicU64,
+        keep: impl Fn(&GroupView) -> bool,
+    ) -> Arc<[GroupName]> {
+        let epoch = epoch.load(Ordering::Acquire);
+        if let Some((at, list)) = cache.lock().as_ref()
+            && *at == epoch
+        {
+            return Arc::clone(list);
+        }
+        // Built from the cells, which are at least as new as `epoch`.
+        let mut list: Vec<GroupName> = self
+            .groups
+            .read()
+            .iter()
+            .filter(|(_, cell)| keep(&cell.load()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        list.sort_unstable();
+        let list: Arc<[GroupName]> = list.into();
+        *cache.lock() = Some((epoch, Arc::clone(&list)));
+        list
+    }
+}

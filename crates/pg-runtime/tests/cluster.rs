@@ -1,0 +1,206 @@
+//! Seed 000's API across three nodes over the in-memory transport.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use common::{cluster, eventually, g, node_on};
+use pg_core::{EventKind, NodeId, Pid};
+use pg_runtime::{Node, NodeOptions, ScopeOptions};
+
+fn set(members: &pg_core::Members) -> BTreeSet<Pid> {
+    members.iter().collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn joins_leaves_and_exits_reach_every_node() {
+    let (_net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let procs: Vec<_> = nodes.iter().map(Node::spawn).collect();
+    for (scope, p) in scopes.iter().zip(&procs) {
+        scope.join(p.pid(), &[g("all"), g("all")]).unwrap();
+    }
+    let want: BTreeSet<Pid> = procs.iter().map(|p| p.pid().clone()).collect();
+    eventually("every node sees every member", || {
+        scopes.iter().all(|s| set(&s.members("all")) == want)
+    })
+    .await;
+    for (i, s) in scopes.iter().enumerate() {
+        assert_eq!(
+            s.local_members("all").to_vec(),
+            vec![procs[i].pid().clone()]
+        );
+        assert_eq!(&*s.which_local_groups(), &[g("all")]);
+    }
+    // Multi-join: one leave keeps the member everywhere.
+    scopes[1].leave(procs[1].pid(), &[g("all")]).unwrap();
+    let mut procs = procs;
+    let gone = procs.remove(1);
+    let gone_pid = gone.pid().clone();
+    drop(gone); // process end: cleaned up everywhere
+    eventually("the ended process is gone everywhere", || {
+        scopes
+            .iter()
+            .all(|s| !s.members("all").contains(&gone_pid) && s.members("all").len() == 2)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn remote_monitor_sees_joins_and_exit_multiplicity() {
+    let (_net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let (mut sub, snapshot) = scopes[2].monitor(&g("w"), None).unwrap();
+    assert!(snapshot.is_empty());
+    let p = nodes[0].spawn();
+    let pid = p.pid().clone();
+    scopes[0].join(&pid, &[g("w"), g("w"), g("w")]).unwrap();
+    let mut joined = 0;
+    while joined < 3 {
+        let e = sub.recv().await.unwrap();
+        assert_eq!(e.kind, EventKind::Joined);
+        joined += e.pids().count();
+    }
+    drop(p);
+    let mut left = 0;
+    while left < 3 {
+        let e = sub.recv().await.unwrap();
+        assert_eq!(e.kind, EventKind::Left);
+        left += e.pids().filter(|x| **x == pid).count();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcast_reaches_exactly_the_members() {
+    let (_net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let mut members: Vec<_> = nodes.iter().map(Node::spawn).collect();
+    let mut outsiders: Vec<_> = nodes.iter().map(Node::spawn).collect();
+    for (s, m) in scopes.iter().zip(&members) {
+        s.join(m.pid(), &[g("w"), g("w")]).unwrap();
+    }
+    eventually("membership converged", || {
+        scopes.iter().all(|s| s.members("w").len() == 3)
+    })
+    .await;
+    let sender = nodes[0].spawn();
+    assert_eq!(
+        scopes[0]
+            .broadcast(sender.pid(), "w", "t", Bytes::from_static(b"hi"))
+            .unwrap(),
+        3
+    );
+    for m in &mut members {
+        let msg = m.recv().await.unwrap();
+        assert_eq!((&msg.from, &msg.payload[..]), (sender.pid(), &b"hi"[..]));
+    }
+    assert_eq!(
+        scopes[0]
+            .broadcast_local(sender.pid(), "w", "t", Bytes::new())
+            .unwrap(),
+        1
+    );
+    assert!(members[0].recv().await.is_some());
+    eventually("deliveries counted", || {
+        nodes[1].deliveries().delivered == 1 && nodes[2].deliveries().delivered == 1
+    })
+    .await;
+    for m in &mut members {
+        assert!(m.try_recv().is_none(), "exactly once");
+    }
+    for o in &mut outsiders {
+        assert!(o.try_recv().is_none(), "non-members get nothing");
+    }
+    assert!(
+        scopes[1].health().since_last_broadcast.is_some(),
+        "receivers saw broadcast traffic"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_then_heal_converges() {
+    let (net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let procs: Vec<_> = nodes.iter().map(Node::spawn).collect();
+    for (s, p) in scopes.iter().zip(&procs) {
+        s.join(p.pid(), &[g("all")]).unwrap();
+    }
+    eventually("converged", || {
+        scopes.iter().all(|s| s.members("all").len() == 3)
+    })
+    .await;
+    net.partition(&[&nodes[2].id().name]);
+    eventually("each side dropped the other", || {
+        scopes[0].members("all").len() == 2 && scopes[2].members("all").len() == 1
+    })
+    .await;
+    // Changes on both sides while apart.
+    let late = nodes[2].spawn();
+    scopes[2].join(late.pid(), &[g("all")]).unwrap();
+    scopes[0].leave(procs[0].pid(), &[g("all")]).unwrap();
+    net.heal();
+    let want: BTreeSet<Pid> = [procs[1].pid(), procs[2].pid(), late.pid()]
+        .into_iter()
+        .cloned()
+        .collect();
+    eventually("healed views agree", || {
+        scopes.iter().all(|s| set(&s.members("all")) == want)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_is_cleaned_up_at_once() {
+    let (_net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let p = nodes[2].spawn();
+    scopes[2].join(p.pid(), &[g("w")]).unwrap();
+    eventually("joined everywhere", || scopes[0].members("w").len() == 1).await;
+    nodes[2].shutdown();
+    eventually("gone on the others", || {
+        scopes[0].members("w").is_empty() && scopes[1].members("w").is_empty()
+    })
+    .await;
+    assert_eq!(nodes[0].peers().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_resyncs_as_a_new_run() {
+    let (net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let p = nodes[1].spawn();
+    scopes[1].join(p.pid(), &[g("w")]).unwrap();
+    let kept = nodes[0].spawn();
+    scopes[0].join(kept.pid(), &[g("w")]).unwrap();
+    eventually("converged", || scopes[2].members("w").len() == 2).await;
+    // b comes back as a new run without a clean shutdown.
+    let b2_id = NodeId::parse_name("b", 2).unwrap();
+    let b2 = Node::start_as(b2_id.clone(), net.transport(&b2_id), NodeOptions::default()).unwrap();
+    let s2 = b2.open_scope("s", ScopeOptions::default()).unwrap();
+    eventually("the old run's members are gone", || {
+        scopes[0].members("w").len() == 1 && scopes[2].members("w").len() == 1
+    })
+    .await;
+    eventually("the new run learnt the cluster", || {
+        s2.members("w").to_vec() == vec![kept.pid().clone()]
+    })
+    .await;
+    let q = b2.spawn();
+    s2.join(q.pid(), &[g("w")]).unwrap();
+    eventually("the new run's members spread", || {
+        scopes[2].members("w").len() == 2
+    })
+    .await;
+    drop(p);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scope_opened_late_discovers_the_cluster() {
+    let net = pg_runtime::MemoryNetwork::new();
+    let a = node_on(&net, "a", NodeOptions::default());
+    let b = node_on(&net, "b", NodeOptions::default());
+    let sa = a.open_scope("s", ScopeOptions::default()).unwrap();
+    let p = a.spawn();
+    sa.join(p.pid(), &[g("w")]).unwrap();
+    eventually("connected", || b.peers().len() == 1).await;
+    // b's scope starts after the connection came up.
+    let sb = b.open_scope("s", ScopeOptions::default()).unwrap();
+    eventually("b learnt a's members", || sb.members("w").len() == 1).await;
+}

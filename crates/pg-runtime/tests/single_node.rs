@@ -1,0 +1,395 @@
+//! Seed 000's API on one node.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{eventually, g, node_on};
+use pg_core::{CommandError, EventKind, NodeId};
+use pg_runtime::{
+    ErrorKind, Inbound, MemoryNetwork, Node, NodeOptions, RecvError, ScopeOptions, SendError,
+    Transport, Wire,
+};
+
+fn single(options: NodeOptions) -> Node {
+    node_on(&MemoryNetwork::new(), "solo", options)
+}
+
+#[tokio::test(start_paused = true)]
+async fn joins_are_visible_at_once_and_multi_join_counts() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("app:pg", ScopeOptions::default()).unwrap();
+    let p = node.spawn();
+    scope.join(p.pid(), &[g("w"), g("w")]).unwrap();
+    assert_eq!(scope.members("w").to_vec(), vec![p.pid().clone()]);
+    assert_eq!(scope.local_members("w").len(), 1);
+    assert_eq!(&*scope.which_groups(), &[g("w")]);
+    assert_eq!(&*scope.which_local_groups(), &[g("w")]);
+    scope.leave(p.pid(), &[g("w")]).unwrap();
+    assert_eq!(scope.members("w").len(), 1, "joined twice, left once");
+    scope.leave(p.pid(), &[g("w"), g("other")]).unwrap();
+    assert!(scope.members("w").is_empty());
+    assert!(scope.which_groups().is_empty());
+    let err = scope.leave(p.pid(), &[g("w")]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert_eq!(err, pg_runtime::Error::Command(CommandError::NotMember));
+}
+
+#[tokio::test(start_paused = true)]
+async fn process_end_cleans_up_memberships_and_subscriptions() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let p = node.spawn();
+    scope.join(p.pid(), &[g("a"), g("b")]).unwrap();
+    let (mut owned, _) = scope.monitor(&g("a"), Some(p.pid())).unwrap();
+    drop(p);
+    assert!(scope.which_groups().is_empty());
+    assert_eq!(
+        owned.recv().await,
+        Err(RecvError::Closed),
+        "owned subscription ends with its owner"
+    );
+    // A task's process ends with the task.
+    let scope2 = scope.clone();
+    let handle = node.spawn_task(move |p| async move {
+        scope2.join(p.pid(), &[g("t")]).unwrap();
+        p.pid().clone()
+    });
+    let pid = handle.await.unwrap();
+    assert!(scope.members("t").is_empty(), "{pid} left with its task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcast_reaches_each_member_once() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let mut members: Vec<_> = (0..3).map(|_| node.spawn()).collect();
+    let outsider = node.spawn();
+    for m in &members {
+        scope.join(m.pid(), &[g("w"), g("w")]).unwrap();
+    }
+    let sent = scope
+        .broadcast(outsider.pid(), "w", "job", Bytes::from_static(b"x"))
+        .unwrap();
+    assert_eq!(sent, 3);
+    for m in &mut members {
+        let msg = m.recv().await.unwrap();
+        assert_eq!(
+            (&msg.from, &*msg.topic, &msg.payload[..]),
+            (outsider.pid(), "job", &b"x"[..])
+        );
+        assert!(m.try_recv().is_none(), "once, whatever the join count");
+    }
+    assert_eq!(
+        scope
+            .broadcast_local(outsider.pid(), "w", "t", Bytes::new())
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        scope
+            .broadcast(outsider.pid(), "nobody", "t", Bytes::new())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        scope
+            .broadcast(outsider.pid(), "", "t", Bytes::new())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        scope
+            .broadcast(outsider.pid(), "w", "", Bytes::new())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Invalid
+    );
+    assert!(scope.health().healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn listen_routes_a_topic() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let mut p = node.spawn();
+    let from = node.spawn();
+    scope.join(p.pid(), &[g("w")]).unwrap();
+    let mut jobs = p.listen("job");
+    scope
+        .broadcast(from.pid(), "w", "job", Bytes::from_static(b"1"))
+        .unwrap();
+    scope
+        .broadcast(from.pid(), "w", "chat", Bytes::from_static(b"2"))
+        .unwrap();
+    assert_eq!(&jobs.recv().await.unwrap().payload[..], b"1");
+    assert_eq!(&p.recv().await.unwrap().payload[..], b"2");
+    drop(jobs);
+    scope
+        .broadcast(from.pid(), "w", "job", Bytes::from_static(b"3"))
+        .unwrap();
+    assert_eq!(
+        &p.recv().await.unwrap().payload[..],
+        b"3",
+        "back to the mailbox"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_mailbox_times_out_for_that_member_only() {
+    let node = single(NodeOptions {
+        mailbox_capacity: 1,
+        ..NodeOptions::default()
+    });
+    let options = ScopeOptions {
+        broadcast_timeout: Duration::from_millis(50),
+        ..ScopeOptions::default()
+    };
+    let scope = node.open_scope("s", options).unwrap();
+    let stuck = node.spawn();
+    let mut live = node.spawn();
+    let from = node.spawn();
+    scope.join(stuck.pid(), &[g("w")]).unwrap();
+    scope.join(live.pid(), &[g("w")]).unwrap();
+    for i in 0..3u8 {
+        scope
+            .broadcast(from.pid(), "w", "n", Bytes::from(vec![i]))
+            .unwrap();
+        assert_eq!(
+            live.recv().await.unwrap().payload[0],
+            i,
+            "the live member is not held up"
+        );
+    }
+    eventually("two timed-out deliveries", || node.deliveries().failed == 2).await;
+    assert_eq!(node.deliveries().delivered, 4);
+    drop(stuck);
+}
+
+#[tokio::test(start_paused = true)]
+async fn monitor_is_atomic_with_its_snapshot() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let procs: Vec<_> = (0..200).map(|_| node.spawn()).collect();
+    // Joins race the subscription from other tasks.
+    let joiners: Vec<_> = procs
+        .iter()
+        .map(|p| {
+            let (scope, pid) = (scope.clone(), p.pid().clone());
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                scope.join(&pid, &[g("w")]).unwrap();
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let (mut sub, snapshot) = scope.monitor(&g("w"), None).unwrap();
+    for j in joiners {
+        j.await.unwrap();
+    }
+    let mut seen: Vec<_> = snapshot.to_vec();
+    while seen.len() < 200 {
+        let event = sub.recv().await.unwrap();
+        assert_eq!(event.kind, EventKind::Joined);
+        seen.extend(event.pids().cloned());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 200, "no join missed, none counted twice");
+    assert!(sub.try_recv().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn exit_is_reported_with_multiplicity() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let p = node.spawn();
+    let pid = p.pid().clone();
+    let (mut sub, _) = scope.events(None).unwrap();
+    scope.join(&pid, &[g("w"), g("w"), g("w")]).unwrap();
+    drop(p);
+    let mut left = 0;
+    while left < 3 {
+        let e = sub.recv().await.unwrap();
+        if e.kind == EventKind::Left {
+            left += e.pids().filter(|p| **p == pid).count();
+        }
+    }
+    assert_eq!(left, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_subscriber_stalls_only_itself_then_lags_at_the_cap() {
+    let node = single(NodeOptions::default());
+    let options = ScopeOptions {
+        monitor_buffer: 4,
+        monitor_max_pending: 100,
+        ..ScopeOptions::default()
+    };
+    let scope = node.open_scope("s", options).unwrap();
+    let (mut slow, _) = scope.monitor(&g("w"), None).unwrap();
+    let (mut fast, _) = scope.events(None).unwrap();
+    let p = node.spawn();
+    for _ in 0..50 {
+        scope.join(p.pid(), &[g("w")]).unwrap();
+        assert!(fast.recv().await.is_ok());
+    }
+    assert_eq!(slow.pending(), 50, "queued in order past the buffer");
+    for _ in 0..50 {
+        assert_eq!(slow.recv().await.unwrap().kind, EventKind::Joined);
+    }
+    for _ in 0..150 {
+        scope.join(p.pid(), &[g("w")]).unwrap();
+        assert!(fast.recv().await.is_ok(), "the other subscriber keeps up");
+    }
+    for _ in 0..100 {
+        assert!(
+            slow.recv().await.is_ok(),
+            "what was queued before the cap arrives"
+        );
+    }
+    assert_eq!(slow.recv().await, Err(RecvError::Lagged));
+    assert_eq!(scope.counters().subscribers_lagged, 1, "only the slow one");
+    assert!(fast.try_recv().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_with_flush_delivers_what_is_queued() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let (mut sub, _) = scope.events(None).unwrap();
+    let p = node.spawn();
+    scope.join(p.pid(), &[g("a"), g("b")]).unwrap();
+    sub.close_flush();
+    scope.join(p.pid(), &[g("c")]).unwrap();
+    assert!(sub.recv().await.is_ok());
+    assert!(sub.recv().await.is_ok());
+    assert_eq!(
+        sub.recv().await,
+        Err(RecvError::Closed),
+        "nothing after the close"
+    );
+    let (sub, _) = scope.events(None).unwrap();
+    scope.join(p.pid(), &[g("d")]).unwrap();
+    sub.close();
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_are_limit_exceeded() {
+    let node = single(NodeOptions::default());
+    let mut options = ScopeOptions::default();
+    options.core.max_members_per_group = 2;
+    let scope = node.open_scope("s", options).unwrap();
+    let p = node.spawn();
+    scope.join(p.pid(), &[g("w"), g("w")]).unwrap();
+    let err = scope.join(p.pid(), &[g("w")]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LimitExceeded);
+    assert!(err.limit().is_some());
+    assert_eq!(scope.members("w").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scope_lookup_and_conflicts() {
+    let node = single(NodeOptions::default());
+    assert_eq!(
+        node.open_scope("", ScopeOptions::default())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Invalid
+    );
+    assert_eq!(node.scope("nope").unwrap_err().kind(), ErrorKind::NotFound);
+    node.open_scope("s", ScopeOptions::default()).unwrap();
+    node.open_scope("s", ScopeOptions::default()).unwrap();
+    let other = ScopeOptions {
+        monitor_buffer: 1,
+        ..ScopeOptions::default()
+    };
+    assert_eq!(
+        node.open_scope("s", other).unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
+    node.shutdown();
+    assert_eq!(
+        node.open_scope("t", ScopeOptions::default())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Closed
+    );
+}
+
+/// A transport whose sends block until released, to hold a scope's writer.
+struct BlockingTransport {
+    gate: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    entered: Arc<std::sync::Barrier>,
+}
+
+impl Transport for BlockingTransport {
+    fn attach(&self, inbound: Arc<dyn Inbound>) {
+        inbound.node_up(NodeId::parse_name("peer", 1).unwrap());
+    }
+    fn send(&self, _to: &NodeId, message: Wire) -> Result<(), SendError> {
+        if matches!(message, Wire::Scope { .. }) {
+            let (lock, cvar) = &*self.gate;
+            let mut open = lock.lock();
+            if !*open {
+                self.entered.wait();
+                while !*open {
+                    cvar.wait(&mut open);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn detach(&self) {}
+}
+
+#[test]
+fn a_full_action_queue_fails_fast_with_overloaded() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let gate = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+    let entered = Arc::new(std::sync::Barrier::new(2));
+    let transport = Arc::new(BlockingTransport {
+        gate: Arc::clone(&gate),
+        entered: Arc::clone(&entered),
+    });
+    let id = NodeId::parse_name("n", 1).unwrap();
+    let node = Node::start_as(id, transport, NodeOptions::default()).unwrap();
+    let options = ScopeOptions {
+        action_queue_size: 1,
+        action_queue_max_size: 1,
+        ..ScopeOptions::default()
+    };
+    let mut core = options.core.clone();
+    core.anti_entropy_interval = Duration::ZERO;
+    let scope = node
+        .open_scope("s", ScopeOptions { core, ..options })
+        .unwrap();
+    let p = node.spawn();
+    let q = node.spawn();
+    // Opening the scope pushed nothing yet (discovery is pending), so the
+    // first join's delta is what blocks inside the writer.
+    let (s2, pid) = (scope.clone(), p.pid().clone());
+    let holder = std::thread::spawn(move || s2.join(&pid, &[common::g("w")]));
+    entered.wait();
+    let err = scope.join(q.pid(), &[common::g("w")]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    assert!(
+        scope.members("w").to_vec().iter().all(|m| m != q.pid()),
+        "nothing was done"
+    );
+    *gate.0.lock() = true;
+    gate.1.notify_all();
+    holder.join().unwrap().unwrap();
+    scope.join(q.pid(), &[common::g("w")]).unwrap();
+    assert_eq!(scope.members("w").len(), 2);
+}
