@@ -228,28 +228,35 @@ impl NodeInner {
         }
     }
 
-    /// Puts `envelope` in process `serial`'s mailbox (or its topic
-    /// listener). A full mailbox is waited on for at most `timeout`, on a
-    /// task of its own, so one slow recipient delays nobody else.
-    pub(crate) fn deliver_local(&self, serial: u64, envelope: Envelope, timeout: Duration) {
-        let slot = self.processes.read().get(&serial).cloned();
-        let Some(slot) = slot else {
-            self.deliveries.failed(1, "no_process");
-            return;
-        };
-        let tx = slot.route(&envelope.topic);
-        match tx.try_send(envelope) {
-            Ok(()) => self.deliveries.delivered(),
-            Err(TrySendError::Closed(_)) => self.deliveries.failed(1, "no_process"),
-            Err(TrySendError::Full(envelope)) => {
-                let deliveries = Arc::clone(&self.deliveries);
-                tokio::spawn(async move {
-                    match tokio::time::timeout(timeout, tx.send(envelope)).await {
-                        Ok(Ok(())) => deliveries.delivered(),
-                        Ok(Err(_)) => deliveries.failed(1, "no_process"),
-                        Err(_) => deliveries.failed(1, "mailbox_timeout"),
-                    }
-                });
+    /// Puts a copy of `envelope` (the payload is shared) in the mailbox of
+    /// each of `serials`, looking the processes up under one read lock. A
+    /// full mailbox is waited on for at most `timeout`, on a task of its
+    /// own, so one slow recipient delays nobody else.
+    pub(crate) fn deliver_local_many(
+        &self,
+        serials: impl IntoIterator<Item = u64>,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) {
+        let processes = self.processes.read();
+        for serial in serials {
+            let Some(slot) = processes.get(&serial) else {
+                self.deliveries.failed(1, "no_process");
+                continue;
+            };
+            match slot.try_deliver(envelope.clone()) {
+                Ok(()) => self.deliveries.delivered(),
+                Err((TrySendError::Closed(_), _)) => self.deliveries.failed(1, "no_process"),
+                Err((TrySendError::Full(envelope), tx)) => {
+                    let deliveries = Arc::clone(&self.deliveries);
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(timeout, tx.send(envelope)).await {
+                            Ok(Ok(())) => deliveries.delivered(),
+                            Ok(Err(_)) => deliveries.failed(1, "no_process"),
+                            Err(_) => deliveries.failed(1, "mailbox_timeout"),
+                        }
+                    });
+                }
             }
         }
     }
@@ -336,9 +343,7 @@ impl Inbound for InboundAdapter {
                     topic,
                     payload,
                 };
-                for serial in to {
-                    node.deliver_local(serial, envelope.clone(), timeout);
-                }
+                node.deliver_local_many(to, &envelope, timeout);
             }
         }
     }

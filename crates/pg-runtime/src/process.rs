@@ -1,6 +1,6 @@
 //! Processes: a pid plus a mailbox, and per-topic listeners.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use pg_core::Pid;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::node::NodeInner;
 
@@ -26,21 +27,36 @@ pub struct Envelope {
 /// A topic listener's registration: its id and channel.
 type TopicRoute = (u64, mpsc::Sender<Envelope>);
 
+/// A delivery that did not fit: why, and the channel to wait on.
+pub(crate) type RouteError = (TrySendError<Envelope>, mpsc::Sender<Envelope>);
+
 /// The delivery side of a process, kept in the node's process table.
 pub(crate) struct ProcessSlot {
     mailbox: mpsc::Sender<Envelope>,
     /// Topic -> (listener id, its channel).
     topics: Mutex<FxHashMap<Arc<str>, TopicRoute>>,
+    /// Number of listeners, so the common case (none) takes no lock.
+    listeners: AtomicUsize,
     next_listener: AtomicU64,
 }
 
 impl ProcessSlot {
-    /// Where a message under `topic` goes: its listener, or the mailbox.
-    pub(crate) fn route(&self, topic: &str) -> mpsc::Sender<Envelope> {
-        match self.topics.lock().get(topic) {
-            Some((_, listener)) => listener.clone(),
-            None => self.mailbox.clone(),
+    /// Puts `envelope` where its topic goes: a listener, or the mailbox.
+    /// A full channel hands the envelope back with a sender to wait on.
+    pub(crate) fn try_deliver(&self, envelope: Envelope) -> Result<(), RouteError> {
+        if self.listeners.load(Ordering::Acquire) > 0 {
+            let listener = self
+                .topics
+                .lock()
+                .get(&envelope.topic)
+                .map(|(_, tx)| tx.clone());
+            if let Some(tx) = listener {
+                return tx.try_send(envelope).map_err(|e| (e, tx));
+            }
         }
+        self.mailbox
+            .try_send(envelope)
+            .map_err(|e| (e, self.mailbox.clone()))
     }
 }
 
@@ -65,6 +81,7 @@ impl Process {
         let slot = Arc::new(ProcessSlot {
             mailbox: tx,
             topics: Mutex::new(FxHashMap::default()),
+            listeners: AtomicUsize::new(0),
             next_listener: AtomicU64::new(0),
         });
         let process = Self {
@@ -100,7 +117,10 @@ impl Process {
         let (tx, rx) = mpsc::channel(self.capacity.max(1));
         let topic: Arc<str> = Arc::from(topic);
         let id = self.slot.next_listener.fetch_add(1, Ordering::Relaxed);
-        self.slot.topics.lock().insert(Arc::clone(&topic), (id, tx));
+        let previous = self.slot.topics.lock().insert(Arc::clone(&topic), (id, tx));
+        if previous.is_none() {
+            self.slot.listeners.fetch_add(1, Ordering::AcqRel);
+        }
         Listener {
             topic,
             id,
@@ -159,6 +179,7 @@ impl Drop for Listener {
                 .is_some_and(|(id, _)| *id == self.id)
             {
                 topics.remove(&self.topic);
+                slot.listeners.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }

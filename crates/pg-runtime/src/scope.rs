@@ -32,6 +32,9 @@ use crate::view::View;
 pub(crate) struct CoreState {
     scope: pg_core::Scope,
     subscribers: Vec<Arc<SubShared>>,
+    /// The deadline the timer task sleeps until (`None`: none); it is
+    /// woken only when the core's next deadline comes earlier.
+    armed: Option<Instant>,
 }
 
 /// Counters of one scope (also exported through `metrics`).
@@ -47,8 +50,38 @@ struct Counters {
     loop_lag_us: AtomicU64,
 }
 
+/// Metric handles, registered once per scope (install a recorder before
+/// opening scopes for them to report).
+struct ScopeMetrics {
+    queue_depth: metrics::Gauge,
+    groups: metrics::Gauge,
+    local_memberships: metrics::Gauge,
+    subscriber_lag: metrics::Gauge,
+    events: metrics::Counter,
+    overloaded: metrics::Counter,
+    subscribers_lagged: metrics::Counter,
+    frames_unsent: metrics::Counter,
+}
+
+impl ScopeMetrics {
+    fn new(scope: &str) -> Self {
+        let label = || ("scope", scope.to_owned());
+        Self {
+            queue_depth: metrics::gauge!("pg_action_queue_depth", &[label()]),
+            groups: metrics::gauge!("pg_groups", &[label()]),
+            local_memberships: metrics::gauge!("pg_local_memberships", &[label()]),
+            subscriber_lag: metrics::gauge!("pg_subscriber_lag", &[label()]),
+            events: metrics::counter!("pg_events_total", &[label()]),
+            overloaded: metrics::counter!("pg_overloaded_total", &[label()]),
+            subscribers_lagged: metrics::counter!("pg_subscribers_lagged_total", &[label()]),
+            frames_unsent: metrics::counter!("pg_frames_unsent_total", &[label()]),
+        }
+    }
+}
+
 pub(crate) struct ScopeShared {
     id: Arc<str>,
+    metrics: ScopeMetrics,
     options: ScopeOptions,
     node: Weak<NodeInner>,
     core: Mutex<CoreState>,
@@ -103,12 +136,14 @@ impl ScopeShared {
             scope.handle_node_up(peer.clone());
         }
         let shared = Arc::new(Self {
+            metrics: ScopeMetrics::new(&id),
             id,
             options,
             node,
             core: Mutex::new(CoreState {
                 scope,
                 subscribers: Vec::new(),
+                armed: None,
             }),
             waiting: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
@@ -137,7 +172,7 @@ impl ScopeShared {
         let _slot = WaitSlot(&self.waiting);
         let max = self.options.action_queue_max_size;
         if max > 0 && waiting >= max {
-            metrics::counter!("pg_overloaded_total", "scope" => self.id.to_string()).increment(1);
+            self.metrics.overloaded.increment(1);
             return Err(Error::Overloaded {
                 scope: self.id.to_string(),
                 waiting,
@@ -158,8 +193,10 @@ impl ScopeShared {
     /// Runs protocol input (frames, peers, timers) under the writer lock.
     /// Never refused: dropping protocol input would lose membership.
     fn step<T>(&self, f: impl FnOnce(&mut CoreState) -> T) -> T {
+        let _span = tracing::trace_span!("pg.scope.step", scope = %self.id).entered();
         let mut core = self.core.lock();
-        metrics::gauge!("pg_action_queue_depth", "scope" => self.id.to_string())
+        self.metrics
+            .queue_depth
             .set(self.waiting.load(Ordering::Relaxed) as f64);
         let out = f(&mut core);
         self.drain(&mut core);
@@ -191,6 +228,11 @@ impl ScopeShared {
                 core.scope.local_groups_epoch(),
                 core.scope.group_count(),
             );
+            let local = core.scope.local_node().clone();
+            self.metrics.groups.set(core.scope.group_count() as f64);
+            self.metrics
+                .local_memberships
+                .set(core.scope.part_memberships(&local) as f64);
         }
         if let Some(node) = self.node.upgrade() {
             while let Some(t) = core.scope.poll_transmit() {
@@ -200,12 +242,15 @@ impl ScopeShared {
                 };
                 if node.transport().send(&t.to, message).is_err() {
                     self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("pg_frames_unsent_total", "scope" => self.id.to_string())
-                        .increment(1);
+                    self.metrics.frames_unsent.increment(1);
                 }
             }
         }
-        self.wake.notify_one();
+        let next = core.scope.poll_timeout();
+        if next.is_some_and(|at| core.armed.is_none_or(|armed| at < armed)) {
+            core.armed = next;
+            self.wake.notify_one();
+        }
     }
 
     fn dispatch(&self, core: &mut CoreState, event: Event) {
@@ -221,16 +266,14 @@ impl ScopeShared {
             match sub.push(&event) {
                 Pushed::Queued => {}
                 Pushed::Behind => {
-                    metrics::gauge!("pg_subscriber_lag", "scope" => self.id.to_string())
-                        .set(sub.pending() as f64);
+                    self.metrics.subscriber_lag.set(sub.pending() as f64);
                 }
                 Pushed::Lagged => {
                     tracing::warn!(scope = %self.id, "subscriber reached monitor_max_pending: ended with Lagged");
                     self.counters
                         .subscribers_lagged
                         .fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("pg_subscribers_lagged_total", "scope" => self.id.to_string())
-                        .increment(1);
+                    self.metrics.subscribers_lagged.increment(1);
                     lagged.push(sub.id);
                 }
             }
@@ -238,7 +281,7 @@ impl ScopeShared {
         if !lagged.is_empty() {
             core.subscribers.retain(|s| !lagged.contains(&s.id));
         }
-        metrics::counter!("pg_events_total", "scope" => self.id.to_string()).increment(1);
+        self.metrics.events.increment(1);
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {
@@ -326,7 +369,11 @@ async fn timer_loop(shared: Arc<ScopeShared>) {
             return;
         }
         let notified = shared.wake.notified();
-        let deadline = shared.core.lock().scope.poll_timeout();
+        let deadline = {
+            let mut core = shared.core.lock();
+            core.armed = core.scope.poll_timeout();
+            core.armed
+        };
         match deadline {
             Some(at) => {
                 tokio::select! {
@@ -499,15 +546,10 @@ impl Scope {
             topic: Arc::clone(&topic),
             payload: payload.clone(),
         };
-        let mut count = 0;
+        let mut local: Vec<u64> = Vec::new();
         for pid in members.iter() {
-            count += 1;
             if *pid.node() == local_node {
-                node.deliver_local(
-                    pid.serial(),
-                    envelope.clone(),
-                    self.shared.options.broadcast_timeout,
-                );
+                local.push(pid.serial());
             } else {
                 remote
                     .entry(pid.node().clone())
@@ -515,6 +557,8 @@ impl Scope {
                     .push(pid.serial());
             }
         }
+        let count = members.len();
+        node.deliver_local_many(local, &envelope, self.shared.options.broadcast_timeout);
         for (to_node, serials) in remote {
             let n = serials.len() as u64;
             let message = Wire::Deliver {
