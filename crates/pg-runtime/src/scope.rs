@@ -91,7 +91,8 @@ pub(crate) struct ScopeShared {
     wake: Notify,
     next_subscriber: AtomicU64,
     closed: AtomicBool,
-    created: Instant,
+    /// On tokio's clock, so health can be tested in paused time.
+    created: tokio::time::Instant,
     counters: Counters,
 }
 
@@ -151,7 +152,7 @@ impl ScopeShared {
             wake: Notify::new(),
             next_subscriber: AtomicU64::new(1),
             closed: AtomicBool::new(false),
-            created: now,
+            created: tokio::time::Instant::now(),
             counters: Counters::default(),
         });
         tokio::spawn(timer_loop(Arc::clone(&shared)));

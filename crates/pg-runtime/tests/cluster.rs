@@ -204,3 +204,21 @@ async fn a_scope_opened_late_discovers_the_cluster() {
     let sb = b.open_scope("s", ScopeOptions::default()).unwrap();
     eventually("b learnt a's members", || sb.members("w").len() == 1).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn network_delay_delays_propagation() {
+    let (net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let first = nodes[0].spawn();
+    scopes[0].join(first.pid(), &[g("w")]).unwrap();
+    eventually("converged before the delay", || {
+        scopes[1].members("w").len() == 1
+    })
+    .await;
+    net.set_delay(std::time::Duration::from_millis(200));
+    let p = nodes[0].spawn();
+    scopes[0].join(p.pid(), &[g("w")]).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(scopes[1].members("w").len(), 1, "not before the delay");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(scopes[1].members("w").len(), 2, "after it");
+}

@@ -393,3 +393,71 @@ fn a_full_action_queue_fails_fast_with_overloaded() {
     scope.join(q.pid(), &[common::g("w")]).unwrap();
     assert_eq!(scope.members("w").len(), 2);
 }
+
+#[test]
+fn monitor_is_atomic_under_joins_from_other_threads() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = single(NodeOptions::default());
+        let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+        let procs: Vec<_> = (0..2000).map(|_| node.spawn()).collect();
+        let pids: Vec<_> = procs.iter().map(|p| p.pid().clone()).collect();
+        let barrier = Arc::new(std::sync::Barrier::new(3));
+        let threads: Vec<_> = pids
+            .chunks(1000)
+            .map(|chunk| {
+                let (scope, chunk, barrier) = (scope.clone(), chunk.to_vec(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for pid in &chunk {
+                        scope.join(pid, &[g("w")]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let (mut sub, snapshot) = scope.monitor(&g("w"), None).unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut seen: Vec<_> = snapshot.to_vec();
+        let before = seen.len();
+        while seen.len() < 2000 {
+            seen.extend(sub.recv().await.unwrap().pids().cloned());
+        }
+        let total = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(
+            (seen.len(), total),
+            (2000, 2000),
+            "snapshot had {before}: none missed, none twice"
+        );
+        assert!(sub.try_recv().is_none());
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_reports_a_scope_without_broadcasts() {
+    let node = single(NodeOptions::default());
+    let options = ScopeOptions {
+        broadcast_health_window: Duration::from_secs(1),
+        ..ScopeOptions::default()
+    };
+    let scope = node.open_scope("hc", options).unwrap();
+    let health = scope.health();
+    assert_eq!(health.name, "pg.broadcast_recent.hc");
+    assert!(health.healthy, "a young scope is healthy");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !scope.health().healthy,
+        "no broadcast for longer than the window"
+    );
+    let p = node.spawn();
+    scope.broadcast(p.pid(), "any", "t", Bytes::new()).unwrap();
+    assert!(scope.health().healthy);
+}
