@@ -35,6 +35,8 @@ pub(crate) struct CoreState {
     /// The deadline the timer task sleeps until (`None`: none); it is
     /// woken only when the core's next deadline comes earlier.
     armed: Option<Instant>,
+    /// Groups changed by the current step (a buffer kept between steps).
+    changed: Vec<GroupName>,
 }
 
 /// Counters of one scope (also exported through `metrics`).
@@ -145,6 +147,7 @@ impl ScopeShared {
                 scope,
                 subscribers: Vec::new(),
                 armed: None,
+                changed: Vec::new(),
             }),
             waiting: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
@@ -207,7 +210,7 @@ impl ScopeShared {
     /// Hands the core's outputs to their consumers, and publishes the
     /// groups that changed, before the lock is released.
     fn drain(&self, core: &mut CoreState) {
-        let mut changed: Vec<GroupName> = Vec::new();
+        let mut changed = std::mem::take(&mut core.changed);
         while let Some(event) = core.scope.poll_event() {
             if changed.last() != Some(&event.group) {
                 changed.push(event.group.clone());
@@ -229,12 +232,12 @@ impl ScopeShared {
                 core.scope.local_groups_epoch(),
                 core.scope.group_count(),
             );
-            let local = core.scope.local_node().clone();
             self.metrics.groups.set(core.scope.group_count() as f64);
-            self.metrics
-                .local_memberships
-                .set(core.scope.part_memberships(&local) as f64);
+            let local = core.scope.part_memberships(core.scope.local_node());
+            self.metrics.local_memberships.set(local as f64);
+            changed.clear();
         }
+        core.changed = changed;
         if let Some(node) = self.node.upgrade() {
             while let Some(t) = core.scope.poll_transmit() {
                 let message = Wire::Scope {

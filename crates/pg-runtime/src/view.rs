@@ -10,7 +10,7 @@
 //! groups. Group lists are rebuilt by a reader only after their epoch moved.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
@@ -32,6 +32,8 @@ type ListCache = Mutex<Option<(u64, Arc<[GroupName]>)>>;
 #[derive(Default)]
 pub(crate) struct View {
     groups: RwLock<FxHashMap<GroupName, Cell>>,
+    /// Number of cells in `groups`, read without its lock.
+    cells: AtomicUsize,
     empty: Arc<GroupView>,
     groups_epoch: AtomicU64,
     local_epoch: AtomicU64,
@@ -47,11 +49,12 @@ impl View {
             cell.store(view);
             return;
         }
-        self.groups
-            .write()
+        let mut groups = self.groups.write();
+        groups
             .entry(group.clone())
             .or_insert_with(|| Arc::new(ArcSwap::from_pointee(GroupView::default())))
             .store(view);
+        self.cells.store(groups.len(), Ordering::Relaxed);
     }
 
     /// Records the core's group-set epochs after a step (writer only), and
@@ -59,11 +62,10 @@ impl View {
     pub(crate) fn set_epochs(&self, groups: u64, local: u64, live_groups: usize) {
         self.groups_epoch.store(groups, Ordering::Release);
         self.local_epoch.store(local, Ordering::Release);
-        let cells = self.groups.read().len();
-        if cells > 2 * live_groups + 1024 {
-            self.groups
-                .write()
-                .retain(|_, cell| !cell.load().all.is_empty());
+        if self.cells.load(Ordering::Relaxed) > 2 * live_groups + 1024 {
+            let mut groups = self.groups.write();
+            groups.retain(|_, cell| !cell.load().all.is_empty());
+            self.cells.store(groups.len(), Ordering::Relaxed);
         }
     }
 
