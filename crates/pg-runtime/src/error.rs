@@ -54,6 +54,10 @@ pub enum Error {
     /// A scope was opened twice with different options.
     #[error("scope {0:?} is already open with other options")]
     ScopeConflict(String),
+    /// A pid of this node whose process is not alive (it ended, or never
+    /// existed): it cannot join or own a subscription.
+    #[error("no live process {0} on this node")]
+    NoProcess(pg_core::Pid),
     /// The node has shut down.
     #[error("the node has shut down")]
     NodeClosed,
@@ -68,6 +72,7 @@ impl Error {
             | Error::EmptyScopeId
             | Error::EmptyTopic
             | Error::InvalidNodeName(_)
+            | Error::NoProcess(_)
             | Error::ScopeConflict(_) => ErrorKind::Invalid,
             Error::Overloaded { .. } => ErrorKind::Overloaded,
             Error::ScopeNotFound(_) => ErrorKind::NotFound,

@@ -78,9 +78,9 @@ impl MemoryNetwork {
         })
     }
 
-    /// Delays every message from now on by `delay`.
+    /// Delays every message from now on by `delay` (at most a day).
     pub fn set_delay(&self, delay: Duration) {
-        self.state.lock().delay = delay;
+        self.state.lock().delay = delay.min(Duration::from_secs(24 * 3600));
     }
 
     /// Cuts every link between `side` and the other nodes.

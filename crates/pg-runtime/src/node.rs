@@ -9,12 +9,11 @@ use std::time::{Duration, SystemTime};
 use parking_lot::{Mutex, RwLock};
 use pg_core::{Frame, NodeId, NodeName, Pid};
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::{NodeOptions, ScopeOptions};
 use crate::error::Error;
-use crate::process::{Envelope, Process, ProcessSlot};
-use crate::scope::{Scope, ScopeShared};
+use crate::process::{Envelope, Process, ProcessTable};
+use crate::scope::{Scope, ScopeLinks, ScopeShared};
 use crate::transport::{Inbound, Transport, Wire};
 
 /// Counters of a node's message deliveries.
@@ -32,8 +31,9 @@ pub(crate) struct NodeInner {
     options: NodeOptions,
     transport: Arc<dyn Transport>,
     next_serial: AtomicU64,
-    processes: RwLock<FxHashMap<u64, Arc<ProcessSlot>>>,
+    processes: Arc<ProcessTable>,
     scopes: RwLock<FxHashMap<Arc<str>, Arc<ScopeShared>>>,
+    runtime: tokio::runtime::Handle,
     peers: Mutex<BTreeMap<NodeName, NodeId>>,
     closed: AtomicBool,
     deliveries: Arc<Deliveries>,
@@ -41,17 +41,18 @@ pub(crate) struct NodeInner {
 
 /// Delivery counters, shared with the tasks that wait on full mailboxes.
 #[derive(Default)]
-struct Deliveries {
+pub(crate) struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
 }
 
 impl Deliveries {
-    fn delivered(&self) {
+    pub(crate) fn delivered(&self) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("pg_deliveries_total").increment(1);
     }
 
-    fn failed(&self, n: u64, reason: &'static str) {
+    pub(crate) fn failed(&self, n: u64, reason: &'static str) {
         self.failed.fetch_add(n, Ordering::Relaxed);
         metrics::counter!("pg_deliveries_failed_total", "reason" => reason).increment(n);
         tracing::debug!(n, reason, "delivery failed");
@@ -89,15 +90,14 @@ impl Node {
         transport: Arc<dyn Transport>,
         options: NodeOptions,
     ) -> Result<Node, Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::NoRuntime);
-        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let inner = Arc::new(NodeInner {
+            runtime,
             id,
             options,
             transport: Arc::clone(&transport),
             next_serial: AtomicU64::new(1),
-            processes: RwLock::new(FxHashMap::default()),
+            processes: Arc::new(RwLock::new(FxHashMap::default())),
             scopes: RwLock::new(FxHashMap::default()),
             peers: Mutex::new(BTreeMap::new()),
             closed: AtomicBool::new(false),
@@ -136,7 +136,7 @@ impl Node {
         Fut::Output: Send + 'static,
     {
         let process = self.spawn();
-        tokio::spawn(body(process))
+        self.inner.runtime.spawn(body(process))
     }
 
     /// Opens scope `id` (or returns it if already open with the same
@@ -164,7 +164,12 @@ impl Node {
             Arc::clone(&id),
             self.inner.id.clone(),
             options,
-            Arc::downgrade(&self.inner),
+            ScopeLinks {
+                node: Arc::downgrade(&self.inner),
+                transport: Arc::clone(&self.inner.transport),
+                processes: Arc::clone(&self.inner.processes),
+                runtime: self.inner.runtime.clone(),
+            },
             &peers,
         );
         scopes.insert(id, Arc::clone(&shared));
@@ -213,10 +218,6 @@ impl NodeInner {
         &self.id
     }
 
-    pub(crate) fn transport(&self) -> &dyn Transport {
-        &*self.transport
-    }
-
     fn scopes(&self) -> Vec<Arc<ScopeShared>> {
         self.scopes.read().values().cloned().collect()
     }
@@ -230,8 +231,8 @@ impl NodeInner {
 
     /// Puts a copy of `envelope` (the payload is shared) in the mailbox of
     /// each of `serials`, looking the processes up under one read lock. A
-    /// full mailbox is waited on for at most `timeout`, on a task of its
-    /// own, so one slow recipient delays nobody else.
+    /// full mailbox is waited on for at most `timeout`, by that process's
+    /// own overflow task, so one slow recipient delays nobody else.
     pub(crate) fn deliver_local_many(
         &self,
         serials: impl IntoIterator<Item = u64>,
@@ -240,23 +241,11 @@ impl NodeInner {
     ) {
         let processes = self.processes.read();
         for serial in serials {
-            let Some(slot) = processes.get(&serial) else {
-                self.deliveries.failed(1, "no_process");
-                continue;
-            };
-            match slot.try_deliver(envelope.clone()) {
-                Ok(()) => self.deliveries.delivered(),
-                Err((TrySendError::Closed(_), _)) => self.deliveries.failed(1, "no_process"),
-                Err((TrySendError::Full(envelope), tx)) => {
-                    let deliveries = Arc::clone(&self.deliveries);
-                    tokio::spawn(async move {
-                        match tokio::time::timeout(timeout, tx.send(envelope)).await {
-                            Ok(Ok(())) => deliveries.delivered(),
-                            Ok(Err(_)) => deliveries.failed(1, "no_process"),
-                            Err(_) => deliveries.failed(1, "mailbox_timeout"),
-                        }
-                    });
+            match processes.get(&serial) {
+                Some(slot) => {
+                    slot.deliver(envelope.clone(), timeout, &self.runtime, &self.deliveries)
                 }
+                None => self.deliveries.failed(1, "no_process"),
             }
         }
     }

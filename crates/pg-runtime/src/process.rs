@@ -1,16 +1,19 @@
 //! Processes: a pid plus a mailbox, and per-topic listeners.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use pg_core::Pid;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
 
-use crate::node::NodeInner;
+use crate::node::{Deliveries, NodeInner};
 
 /// A message in a mailbox: who sent it, under which topic, and the payload
 /// (shared by every recipient of a broadcast).
@@ -24,26 +27,44 @@ pub struct Envelope {
     pub payload: Bytes,
 }
 
+/// The node's live processes by serial, shared with its scopes (which
+/// check that a joining process is alive).
+pub(crate) type ProcessTable = RwLock<FxHashMap<u64, Arc<ProcessSlot>>>;
+
 /// A topic listener's registration: its id and channel.
 type TopicRoute = (u64, mpsc::Sender<Envelope>);
 
-/// A delivery that did not fit: why, and the channel to wait on.
-pub(crate) type RouteError = (TrySendError<Envelope>, mpsc::Sender<Envelope>);
+/// Messages that found the mailbox full, in arrival order, each with the
+/// time it may wait until.
+#[derive(Default)]
+struct Overflow {
+    queue: VecDeque<(Instant, Envelope)>,
+    draining: bool,
+}
 
 /// The delivery side of a process, kept in the node's process table.
 pub(crate) struct ProcessSlot {
     mailbox: mpsc::Sender<Envelope>,
-    /// Topic -> (listener id, its channel).
     topics: Mutex<FxHashMap<Arc<str>, TopicRoute>>,
     /// Number of listeners, so the common case (none) takes no lock.
     listeners: AtomicUsize,
     next_listener: AtomicU64,
+    overflow: Mutex<Overflow>,
+    /// Most messages waiting in `overflow`.
+    overflow_cap: usize,
 }
 
 impl ProcessSlot {
-    /// Puts `envelope` where its topic goes: a listener, or the mailbox.
-    /// A full channel hands the envelope back with a sender to wait on.
-    pub(crate) fn try_deliver(&self, envelope: Envelope) -> Result<(), RouteError> {
+    fn channel_for(&self, topic: &str) -> mpsc::Sender<Envelope> {
+        if self.listeners.load(Ordering::Acquire) > 0
+            && let Some((_, tx)) = self.topics.lock().get(topic)
+        {
+            return tx.clone();
+        }
+        self.mailbox.clone()
+    }
+
+    fn try_route(&self, envelope: Envelope) -> Result<(), TrySendError<Envelope>> {
         if self.listeners.load(Ordering::Acquire) > 0 {
             let listener = self
                 .topics
@@ -51,13 +72,76 @@ impl ProcessSlot {
                 .get(&envelope.topic)
                 .map(|(_, tx)| tx.clone());
             if let Some(tx) = listener {
-                return tx.try_send(envelope).map_err(|e| (e, tx));
+                return tx.try_send(envelope);
             }
         }
-        self.mailbox
-            .try_send(envelope)
-            .map_err(|e| (e, self.mailbox.clone()))
+        self.mailbox.try_send(envelope)
     }
+
+    /// Puts `envelope` in the mailbox (or its topic's listener), in order
+    /// with every earlier message to this process. A full mailbox is waited
+    /// on for at most `timeout` by one task per process, so a slow process
+    /// delays nobody else and its messages keep their order; past
+    /// `overflow_cap` waiting messages, new ones are dropped and counted.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        timeout: Duration,
+        runtime: &tokio::runtime::Handle,
+        deliveries: &Arc<Deliveries>,
+    ) {
+        let mut overflow = self.overflow.lock();
+        if overflow.queue.is_empty() {
+            match self.try_route(envelope) {
+                Ok(()) => return deliveries.delivered(),
+                Err(TrySendError::Closed(_)) => return deliveries.failed(1, "no_process"),
+                Err(TrySendError::Full(envelope)) => {
+                    overflow.queue.push_back((deadline(timeout), envelope));
+                }
+            }
+        } else if overflow.queue.len() >= self.overflow_cap {
+            return deliveries.failed(1, "mailbox_overflow");
+        } else {
+            overflow.queue.push_back((deadline(timeout), envelope));
+        }
+        if !overflow.draining {
+            overflow.draining = true;
+            let (slot, deliveries) = (Arc::clone(self), Arc::clone(deliveries));
+            runtime.spawn(async move { slot.drain_overflow(&deliveries).await });
+        }
+    }
+
+    async fn drain_overflow(&self, deliveries: &Deliveries) {
+        loop {
+            // The message stays queued until sent, so a new delivery cannot
+            // overtake it.
+            let (at, envelope) = {
+                let mut overflow = self.overflow.lock();
+                match overflow.queue.front() {
+                    Some((at, envelope)) => (*at, envelope.clone()),
+                    None => {
+                        overflow.draining = false;
+                        return;
+                    }
+                }
+            };
+            let tx = self.channel_for(&envelope.topic);
+            match tokio::time::timeout_at(at, tx.send(envelope)).await {
+                Ok(Ok(())) => deliveries.delivered(),
+                Ok(Err(_)) => deliveries.failed(1, "no_process"),
+                Err(_) => deliveries.failed(1, "mailbox_timeout"),
+            }
+            self.overflow.lock().queue.pop_front();
+        }
+    }
+}
+
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    // A timeout too long to represent waits a year, i.e. in practice until
+    // the process drains its mailbox or ends.
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// A lightweight process: a [`Pid`] and a mailbox. Dropping it ends the
@@ -66,7 +150,8 @@ impl ProcessSlot {
 pub struct Process {
     pid: Pid,
     mailbox: mpsc::Receiver<Envelope>,
-    slot: Arc<ProcessSlot>,
+    /// Weak, so shutting the node down closes the mailbox.
+    slot: Weak<ProcessSlot>,
     node: Weak<NodeInner>,
     capacity: usize,
 }
@@ -77,17 +162,20 @@ impl Process {
         capacity: usize,
         node: Weak<NodeInner>,
     ) -> (Self, Arc<ProcessSlot>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
         let slot = Arc::new(ProcessSlot {
             mailbox: tx,
             topics: Mutex::new(FxHashMap::default()),
             listeners: AtomicUsize::new(0),
             next_listener: AtomicU64::new(0),
+            overflow: Mutex::new(Overflow::default()),
+            overflow_cap: capacity.saturating_mul(4),
         });
         let process = Self {
             pid,
             mailbox: rx,
-            slot: Arc::clone(&slot),
+            slot: Arc::downgrade(&slot),
             node,
             capacity,
         };
@@ -112,20 +200,24 @@ impl Process {
 
     /// Routes every message under `topic` to the returned listener (seed
     /// 000's `process.listen(topic)`) until it is dropped. Listening again
-    /// on the same topic replaces the previous listener.
+    /// on the same topic replaces the previous listener. After the node
+    /// shut down, the listener is closed at once.
     pub fn listen(&self, topic: &str) -> Listener {
-        let (tx, rx) = mpsc::channel(self.capacity.max(1));
+        let (tx, rx) = mpsc::channel(self.capacity);
         let topic: Arc<str> = Arc::from(topic);
-        let id = self.slot.next_listener.fetch_add(1, Ordering::Relaxed);
-        let previous = self.slot.topics.lock().insert(Arc::clone(&topic), (id, tx));
-        if previous.is_none() {
-            self.slot.listeners.fetch_add(1, Ordering::AcqRel);
+        let mut id = 0;
+        if let Some(slot) = self.slot.upgrade() {
+            id = slot.next_listener.fetch_add(1, Ordering::Relaxed);
+            let previous = slot.topics.lock().insert(Arc::clone(&topic), (id, tx));
+            if previous.is_none() {
+                slot.listeners.fetch_add(1, Ordering::AcqRel);
+            }
         }
         Listener {
             topic,
             id,
             rx,
-            slot: Arc::downgrade(&self.slot),
+            slot: self.slot.clone(),
         }
     }
 }

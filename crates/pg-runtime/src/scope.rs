@@ -25,8 +25,9 @@ use crate::config::ScopeOptions;
 use crate::error::Error;
 use crate::node::NodeInner;
 use crate::process::Envelope;
+use crate::process::ProcessTable;
 use crate::subscription::{Pushed, SubShared, Subscription};
-use crate::transport::Wire;
+use crate::transport::{Transport, Wire};
 use crate::view::View;
 
 pub(crate) struct CoreState {
@@ -37,6 +38,8 @@ pub(crate) struct CoreState {
     armed: Option<Instant>,
     /// Groups changed by the current step (a buffer kept between steps).
     changed: Vec<GroupName>,
+    /// Events of the current step, held until the groups are published.
+    events: Vec<Event>,
 }
 
 /// Counters of one scope (also exported through `metrics`).
@@ -60,6 +63,7 @@ struct ScopeMetrics {
     local_memberships: metrics::Gauge,
     subscriber_lag: metrics::Gauge,
     events: metrics::Counter,
+    events_delivered: metrics::Counter,
     overloaded: metrics::Counter,
     subscribers_lagged: metrics::Counter,
     frames_unsent: metrics::Counter,
@@ -74,6 +78,7 @@ impl ScopeMetrics {
             local_memberships: metrics::gauge!("pg_local_memberships", &[label()]),
             subscriber_lag: metrics::gauge!("pg_subscriber_lag", &[label()]),
             events: metrics::counter!("pg_events_total", &[label()]),
+            events_delivered: metrics::counter!("pg_events_delivered_total", &[label()]),
             overloaded: metrics::counter!("pg_overloaded_total", &[label()]),
             subscribers_lagged: metrics::counter!("pg_subscribers_lagged_total", &[label()]),
             frames_unsent: metrics::counter!("pg_frames_unsent_total", &[label()]),
@@ -81,11 +86,22 @@ impl ScopeMetrics {
     }
 }
 
+/// What a scope needs of its node. The node itself is held weakly and only
+/// outside the writer lock: dropping the last node handle inside a step
+/// would shut the scope down from within its own lock.
+pub(crate) struct ScopeLinks {
+    pub(crate) node: Weak<NodeInner>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) processes: Arc<ProcessTable>,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
 pub(crate) struct ScopeShared {
     id: Arc<str>,
     metrics: ScopeMetrics,
     options: ScopeOptions,
-    node: Weak<NodeInner>,
+    links: ScopeLinks,
+    local: NodeId,
     core: Mutex<CoreState>,
     waiting: AtomicUsize,
     warned: AtomicBool,
@@ -127,14 +143,14 @@ impl ScopeShared {
         id: Arc<str>,
         local: NodeId,
         mut options: ScopeOptions,
-        node: Weak<NodeInner>,
+        links: ScopeLinks,
         peers: &[NodeId],
     ) -> Arc<Self> {
         if options.core.rng_seed == 0 {
             options.core.rng_seed = random_seed();
         }
-        let now = Instant::now();
-        let mut scope = pg_core::Scope::new(local, options.core.clone(), now);
+        let now = clock();
+        let mut scope = pg_core::Scope::new(local.clone(), options.core.clone(), now);
         for peer in peers {
             scope.handle_node_up(peer.clone());
         }
@@ -142,12 +158,14 @@ impl ScopeShared {
             metrics: ScopeMetrics::new(&id),
             id,
             options,
-            node,
+            links,
+            local,
             core: Mutex::new(CoreState {
                 scope,
                 subscribers: Vec::new(),
                 armed: None,
                 changed: Vec::new(),
+                events: Vec::new(),
             }),
             waiting: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
@@ -158,7 +176,7 @@ impl ScopeShared {
             created: tokio::time::Instant::now(),
             counters: Counters::default(),
         });
-        tokio::spawn(timer_loop(Arc::clone(&shared)));
+        shared.links.runtime.spawn(timer_loop(Arc::clone(&shared)));
         shared
     }
 
@@ -188,10 +206,17 @@ impl ScopeShared {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(scope = %self.id, waiting, warn_at, max, "scope action queue approaching capacity");
             }
-        } else if waiting < warn_at / 2 {
+        } else if waiting * 2 < warn_at {
             self.warned.store(false, Ordering::Relaxed);
         }
-        Ok(self.step(f))
+        // Checked again under the lock: a call that waited through a
+        // shutdown must not register anything after it.
+        self.step(|core| {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::NodeClosed);
+            }
+            Ok(f(core))
+        })
     }
 
     /// Runs protocol input (frames, peers, timers) under the writer lock.
@@ -211,12 +236,15 @@ impl ScopeShared {
     /// groups that changed, before the lock is released.
     fn drain(&self, core: &mut CoreState) {
         let mut changed = std::mem::take(&mut core.changed);
+        let mut events = std::mem::take(&mut core.events);
+        let keep = !core.subscribers.is_empty();
         while let Some(event) = core.scope.poll_event() {
+            self.metrics.events.increment(1);
             if changed.last() != Some(&event.group) {
                 changed.push(event.group.clone());
             }
-            if !core.subscribers.is_empty() {
-                self.dispatch(core, event);
+            if keep {
+                events.push(event);
             }
         }
         if !changed.is_empty() {
@@ -238,16 +266,29 @@ impl ScopeShared {
             changed.clear();
         }
         core.changed = changed;
-        if let Some(node) = self.node.upgrade() {
-            while let Some(t) = core.scope.poll_transmit() {
-                let message = Wire::Scope {
-                    scope: Arc::clone(&self.id),
-                    frame: t.frame,
-                };
-                if node.transport().send(&t.to, message).is_err() {
-                    self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.frames_unsent.increment(1);
-                }
+        // Subscribers hear of a change only once readers can see it.
+        if !events.is_empty() {
+            for event in events.drain(..) {
+                self.dispatch(core, event);
+            }
+            let lag = core
+                .subscribers
+                .iter()
+                .map(|s| s.pending().saturating_sub(self.options.monitor_buffer))
+                .max()
+                .unwrap_or(0);
+            self.metrics.subscriber_lag.set(lag as f64);
+        }
+        core.events = events;
+        // Sent under the lock, so frames leave in version order.
+        while let Some(t) = core.scope.poll_transmit() {
+            let message = Wire::Scope {
+                scope: Arc::clone(&self.id),
+                frame: t.frame,
+            };
+            if self.links.transport.send(&t.to, message).is_err() {
+                self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
+                self.metrics.frames_unsent.increment(1);
             }
         }
         let next = core.scope.poll_timeout();
@@ -267,11 +308,9 @@ impl ScopeShared {
             self.counters
                 .events_delivered
                 .fetch_add(1, Ordering::Relaxed);
+            self.metrics.events_delivered.increment(1);
             match sub.push(&event) {
-                Pushed::Queued => {}
-                Pushed::Behind => {
-                    self.metrics.subscriber_lag.set(sub.pending() as f64);
-                }
+                Pushed::Queued | Pushed::Behind => {}
                 Pushed::Lagged => {
                     tracing::warn!(scope = %self.id, "subscriber reached monitor_max_pending: ended with Lagged");
                     self.counters
@@ -285,19 +324,23 @@ impl ScopeShared {
         if !lagged.is_empty() {
             core.subscribers.retain(|s| !lagged.contains(&s.id));
         }
-        self.metrics.events.increment(1);
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {
         self.core.lock().subscribers.retain(|s| s.id != id);
     }
 
+    /// Registers a subscriber (under the writer lock); the caller wraps it
+    /// in a [`Subscription`] after the lock is released.
     fn subscribe(
-        self: &Arc<Self>,
+        &self,
         core: &mut CoreState,
         filter: Option<GroupName>,
         owner: Option<&Pid>,
-    ) -> Subscription {
+    ) -> Result<Arc<SubShared>, Error> {
+        if let Some(owner) = owner {
+            self.check_alive(owner)?;
+        }
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(SubShared::new(
             id,
@@ -307,7 +350,23 @@ impl ScopeShared {
             self.options.monitor_max_pending,
         ));
         core.subscribers.push(Arc::clone(&shared));
-        Subscription::new(shared, Arc::downgrade(self))
+        Ok(shared)
+    }
+
+    /// A process of this node must be alive to join or own a subscription,
+    /// or nothing would ever clean up after it. Checked under the writer
+    /// lock: a process that ends is removed from the table before its
+    /// cleanup step, so it is either refused here or cleaned up after.
+    fn check_alive(&self, pid: &Pid) -> Result<(), Error> {
+        let local = pid.node() == self.local_id();
+        if local && !self.links.processes.read().contains_key(&pid.serial()) {
+            return Err(Error::NoProcess(pid.clone()));
+        }
+        Ok(())
+    }
+
+    fn local_id(&self) -> &NodeId {
+        &self.local
     }
 
     // ----- input from the node -----------------------------------------
@@ -321,7 +380,7 @@ impl ScopeShared {
     }
 
     pub(crate) fn frame(&self, from: &NodeId, frame: Frame) {
-        let now = Instant::now();
+        let now = clock();
         self.step(|c| c.scope.handle_frame(from, frame, now));
     }
 
@@ -384,7 +443,7 @@ async fn timer_loop(shared: Arc<ScopeShared>) {
                     () = tokio::time::sleep_until(at.into()) => {}
                     () = notified => continue,
                 }
-                let now = Instant::now();
+                let now = clock();
                 let late = now.saturating_duration_since(at).as_micros() as u64;
                 shared
                     .counters
@@ -395,6 +454,12 @@ async fn timer_loop(shared: Arc<ScopeShared>) {
             None => notified.await,
         }
     }
+}
+
+/// The time given to the core: tokio's clock (the same as the OS clock,
+/// except in paused-time tests, where timers and the core must agree).
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn random_seed() -> u64 {
@@ -421,16 +486,22 @@ impl Scope {
     /// `pid` (a process of this node) joins each of `groups` once. Visible
     /// to this node's reads when it returns.
     pub fn join(&self, pid: &Pid, groups: &[GroupName]) -> Result<(), Error> {
-        self.shared
-            .act(|c| c.scope.join(pid, groups))?
-            .map_err(Into::into)
+        let shared = &self.shared;
+        shared.act(|c| {
+            shared.check_alive(pid)?;
+            Ok(c.scope.join(pid, groups)?)
+        })?
     }
 
     /// Each of `pids` joins `group` once.
     pub fn join_pids(&self, group: &GroupName, pids: &[Pid]) -> Result<(), Error> {
-        self.shared
-            .act(|c| c.scope.join_pids(group, pids))?
-            .map_err(Into::into)
+        let shared = &self.shared;
+        shared.act(|c| {
+            for pid in pids {
+                shared.check_alive(pid)?;
+            }
+            Ok(c.scope.join_pids(group, pids)?)
+        })?
     }
 
     /// `pid` leaves each of `groups` once; an error only if it was in none.
@@ -480,20 +551,22 @@ impl Scope {
         owner: Option<&Pid>,
     ) -> Result<(Subscription, Members), Error> {
         let shared = &self.shared;
-        shared.act(|c| {
-            let sub = shared.subscribe(c, Some(group.clone()), owner);
-            (sub, c.scope.members(group.as_str()))
-        })
+        let (sub, members) = shared.act(|c| {
+            let sub = shared.subscribe(c, Some(group.clone()), owner)?;
+            Ok::<_, Error>((sub, c.scope.members(group.as_str())))
+        })??;
+        Ok((Subscription::new(sub, Arc::downgrade(shared)), members))
     }
 
     /// Subscribes to every group's events and returns every group with its
     /// members, taken in the same step.
     pub fn events(&self, owner: Option<&Pid>) -> Result<(Subscription, GroupsSnapshot), Error> {
         let shared = &self.shared;
-        shared.act(|c| {
-            let sub = shared.subscribe(c, None, owner);
-            (sub, c.scope.snapshot())
-        })
+        let (sub, snapshot) = shared.act(|c| {
+            let sub = shared.subscribe(c, None, owner)?;
+            Ok::<_, Error>((sub, c.scope.snapshot()))
+        })??;
+        Ok((Subscription::new(sub, Arc::downgrade(shared)), snapshot))
     }
 
     // ----- broadcast -------------------------------------------------------
@@ -541,7 +614,7 @@ impl Scope {
         if topic.is_empty() {
             return Err(Error::EmptyTopic);
         }
-        let node = self.shared.node.upgrade().ok_or(Error::NodeClosed)?;
+        let node = self.shared.links.node.upgrade().ok_or(Error::NodeClosed)?;
         let topic: Arc<str> = Arc::from(topic);
         let local_node = node.id().clone();
         let mut remote: FxHashMap<NodeId, Vec<u64>> = FxHashMap::default();
@@ -572,11 +645,13 @@ impl Scope {
                 topic: Arc::clone(&topic),
                 payload: payload.clone(),
             };
-            if node.transport().send(&to_node, message).is_err() {
+            if self.shared.links.transport.send(&to_node, message).is_err() {
                 node.count_failed_deliveries(n, "unreachable");
             }
         }
-        self.shared.saw_broadcast();
+        if count > 0 {
+            self.shared.saw_broadcast();
+        }
         Ok(count)
     }
 

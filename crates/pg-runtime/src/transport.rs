@@ -64,7 +64,9 @@ pub trait Inbound: Send + Sync + 'static {
 pub trait Transport: Send + Sync + 'static {
     /// Starts delivering to `inbound`. Called once, by [`Node::start`](crate::Node::start).
     fn attach(&self, inbound: Arc<dyn Inbound>);
-    /// Queues `message` for `to` without blocking.
+    /// Queues `message` for `to` without blocking. Called under a scope's
+    /// writer lock (so frames leave in version order): it must not block,
+    /// and must not call back into [`Inbound`] before it returns.
     fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError>;
     /// Leaves the network: peers are told this node is down at once
     /// (graceful shutdown).

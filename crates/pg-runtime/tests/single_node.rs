@@ -370,14 +370,15 @@ fn a_full_action_queue_fails_fast_with_overloaded() {
         ..ScopeOptions::default()
     };
     let mut core = options.core.clone();
+    // No timer traffic: the only frame sent is the first join's delta, so
+    // the thread blocked in the transport is that join's, not the timer's.
     core.anti_entropy_interval = Duration::ZERO;
+    core.discovery_fanout = 0;
     let scope = node
         .open_scope("s", ScopeOptions { core, ..options })
         .unwrap();
     let p = node.spawn();
     let q = node.spawn();
-    // Opening the scope pushed nothing yet (discovery is pending), so the
-    // first join's delta is what blocks inside the writer.
     let (s2, pid) = (scope.clone(), p.pid().clone());
     let holder = std::thread::spawn(move || s2.join(&pid, &[common::g("w")]));
     entered.wait();
@@ -458,6 +459,79 @@ async fn health_reports_a_scope_without_broadcasts() {
         "no broadcast for longer than the window"
     );
     let p = node.spawn();
-    scope.broadcast(p.pid(), "any", "t", Bytes::new()).unwrap();
+    scope
+        .broadcast(p.pid(), "nobody", "t", Bytes::new())
+        .unwrap();
+    assert!(
+        !scope.health().healthy,
+        "a broadcast that reached no one is not traffic"
+    );
+    scope.join(p.pid(), &[g("w")]).unwrap();
+    scope.broadcast(p.pid(), "w", "t", Bytes::new()).unwrap();
     assert!(scope.health().healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_or_unknown_local_pids_cannot_join_or_own() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let p = node.spawn();
+    let pid = p.pid().clone();
+    drop(p);
+    let never = node.id().pid(999_999).unwrap();
+    for ghost in [&pid, &never] {
+        let err = scope.join(ghost, &[g("w")]).unwrap_err();
+        assert_eq!(err, pg_runtime::Error::NoProcess(ghost.clone()));
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(
+            scope
+                .join_pids(&g("w"), std::slice::from_ref(ghost))
+                .is_err()
+        );
+        assert!(scope.monitor(&g("w"), Some(ghost)).is_err());
+    }
+    assert!(scope.which_groups().is_empty(), "no ghost membership");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_mailboxes_and_subscriptions() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let mut p = node.spawn();
+    let (mut sub, _) = scope.events(None).unwrap();
+    node.shutdown();
+    assert_eq!(p.recv().await, None);
+    assert_eq!(sub.recv().await, Err(RecvError::Closed));
+    assert_eq!(
+        scope.join(p.pid(), &[g("w")]).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_mailbox_keeps_order_and_bounds_what_waits() {
+    let node = single(NodeOptions {
+        mailbox_capacity: 1,
+        ..NodeOptions::default()
+    });
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let mut slow = node.spawn();
+    let from = node.spawn();
+    scope.join(slow.pid(), &[g("w")]).unwrap();
+    // 1 fits the mailbox, 4 (4 x capacity) wait in order, 5 are dropped.
+    for i in 0..10u8 {
+        scope
+            .broadcast(from.pid(), "w", "n", Bytes::from(vec![i]))
+            .unwrap();
+    }
+    assert_eq!(node.deliveries().failed, 5);
+    for i in 0..5u8 {
+        assert_eq!(slow.recv().await.unwrap().payload[0], i, "in order");
+    }
+    // With the backlog gone, new messages go straight in again.
+    scope
+        .broadcast(from.pid(), "w", "n", Bytes::from(vec![42]))
+        .unwrap();
+    assert_eq!(slow.recv().await.unwrap().payload[0], 42);
+    assert_eq!(node.deliveries().delivered, 6);
 }
