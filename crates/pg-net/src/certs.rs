@@ -1,0 +1,148 @@
+//! TLS material: a development cluster CA and node certificates (rcgen),
+//! and loading the same from PEM files. No private key is ever committed:
+//! tests, examples and the simulator generate theirs.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+
+/// The name every node certificate carries and every dialer checks: trust
+/// comes from the cluster CA, not from host names (nodes move).
+pub const NODE_SERVER_NAME: &str = "pg-node";
+
+/// A node's TLS identity: the cluster CA it trusts, its certificate chain
+/// and its private key.
+#[derive(Debug)]
+pub struct TlsIdentity {
+    /// The cluster CA certificate (the only root trusted).
+    pub ca: CertificateDer<'static>,
+    /// The node's certificate, then any intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The node's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsIdentity {
+    /// Loads PEM files: the CA certificate, the node's certificate chain
+    /// and its private key.
+    pub fn from_pem_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, CertError> {
+        let unreadable = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: rustls::pki_types::pem::Error| CertError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        };
+        let ca = CertificateDer::from_pem_file(ca).map_err(unreadable(ca))?;
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(unreadable(cert))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unreadable(cert))?;
+        if chain.is_empty() {
+            return Err(CertError::Unreadable {
+                path: cert.display().to_string(),
+                reason: "no certificate in file".into(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(unreadable(key))?;
+        Ok(Self { ca, chain, key })
+    }
+}
+
+/// Why TLS material could not be made or read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CertError {
+    /// Generating a key or certificate failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+    /// A PEM file is missing or does not hold what it should.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl From<rcgen::Error> for CertError {
+    fn from(e: rcgen::Error) -> Self {
+        CertError::Generate(e.to_string())
+    }
+}
+
+/// A development cluster CA, generated in memory.
+pub struct DevCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl DevCa {
+    /// A new CA for cluster `cluster`.
+    pub fn generate(cluster: &str) -> Result<Self, CertError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("pg-rs cluster CA {cluster}"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+        Ok(Self { issuer })
+    }
+
+    /// The CA certificate.
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        CertificateDer::from(self.issuer.der().to_vec())
+    }
+
+    /// The CA certificate as PEM.
+    pub fn certificate_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate and key for node `node`, usable to accept and to dial.
+    pub fn issue(&self, node: &str) -> Result<TlsIdentity, CertError> {
+        let (cert, key) = self.issue_raw(node)?;
+        Ok(TlsIdentity {
+            ca: self.certificate(),
+            chain: vec![CertificateDer::from(cert.der().to_vec())],
+            key: PrivateKeyDer::try_from(key.serialize_der())
+                .map_err(|e| CertError::Generate(e.to_string()))?,
+        })
+    }
+
+    /// The same as [`issue`](Self::issue), as PEM (certificate, key), for
+    /// writing configuration files.
+    pub fn issue_pem(&self, node: &str) -> Result<(String, String), CertError> {
+        let (cert, key) = self.issue_raw(node)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    fn issue_raw(&self, node: &str) -> Result<(rcgen::Certificate, KeyPair), CertError> {
+        let mut params =
+            CertificateParams::new(vec![NODE_SERVER_NAME.to_owned(), "localhost".to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, node);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert, key))
+    }
+}

@@ -1,0 +1,887 @@
+//! The QUIC mesh: one connection per peer, shared by every scope.
+//!
+//! - **Handshake.** The dialer opens a bidirectional stream and sends
+//!   `Hello` (protocol version, cluster, node run, listen address); the
+//!   acceptor answers `Welcome` or `Reject { reason }` and closes.
+//! - **Streams.** Each side then opens two unidirectional streams, tagged
+//!   *membership* (scope frames, in order per origin) and *bulk*
+//!   (broadcast and send payloads), so a large payload never delays
+//!   membership. Writers coalesce queued messages into large writes.
+//! - **Peers.** A connection up is reported to the runtime before any of
+//!   its messages; when it closes (idle timeout: the peer died; application
+//!   close: it shut down) the peer is reported down at once. Two nodes that
+//!   dial each other keep the connection dialed by the smaller name.
+//! - **Discovery.** Seeds (a random subset of at most `discovery_fanout`
+//!   at once), then peer exchange on every new connection; every address
+//!   ever learnt is redialed with backoff while its node is not connected.
+//! - **Faults.** Per-peer circuit breakers skip sends to a failing peer;
+//!   failed writes are retried on a fresh stream with backoff; malformed
+//!   or oversized input closes the connection with a logged, counted
+//!   error.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use pg_core::{Frame, NodeId, NodeName};
+use pg_runtime::{Inbound, SendError, Transport, Wire};
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::mpsc;
+
+use crate::backoff::Backoff;
+use crate::breaker::CircuitBreaker;
+use crate::certs::{NODE_SERVER_NAME, TlsIdentity};
+use crate::config::NetConfig;
+use crate::error::NetError;
+use crate::tls;
+use crate::wire::{self, Hello, NET_PROTOCOL_VERSION, NetMessage};
+
+/// Application close codes, so the other side can log why.
+mod code {
+    pub(super) const SHUTDOWN: u32 = 0;
+    pub(super) const DUPLICATE: u32 = 1;
+    pub(super) const REJECTED: u32 = 2;
+    pub(super) const PROTOCOL: u32 = 3;
+    pub(super) const REPLACED: u32 = 4;
+}
+
+const STREAM_MEMBERSHIP: u8 = 0;
+const STREAM_BULK: u8 = 1;
+/// Coalesce queued messages up to this many bytes per write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Counters of the mesh (also exported through `metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Connections whose TLS handshake or hello exchange failed.
+    pub handshakes_failed: u64,
+    /// Peers refused at the hello (version, cluster).
+    pub rejected: u64,
+    /// Inbound messages that did not decode.
+    pub malformed: u64,
+    /// Messages over `max_frame_size`, in or out.
+    pub oversized: u64,
+    /// Sends to a peer not connected.
+    pub dropped_unreachable: u64,
+    /// Sends skipped by an open circuit breaker.
+    pub dropped_breaker: u64,
+    /// Sends refused because the peer's queue was full.
+    pub dropped_overloaded: u64,
+    /// Messages written.
+    pub messages_sent: u64,
+    /// Bytes written.
+    pub bytes_sent: u64,
+    /// Messages read.
+    pub messages_received: u64,
+    /// Writes retried on a fresh stream.
+    pub write_retries: u64,
+    /// Messages lost to writes that failed after every retry.
+    pub writes_failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    handshakes_failed: AtomicU64,
+    rejected: AtomicU64,
+    malformed: AtomicU64,
+    oversized: AtomicU64,
+    dropped_unreachable: AtomicU64,
+    dropped_breaker: AtomicU64,
+    dropped_overloaded: AtomicU64,
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    messages_received: AtomicU64,
+    write_retries: AtomicU64,
+    writes_failed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, name: &'static str, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+    metrics::counter!(name).increment(n);
+}
+
+#[derive(Clone)]
+struct Link {
+    node: NodeId,
+    conn: quinn::Connection,
+    initiator: NodeName,
+    membership: mpsc::Sender<NetMessage>,
+    bulk: mpsc::Sender<NetMessage>,
+    breaker: Arc<Mutex<CircuitBreaker>>,
+}
+
+struct Mesh {
+    config: NetConfig,
+    hello: Hello,
+    endpoint: quinn::Endpoint,
+    runtime: tokio::runtime::Handle,
+    inbound: OnceLock<Arc<dyn Inbound>>,
+    peers: Mutex<FxHashMap<NodeName, Link>>,
+    /// Where each node ever met listens.
+    listen_of: Mutex<FxHashMap<NodeName, SocketAddr>>,
+    /// Addresses with a dial loop running.
+    dialing: Mutex<FxHashSet<SocketAddr>>,
+    /// The last scope frame encoded, reused for the next peer it goes to.
+    encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
+    counters: Counters,
+    closed: AtomicBool,
+    jitter_seed: AtomicU64,
+}
+
+/// A node's end of the QUIC mesh; implements pg-runtime's [`Transport`].
+pub struct QuicTransport {
+    mesh: Arc<Mesh>,
+}
+
+impl QuicTransport {
+    /// Binds the endpoint for node run `me`. Must run inside a tokio
+    /// runtime; dialing starts when the runtime attaches.
+    pub fn bind(
+        me: NodeId,
+        config: NetConfig,
+        identity: &TlsIdentity,
+    ) -> Result<Arc<Self>, NetError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
+        if config.keep_alive >= config.idle_timeout {
+            return Err(NetError::Config(
+                "keep_alive must be shorter than idle_timeout".into(),
+            ));
+        }
+        let server = tls::server(identity, &config)?;
+        let client = tls::client(identity, &config)?;
+        let mut endpoint =
+            quinn::Endpoint::server(server, config.listen).map_err(|e| NetError::Bind {
+                addr: config.listen.to_string(),
+                reason: e.to_string(),
+            })?;
+        endpoint.set_default_client_config(client);
+        let local = endpoint.local_addr().map_err(|e| NetError::Bind {
+            addr: config.listen.to_string(),
+            reason: e.to_string(),
+        })?;
+        let hello = Hello {
+            version: NET_PROTOCOL_VERSION,
+            cluster: config.cluster.clone(),
+            node: me.clone(),
+            listen: Some(config.advertise.unwrap_or(local)),
+        };
+        Ok(Arc::new(Self {
+            mesh: Arc::new(Mesh {
+                jitter_seed: AtomicU64::new(me.incarnation ^ u64::from(local.port())),
+                config,
+                hello,
+                endpoint,
+                runtime,
+                inbound: OnceLock::new(),
+                peers: Mutex::new(FxHashMap::default()),
+                listen_of: Mutex::new(FxHashMap::default()),
+                dialing: Mutex::new(FxHashSet::default()),
+                encoded: Mutex::new(None),
+                counters: Counters::default(),
+                closed: AtomicBool::new(false),
+            }),
+        }))
+    }
+
+    /// The address peers can dial.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.mesh.hello.listen.unwrap_or(self.mesh.config.listen)
+    }
+
+    /// The node runs currently connected.
+    pub fn connected(&self) -> Vec<NodeId> {
+        self.mesh
+            .peers
+            .lock()
+            .values()
+            .map(|l| l.node.clone())
+            .collect()
+    }
+
+    /// Dials `addr` now (and keeps redialing it with backoff while its node
+    /// is not connected).
+    pub fn dial(&self, addr: SocketAddr) {
+        Mesh::redial(&self.mesh, addr);
+    }
+
+    /// The mesh's counters.
+    pub fn stats(&self) -> NetStats {
+        let c = &self.mesh.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NetStats {
+            handshakes_failed: get(&c.handshakes_failed),
+            rejected: get(&c.rejected),
+            malformed: get(&c.malformed),
+            oversized: get(&c.oversized),
+            dropped_unreachable: get(&c.dropped_unreachable),
+            dropped_breaker: get(&c.dropped_breaker),
+            dropped_overloaded: get(&c.dropped_overloaded),
+            messages_sent: get(&c.messages_sent),
+            bytes_sent: get(&c.bytes_sent),
+            messages_received: get(&c.messages_received),
+            write_retries: get(&c.write_retries),
+            writes_failed: get(&c.writes_failed),
+        }
+    }
+}
+
+impl Transport for QuicTransport {
+    fn attach(&self, inbound: Arc<dyn Inbound>) {
+        if self.mesh.inbound.set(inbound).is_err() {
+            tracing::warn!("QuicTransport attached twice; keeping the first runtime");
+            return;
+        }
+        let mesh = Arc::clone(&self.mesh);
+        self.mesh.runtime.spawn(Mesh::accept_loop(mesh));
+        // Contact a capped random subset of the seeds now, the rest a
+        // little later: a cluster restarting at once does not dial N².
+        let mut seeds = self.mesh.config.seeds.clone();
+        let mut rng = fastrand::Rng::with_seed(self.mesh.jitter_seed.load(Ordering::Relaxed));
+        rng.shuffle(&mut seeds);
+        let now = seeds.len().min(self.mesh.config.discovery_fanout.max(1));
+        let later = seeds.split_off(now);
+        for addr in seeds {
+            Mesh::redial(&self.mesh, addr);
+        }
+        if !later.is_empty() {
+            let mesh = Arc::clone(&self.mesh);
+            let delay = self.mesh.config.retry_max_delay;
+            self.mesh.runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                for addr in later {
+                    Mesh::redial(&mesh, addr);
+                }
+            });
+        }
+    }
+
+    fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
+        self.mesh.send(to, message)
+    }
+
+    fn detach(&self) {
+        if self.mesh.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // An application close reaches every peer at once: they clean up
+        // without waiting for the idle timeout.
+        self.mesh
+            .endpoint
+            .close(code::SHUTDOWN.into(), b"node shutting down");
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+impl Mesh {
+    fn inbound(&self) -> Option<&Arc<dyn Inbound>> {
+        self.inbound.get()
+    }
+
+    fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
+        let c = &self.counters;
+        let link = self
+            .peers
+            .lock()
+            .get(&to.name)
+            .filter(|l| l.node == *to)
+            .cloned();
+        let Some(link) = link else {
+            bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
+            return Err(SendError::Unreachable);
+        };
+        if !link.breaker.lock().allow(Instant::now()) {
+            bump(&c.dropped_breaker, "pg_net_dropped_total", 1);
+            return Err(SendError::Unreachable);
+        }
+        let (queue, message) = match message {
+            Wire::Scope { scope, frame } => (
+                &link.membership,
+                NetMessage::Scope {
+                    scope: scope.to_string(),
+                    frame: self.encode_frame(&frame),
+                },
+            ),
+            Wire::Deliver {
+                scope,
+                from,
+                to,
+                topic,
+                payload,
+            } => (
+                &link.bulk,
+                NetMessage::Deliver {
+                    scope: scope.map(|s| s.to_string()),
+                    from,
+                    to,
+                    topic: topic.to_string(),
+                    payload,
+                },
+            ),
+        };
+        match queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                link.breaker.lock().failure(Instant::now());
+                bump(&c.dropped_overloaded, "pg_net_dropped_total", 1);
+                Err(SendError::Overloaded)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
+                Err(SendError::Unreachable)
+            }
+        }
+    }
+
+    /// A scope frame goes to every peer in turn: encode it once.
+    fn encode_frame(&self, frame: &Arc<Frame>) -> Bytes {
+        let mut cache = self.encoded.lock();
+        if let Some((cached, bytes)) = cache.as_ref()
+            && Arc::ptr_eq(cached, frame)
+        {
+            return bytes.clone();
+        }
+        let bytes = Bytes::from(frame.encode());
+        *cache = Some((Arc::clone(frame), bytes.clone()));
+        bytes
+    }
+
+    // ----- connecting -------------------------------------------------
+
+    async fn accept_loop(mesh: Arc<Mesh>) {
+        while let Some(incoming) = mesh.endpoint.accept().await {
+            if mesh.closed.load(Ordering::Acquire) {
+                incoming.refuse();
+                continue;
+            }
+            let m = Arc::clone(&mesh);
+            mesh.runtime.spawn(async move {
+                if let Err(reason) = Mesh::accept_one(&m, incoming).await {
+                    bump(
+                        &m.counters.handshakes_failed,
+                        "pg_net_handshakes_failed_total",
+                        1,
+                    );
+                    tracing::warn!(node = %m.hello.node, %reason, "refused an incoming connection");
+                }
+            });
+        }
+    }
+
+    async fn accept_one(mesh: &Arc<Mesh>, incoming: quinn::Incoming) -> Result<(), String> {
+        let timeout = mesh.config.protocol_timeout;
+        let remote = incoming.remote_address();
+        let conn = tokio::time::timeout(timeout, incoming)
+            .await
+            .map_err(|_| format!("{remote}: TLS handshake timed out"))?
+            .map_err(|e| format!("{remote}: {e}"))?;
+        let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
+            .await
+            .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
+            .map_err(|e| format!("{remote}: {e}"))?;
+        let first =
+            tokio::time::timeout(timeout, read_message(&mut recv, mesh.config.max_frame_size))
+                .await
+                .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
+                .map_err(|e| format!("{remote}: {e}"))?;
+        let Some(NetMessage::Hello(hello)) = first else {
+            conn.close(code::PROTOCOL.into(), b"expected hello");
+            return Err(format!("{remote}: first message is not a hello"));
+        };
+        if let Err(reason) = mesh.check_hello(&hello) {
+            bump(&mesh.counters.rejected, "pg_net_rejected_total", 1);
+            let _ = write_message(
+                &mut send,
+                &NetMessage::Reject {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            let _ = send.finish();
+            // Give the reject a moment to leave before the close.
+            let _ = tokio::time::timeout(timeout, send.stopped()).await;
+            conn.close(code::REJECTED.into(), reason.as_bytes());
+            return Err(format!("{remote} ({}): {reason}", hello.node));
+        }
+        write_message(&mut send, &NetMessage::Welcome(mesh.hello.clone()))
+            .await
+            .map_err(|e| format!("{remote}: {e}"))?;
+        let _ = send.finish();
+        Mesh::register(mesh, conn, hello, false).await;
+        Ok(())
+    }
+
+    async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<(), String> {
+        let timeout = mesh.config.protocol_timeout;
+        let connecting = mesh
+            .endpoint
+            .connect(addr, NODE_SERVER_NAME)
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            write_message(&mut send, &NetMessage::Hello(mesh.hello.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            // A certificate the peer refused shows here, on the first read.
+            read_message(&mut recv, mesh.config.max_frame_size)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let reply = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| "hello timed out".to_owned())??;
+        match reply {
+            Some(NetMessage::Welcome(hello)) => {
+                if let Err(reason) = mesh.check_hello(&hello) {
+                    conn.close(code::REJECTED.into(), reason.as_bytes());
+                    return Err(reason);
+                }
+                Mesh::register(mesh, conn, hello, true).await;
+                Ok(())
+            }
+            Some(NetMessage::Reject { reason }) => Err(format!("refused by peer: {reason}")),
+            _ => {
+                conn.close(code::PROTOCOL.into(), b"expected welcome");
+                Err("peer answered the hello with something else".into())
+            }
+        }
+    }
+
+    fn check_hello(&self, hello: &Hello) -> Result<(), String> {
+        if hello.version != NET_PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version {} is not {NET_PROTOCOL_VERSION}",
+                hello.version
+            ));
+        }
+        if hello.cluster != self.config.cluster {
+            return Err(format!(
+                "cluster {:?} is not {:?}",
+                hello.cluster, self.config.cluster
+            ));
+        }
+        if hello.node.name == self.hello.node.name {
+            return Err(format!("{} is this node's own name", hello.node.name));
+        }
+        Ok(())
+    }
+
+    /// Dials `addr` until its node is connected or the mesh closes, with
+    /// backoff between attempts. One loop per address.
+    fn redial(mesh: &Arc<Mesh>, addr: SocketAddr) {
+        if mesh.closed.load(Ordering::Acquire) || Some(addr) == mesh.hello.listen {
+            return;
+        }
+        if !mesh.dialing.lock().insert(addr) {
+            return;
+        }
+        let m = Arc::clone(mesh);
+        mesh.runtime.spawn(async move {
+            let seed = m.jitter_seed.fetch_add(1, Ordering::Relaxed);
+            let mut backoff =
+                Backoff::new(m.config.retry_base_delay, m.config.retry_max_delay, seed);
+            while !m.closed.load(Ordering::Acquire) && !m.connected_at(addr) {
+                match Mesh::dial_once(&m, addr).await {
+                    Ok(()) => break,
+                    Err(reason) => {
+                        bump(
+                            &m.counters.handshakes_failed,
+                            "pg_net_handshakes_failed_total",
+                            1,
+                        );
+                        tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+            m.dialing.lock().remove(&addr);
+        });
+    }
+
+    fn connected_at(&self, addr: SocketAddr) -> bool {
+        let listen_of = self.listen_of.lock();
+        let peers = self.peers.lock();
+        peers.keys().any(|name| listen_of.get(name) == Some(&addr))
+    }
+
+    /// Makes a handshaken connection the link to its node, or closes it.
+    async fn register(mesh: &Arc<Mesh>, conn: quinn::Connection, hello: Hello, dialed: bool) {
+        let peer = hello.node.clone();
+        if let Some(listen) = hello.listen {
+            mesh.listen_of.lock().insert(peer.name.clone(), listen);
+        }
+        let open = |kind: u8| {
+            let conn = conn.clone();
+            async move {
+                let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+                stream.write_all(&[kind]).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(stream)
+            }
+        };
+        let streams =
+            async { Ok::<_, String>((open(STREAM_MEMBERSHIP).await?, open(STREAM_BULK).await?)) };
+        let (membership, bulk) = match streams.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection lost while opening streams");
+                return;
+            }
+        };
+        let me = &mesh.hello.node.name;
+        let initiator = if dialed {
+            me.clone()
+        } else {
+            peer.name.clone()
+        };
+        let (mem_tx, mem_rx) = mpsc::channel(mesh.config.peer_queue.max(1));
+        let (bulk_tx, bulk_rx) = mpsc::channel(mesh.config.peer_queue.max(1));
+        let breaker = Arc::new(Mutex::new(CircuitBreaker::new(
+            mesh.config.circuit_breaker_failures,
+            mesh.config.circuit_breaker_reset_time,
+        )));
+        let link = Link {
+            node: peer.clone(),
+            conn: conn.clone(),
+            initiator,
+            membership: mem_tx,
+            bulk: bulk_tx,
+            breaker: Arc::clone(&breaker),
+        };
+        let same_run_swap = {
+            let mut peers = mesh.peers.lock();
+            match peers.get(&peer.name) {
+                Some(old) if old.node.incarnation > peer.incarnation => {
+                    conn.close(
+                        code::REPLACED.into(),
+                        b"a newer run of this node is connected",
+                    );
+                    return;
+                }
+                Some(old) if old.node == peer => {
+                    // Both dialed: keep the connection dialed by the smaller
+                    // name, on both sides alike.
+                    let preferred = std::cmp::min(me, &peer.name);
+                    if link.initiator != *preferred {
+                        conn.close(code::DUPLICATE.into(), b"duplicate connection");
+                        return;
+                    }
+                    old.conn
+                        .close(code::DUPLICATE.into(), b"duplicate connection");
+                    peers.insert(peer.name.clone(), link.clone());
+                    true
+                }
+                Some(old) => {
+                    old.conn
+                        .close(code::REPLACED.into(), b"replaced by a newer run");
+                    peers.insert(peer.name.clone(), link.clone());
+                    false
+                }
+                None => {
+                    peers.insert(peer.name.clone(), link.clone());
+                    false
+                }
+            }
+        };
+        for (kind, stream, rx) in [
+            (STREAM_MEMBERSHIP, membership, mem_rx),
+            (STREAM_BULK, bulk, bulk_rx),
+        ] {
+            let m = Arc::clone(mesh);
+            let (conn, breaker) = (conn.clone(), Arc::clone(&breaker));
+            mesh.runtime
+                .spawn(async move { m.write_loop(conn, kind, stream, rx, breaker).await });
+        }
+        tracing::info!(node = %mesh.hello.node, %peer, dialed, "peer connected");
+        if !same_run_swap && let Some(inbound) = mesh.inbound() {
+            // Reported before any of the peer's messages is read.
+            inbound.node_up(peer.clone());
+        }
+        let known: Vec<(NodeName, SocketAddr)> = {
+            let listen_of = mesh.listen_of.lock();
+            let peers = mesh.peers.lock();
+            peers
+                .keys()
+                .filter(|n| **n != peer.name)
+                .filter_map(|n| listen_of.get(n).map(|a| (n.clone(), *a)))
+                .collect()
+        };
+        let _ = link.membership.try_send(NetMessage::Peers { peers: known });
+        let m = Arc::clone(mesh);
+        let (c, p) = (conn.clone(), peer.clone());
+        mesh.runtime
+            .spawn(async move { m.read_streams(c, p).await });
+        let m = Arc::clone(mesh);
+        mesh.runtime.spawn(async move { m.watch(conn, peer).await });
+    }
+
+    /// Reports the peer down when its connection closes, and redials it.
+    async fn watch(self: Arc<Self>, conn: quinn::Connection, peer: NodeId) {
+        let reason = conn.closed().await;
+        let current = {
+            let mut peers = self.peers.lock();
+            let current = peers
+                .get(&peer.name)
+                .is_some_and(|l| l.conn.stable_id() == conn.stable_id());
+            if current {
+                peers.remove(&peer.name);
+            }
+            current
+        };
+        if !current {
+            return; // a duplicate or replaced connection: nothing changed
+        }
+        tracing::info!(node = %self.hello.node, %peer, %reason, "peer disconnected");
+        if let Some(inbound) = self.inbound() {
+            inbound.node_down(&peer);
+        }
+        let addr = self.listen_of.lock().get(&peer.name).copied();
+        if let Some(addr) = addr {
+            Mesh::redial(&self, addr);
+        }
+    }
+
+    // ----- streams ----------------------------------------------------
+
+    async fn write_loop(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        kind: u8,
+        mut stream: quinn::SendStream,
+        mut rx: mpsc::Receiver<NetMessage>,
+        breaker: Arc<Mutex<CircuitBreaker>>,
+    ) {
+        let c = &self.counters;
+        let max = self.config.max_frame_size;
+        let mut buf = Vec::with_capacity(WRITE_BATCH);
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            let mut n = 0u64;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                let start = buf.len();
+                wire::encode_into(&message, &mut buf);
+                if buf.len() - start - 4 > max {
+                    buf.truncate(start);
+                    bump(&c.oversized, "pg_net_oversized_total", 1);
+                    tracing::warn!(node = %self.hello.node, limit = max, "message over max_frame_size not sent");
+                } else {
+                    n += 1;
+                }
+                if buf.len() < WRITE_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            let mut attempt = 0;
+            let mut backoff = Backoff::new(
+                self.config.retry_base_delay,
+                self.config.retry_max_delay,
+                self.jitter_seed.fetch_add(1, Ordering::Relaxed),
+            );
+            loop {
+                match stream.write_all(&buf).await {
+                    Ok(()) => {
+                        breaker.lock().success();
+                        bump(&c.messages_sent, "pg_net_messages_sent_total", n);
+                        bump(&c.bytes_sent, "pg_net_bytes_sent_total", buf.len() as u64);
+                        break;
+                    }
+                    Err(e) => {
+                        let gone = conn.close_reason().is_some();
+                        if gone || attempt >= self.config.max_retries {
+                            breaker.lock().failure(Instant::now());
+                            bump(&c.writes_failed, "pg_net_writes_failed_total", n);
+                            tracing::warn!(node = %self.hello.node, error = %e, messages = n, "write failed; messages dropped");
+                            if gone {
+                                return;
+                            }
+                            break;
+                        }
+                        attempt += 1;
+                        bump(&c.write_retries, "pg_net_write_retries_total", 1);
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        // Retry on a fresh stream of the same kind.
+                        let Ok(mut fresh) = conn.open_uni().await else {
+                            return;
+                        };
+                        if fresh.write_all(&[kind]).await.is_err() {
+                            continue;
+                        }
+                        stream = fresh;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_streams(self: Arc<Self>, conn: quinn::Connection, peer: NodeId) {
+        while let Ok(recv) = conn.accept_uni().await {
+            let m = Arc::clone(&self);
+            let (c, p) = (conn.clone(), peer.clone());
+            self.runtime
+                .spawn(async move { m.read_stream(c, p, recv).await });
+        }
+    }
+
+    async fn read_stream(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        peer: NodeId,
+        mut recv: quinn::RecvStream,
+    ) {
+        let mut tag = [0u8; 1];
+        if recv.read_exact(&mut tag).await.is_err() {
+            return;
+        }
+        if tag[0] != STREAM_MEMBERSHIP && tag[0] != STREAM_BULK {
+            return self.protocol_error(&conn, &peer, "unknown stream kind");
+        }
+        loop {
+            match read_message(&mut recv, self.config.max_frame_size).await {
+                Ok(Some(message)) => {
+                    bump(
+                        &self.counters.messages_received,
+                        "pg_net_messages_received_total",
+                        1,
+                    );
+                    if let Err(reason) = self.dispatch(&peer, message) {
+                        return self.protocol_error(&conn, &peer, &reason);
+                    }
+                }
+                Ok(None) => return,
+                Err(ReadError::Wire(wire::WireError::TooLarge { len, max })) => {
+                    bump(&self.counters.oversized, "pg_net_oversized_total", 1);
+                    return self.protocol_error(
+                        &conn,
+                        &peer,
+                        &format!("frame of {len} bytes over the {max} limit"),
+                    );
+                }
+                Err(ReadError::Wire(e)) => {
+                    bump(&self.counters.malformed, "pg_net_malformed_total", 1);
+                    return self.protocol_error(&conn, &peer, &e.to_string());
+                }
+                Err(ReadError::Stream(_)) => return,
+            }
+        }
+    }
+
+    fn protocol_error(&self, conn: &quinn::Connection, peer: &NodeId, reason: &str) {
+        tracing::warn!(node = %self.hello.node, %peer, %reason, "protocol error: closing the connection");
+        conn.close(code::PROTOCOL.into(), reason.as_bytes());
+    }
+
+    fn dispatch(self: &Arc<Self>, peer: &NodeId, message: NetMessage) -> Result<(), String> {
+        let Some(inbound) = self.inbound() else {
+            return Ok(());
+        };
+        match message {
+            NetMessage::Scope { scope, frame } => {
+                let frame = Frame::decode(&frame).map_err(|e| {
+                    bump(&self.counters.malformed, "pg_net_malformed_total", 1);
+                    format!("scope frame: {e}")
+                })?;
+                inbound.receive(
+                    peer,
+                    Wire::Scope {
+                        scope: Arc::from(scope),
+                        frame: Arc::new(frame),
+                    },
+                );
+            }
+            NetMessage::Deliver {
+                scope,
+                from,
+                to,
+                topic,
+                payload,
+            } => inbound.receive(
+                peer,
+                Wire::Deliver {
+                    scope: scope.map(Arc::from),
+                    from,
+                    to,
+                    topic: Arc::from(topic),
+                    payload,
+                },
+            ),
+            NetMessage::Peers { peers } => {
+                for (name, addr) in peers {
+                    if name == self.hello.node.name {
+                        continue;
+                    }
+                    let known = self.peers.lock().contains_key(&name);
+                    self.listen_of.lock().entry(name).or_insert(addr);
+                    if !known {
+                        Mesh::redial(self, addr);
+                    }
+                }
+            }
+            NetMessage::Hello(_) | NetMessage::Welcome(_) | NetMessage::Reject { .. } => {
+                return Err("handshake message after the handshake".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a message could not be read from a stream.
+#[derive(Debug)]
+enum ReadError {
+    /// The bytes were not a valid message (the peer misbehaves).
+    Wire(wire::WireError),
+    /// The stream or connection failed.
+    Stream(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Wire(e) => write!(f, "{e}"),
+            ReadError::Stream(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads one length-prefixed message; `None` when the stream ends cleanly
+/// between messages.
+async fn read_message(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<NetMessage>, ReadError> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(ReadError::Stream(e.to_string())),
+    }
+    let len = wire::body_len(prefix, max).map_err(ReadError::Wire)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| ReadError::Stream(e.to_string()))?;
+    wire::decode(&body).map(Some).map_err(ReadError::Wire)
+}
+
+async fn write_message(
+    send: &mut quinn::SendStream,
+    message: &NetMessage,
+) -> Result<(), quinn::WriteError> {
+    let mut buf = Vec::new();
+    wire::encode_into(message, &mut buf);
+    send.write_all(&buf).await
+}

@@ -1,0 +1,356 @@
+//! The mesh over real QUIC on 127.0.0.1: membership, broadcast, failure
+//! detection, restarts, refused certificates and clusters, junk input.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pg_core::{GroupName, NodeId};
+use pg_net::wire::{self, Hello, NetMessage};
+use pg_net::{
+    DevCa, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, NetConfig, QuicTransport, TlsIdentity,
+};
+use pg_runtime::{Node, NodeOptions, Scope, ScopeOptions};
+
+static INCARNATION: AtomicU64 = AtomicU64::new(1);
+
+fn g(name: &str) -> GroupName {
+    GroupName::new(name).unwrap()
+}
+
+fn config(cluster: &str, seeds: &[SocketAddr]) -> NetConfig {
+    let mut c = NetConfig::new(cluster, "127.0.0.1:0".parse().unwrap());
+    c.seeds = seeds.to_vec();
+    c.retry_base_delay = Duration::from_millis(20);
+    c.retry_max_delay = Duration::from_millis(200);
+    c
+}
+
+struct TestNode {
+    node: Node,
+    transport: Arc<QuicTransport>,
+    scope: Scope,
+}
+
+fn start(name: &str, identity: &TlsIdentity, config: NetConfig) -> TestNode {
+    let id = NodeId::parse_name(name, INCARNATION.fetch_add(1, Ordering::Relaxed)).unwrap();
+    let transport = QuicTransport::bind(id.clone(), config, identity).unwrap();
+    let node = Node::start_as(id, Arc::clone(&transport) as _, NodeOptions::default()).unwrap();
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    TestNode {
+        node,
+        transport,
+        scope,
+    }
+}
+
+/// Waits in real time (QUIC has no virtual clock) until `done`, or fails.
+async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn mesh_of_three(ca: &DevCa) -> Vec<TestNode> {
+    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+    let seed = [a.transport.local_addr()];
+    let b = start("b", &ca.issue("b").unwrap(), config("test", &seed));
+    let c = start("c", &ca.issue("c").unwrap(), config("test", &seed));
+    let nodes = vec![a, b, c];
+    eventually("a full mesh from one seed", LIMIT, || {
+        nodes.iter().all(|n| n.node.peers().len() == 2)
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_and_broadcast_over_quic() {
+    let ca = DevCa::generate("test").unwrap();
+    let nodes = mesh_of_three(&ca).await;
+    let mut members: Vec<_> = nodes.iter().map(|n| n.node.spawn()).collect();
+    for (n, m) in nodes.iter().zip(&members) {
+        n.scope.join(m.pid(), &[g("w"), g("w")]).unwrap();
+    }
+    eventually("every node sees every member", LIMIT, || {
+        nodes.iter().all(|n| n.scope.members("w").len() == 3)
+    })
+    .await;
+    let sender = nodes[2].node.spawn();
+    let payload = Bytes::from(vec![7u8; 100_000]);
+    assert_eq!(
+        nodes[2]
+            .scope
+            .broadcast(sender.pid(), "w", "big", payload.clone())
+            .unwrap(),
+        3
+    );
+    for m in &mut members {
+        let msg = tokio::time::timeout(LIMIT, m.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&msg.from, &*msg.topic, msg.payload.len()),
+            (sender.pid(), "big", 100_000)
+        );
+    }
+    nodes[0].scope.leave(members[0].pid(), &[g("w")]).unwrap();
+    drop(members.remove(0));
+    eventually("the ended process is gone everywhere", LIMIT, || {
+        nodes.iter().all(|n| n.scope.members("w").len() == 2)
+    })
+    .await;
+    let stats = nodes[2].transport.stats();
+    assert!(
+        stats.messages_sent > 0 && stats.malformed == 0 && stats.handshakes_failed == 0,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_is_cleaned_up_at_once() {
+    let ca = DevCa::generate("test").unwrap();
+    let nodes = mesh_of_three(&ca).await;
+    let p = nodes[2].node.spawn();
+    nodes[2].scope.join(p.pid(), &[g("w")]).unwrap();
+    eventually("joined everywhere", LIMIT, || {
+        nodes[0].scope.members("w").len() == 1
+    })
+    .await;
+    nodes[2].node.shutdown();
+    let took = eventually("cleaned up", LIMIT, || {
+        nodes[0].scope.members("w").is_empty() && nodes[1].scope.members("w").is_empty()
+    })
+    .await;
+    eprintln!("graceful cleanup took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "graceful cleanup took {took:?}"
+    );
+}
+
+#[test]
+fn an_abruptly_dropped_node_is_cleaned_up_within_the_idle_timeout_and_restarts() {
+    let ca = DevCa::generate("test").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let nodes = rt.block_on(async {
+        let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+        let b = start(
+            "b",
+            &ca.issue("b").unwrap(),
+            config("test", &[a.transport.local_addr()]),
+        );
+        eventually("connected", LIMIT, || a.node.peers().len() == 1).await;
+        vec![a, b]
+    });
+    let seed = nodes[0].transport.local_addr();
+    // c lives on a runtime of its own, so it can die without a word.
+    let c_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = c_rt.block_on(async {
+        let c = start("c", &ca.issue("c").unwrap(), config("test", &[seed]));
+        let p = c.node.spawn();
+        c.scope.join(p.pid(), &[g("w")]).unwrap();
+        std::mem::forget(p);
+        c
+    });
+    rt.block_on(eventually("c's member seen", LIMIT, || {
+        nodes.iter().all(|n| n.scope.members("w").len() == 1)
+    }));
+    // SIGKILL-like: c's tasks stop, its endpoint never says goodbye.
+    std::mem::forget(c);
+    c_rt.shutdown_background();
+    let took = rt.block_on(eventually("c's member gone", LIMIT, || {
+        nodes.iter().all(|n| n.scope.members("w").is_empty())
+    }));
+    eprintln!("failure detection took {took:?} (idle timeout 1 s)");
+    assert!(
+        took < Duration::from_millis(2500),
+        "failure detection took {took:?} (idle timeout 1 s)"
+    );
+    // c restarts as a new run and re-syncs.
+    rt.block_on(async {
+        let c2 = start("c", &ca.issue("c").unwrap(), config("test", &[seed]));
+        let q = c2.node.spawn();
+        c2.scope.join(q.pid(), &[g("w")]).unwrap();
+        let a_pid = nodes[0].node.spawn();
+        nodes[0].scope.join(a_pid.pid(), &[g("w")]).unwrap();
+        eventually("the new run's member seen everywhere", LIMIT, || {
+            nodes
+                .iter()
+                .all(|n| n.scope.members("w").to_vec().contains(q.pid()))
+        })
+        .await;
+        eventually("the new run learnt the cluster", LIMIT, || {
+            c2.scope.members("w").len() == 2
+        })
+        .await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_never_joins() {
+    let ca = DevCa::generate("test").unwrap();
+    let rogue_ca = DevCa::generate("rogue").unwrap();
+    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+    let rogue = start(
+        "r",
+        &rogue_ca.issue("r").unwrap(),
+        config("test", &[a.transport.local_addr()]),
+    );
+    eventually("refused handshakes", LIMIT, || {
+        a.transport.stats().handshakes_failed > 0 && rogue.transport.stats().handshakes_failed > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.node.peers().is_empty() && rogue.node.peers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+    // A client that trusts the CA but presents no certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.certificate()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![pg_net::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let result = async {
+        let conn = endpoint
+            .connect(a.transport.local_addr(), NODE_SERVER_NAME)?
+            .await?;
+        // TLS 1.3: the refusal shows on the first stream operation.
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(b"hello?").await?;
+        let mut buf = [0u8; 1];
+        recv.read_exact(&mut buf).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    assert!(
+        result.is_err(),
+        "a client without a certificate got through"
+    );
+    eventually("the refusal is counted", LIMIT, || {
+        a.transport.stats().handshakes_failed > 0
+    })
+    .await;
+    assert!(a.node.peers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_cluster_is_rejected_with_a_reason() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = start("a", &ca.issue("a").unwrap(), config("prod", &[]));
+    let b = start(
+        "b",
+        &ca.issue("b").unwrap(),
+        config("staging", &[a.transport.local_addr()]),
+    );
+    eventually("rejected", LIMIT, || a.transport.stats().rejected > 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.node.peers().is_empty() && b.node.peers().is_empty());
+}
+
+/// A client with a valid certificate that completes the hello, then sends
+/// `junk` on a membership stream.
+async fn misbehave(ca: &DevCa, target: SocketAddr, junk: &[u8]) {
+    let identity = ca.issue("junk").unwrap();
+    let client = pg_net::client_config(&identity, &config("test", &[])).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let conn = endpoint
+        .connect(target, NODE_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = NetMessage::Hello(Hello {
+        version: NET_PROTOCOL_VERSION,
+        cluster: "test".into(),
+        node: NodeId::parse_name("junk", 1).unwrap(),
+        listen: None,
+    });
+    let mut buf = Vec::new();
+    wire::encode_into(&hello, &mut buf);
+    send.write_all(&buf).await.unwrap();
+    send.finish().unwrap();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let mut stream = conn.open_uni().await.unwrap();
+    let _ = stream.write_all(&[0]).await; // membership stream
+    let _ = stream.write_all(junk).await;
+    let _ = stream.finish();
+    // The node closes the connection on the bad input.
+    let reason = tokio::time::timeout(LIMIT, conn.closed()).await.unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
+        "{reason:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_and_oversized_frames_close_the_connection_without_harm() {
+    let ca = DevCa::generate("test").unwrap();
+    let nodes = mesh_of_three(&ca).await;
+    let target = nodes[0].transport.local_addr();
+    // Garbage after a plausible length.
+    let mut junk = 8u32.to_le_bytes().to_vec();
+    junk.extend_from_slice(&[0xff; 8]);
+    misbehave(&ca, target, &junk).await;
+    eventually("malformed counted", LIMIT, || {
+        nodes[0].transport.stats().malformed >= 1
+    })
+    .await;
+    // A length far over the limit.
+    misbehave(&ca, target, &u32::MAX.to_le_bytes()).await;
+    eventually("oversized counted", LIMIT, || {
+        nodes[0].transport.stats().oversized >= 1
+    })
+    .await;
+    // A well-formed message carrying a scope frame that is not one.
+    let mut bad_frame = Vec::new();
+    wire::encode_into(
+        &NetMessage::Scope {
+            scope: "s".into(),
+            frame: Bytes::from_static(&[1, 2, 3]),
+        },
+        &mut bad_frame,
+    );
+    misbehave(&ca, target, &bad_frame).await;
+    // The mesh is unharmed.
+    let p = nodes[1].node.spawn();
+    nodes[1].scope.join(p.pid(), &[g("after")]).unwrap();
+    eventually("still converging", LIMIT, || {
+        nodes[0].scope.members("after").len() == 1
+    })
+    .await;
+    assert_eq!(nodes[0].node.peers().len(), 2);
+}
