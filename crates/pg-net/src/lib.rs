@@ -17,8 +17,9 @@
 //!   separate streams; queued messages are coalesced into large writes.
 //! - **Mesh.** Seeds plus peer exchange; every address ever learnt is
 //!   redialed with backoff; per-peer circuit breakers; liveness from QUIC
-//!   keep-alives and the idle timeout (a silent peer is down within about
-//!   `idle_timeout`, 1 s by default; a shutting-down peer at once).
+//!   keep-alives and the idle timeout (a silent peer is down within
+//!   `idle_timeout + keep_alive`, 950 ms by default; a shutting-down peer
+//!   at once).
 //!
 //! ## Example
 //! ```no_run

@@ -182,10 +182,12 @@ fn an_abruptly_dropped_node_is_cleaned_up_within_the_idle_timeout_and_restarts()
     let took = rt.block_on(eventually("c's member gone", LIMIT, || {
         nodes.iter().all(|n| n.scope.members("w").is_empty())
     }));
-    eprintln!("failure detection took {took:?} (idle timeout 1 s)");
+    // Detection is bounded by idle_timeout + keep_alive (950 ms by default);
+    // the margin absorbs a loaded CI machine.
+    eprintln!("failure detection took {took:?} (bound 950 ms)");
     assert!(
-        took < Duration::from_millis(2500),
-        "failure detection took {took:?} (idle timeout 1 s)"
+        took < Duration::from_millis(1500),
+        "failure detection took {took:?}"
     );
     // c restarts as a new run and re-syncs.
     rt.block_on(async {
