@@ -363,25 +363,35 @@ impl Mesh {
             }
             let m = Arc::clone(&mesh);
             mesh.runtime.spawn(async move {
-                if let Err(reason) = Mesh::accept_one(&m, incoming).await {
-                    bump(
-                        &m.counters.handshakes_failed,
-                        "pg_net_handshakes_failed_total",
-                        1,
-                    );
-                    tracing::warn!(node = %m.hello.node, %reason, "refused an incoming connection");
+                match Mesh::accept_one(&m, incoming).await {
+                    Ok(()) | Err(Failure::Benign) => {}
+                    Err(Failure::Refused(reason)) => {
+                        bump(&m.counters.handshakes_failed, "pg_net_handshakes_failed_total", 1);
+                        tracing::warn!(node = %m.hello.node, %reason, "refused an incoming connection");
+                    }
                 }
             });
         }
     }
 
-    async fn accept_one(mesh: &Arc<Mesh>, incoming: quinn::Incoming) -> Result<(), String> {
+    async fn accept_one(mesh: &Arc<Mesh>, incoming: quinn::Incoming) -> Result<(), Failure> {
+        let mut conn_seen = None;
+        let result = Mesh::accept_inner(mesh, incoming, &mut conn_seen).await;
+        Failure::classify(result, conn_seen.as_ref())
+    }
+
+    async fn accept_inner(
+        mesh: &Arc<Mesh>,
+        incoming: quinn::Incoming,
+        conn_seen: &mut Option<quinn::Connection>,
+    ) -> Result<(), String> {
         let timeout = mesh.config.protocol_timeout;
         let remote = incoming.remote_address();
         let conn = tokio::time::timeout(timeout, incoming)
             .await
             .map_err(|_| format!("{remote}: TLS handshake timed out"))?
             .map_err(|e| format!("{remote}: {e}"))?;
+        *conn_seen = Some(conn.clone());
         let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
             .await
             .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
@@ -418,7 +428,17 @@ impl Mesh {
         Ok(())
     }
 
-    async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<(), String> {
+    async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<(), Failure> {
+        let mut conn_seen = None;
+        let result = Mesh::dial_inner(mesh, addr, &mut conn_seen).await;
+        Failure::classify(result, conn_seen.as_ref())
+    }
+
+    async fn dial_inner(
+        mesh: &Arc<Mesh>,
+        addr: SocketAddr,
+        conn_seen: &mut Option<quinn::Connection>,
+    ) -> Result<(), String> {
         let timeout = mesh.config.protocol_timeout;
         let connecting = mesh
             .endpoint
@@ -428,6 +448,7 @@ impl Mesh {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
+        *conn_seen = Some(conn.clone());
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             write_message(&mut send, &NetMessage::Hello(mesh.hello.clone()))
@@ -495,7 +516,8 @@ impl Mesh {
             while !m.closed.load(Ordering::Acquire) && !m.connected_at(addr) {
                 match Mesh::dial_once(&m, addr).await {
                     Ok(()) => break,
-                    Err(reason) => {
+                    Err(Failure::Benign) => tokio::time::sleep(backoff.next_delay()).await,
+                    Err(Failure::Refused(reason)) => {
                         bump(
                             &m.counters.handshakes_failed,
                             "pg_net_handshakes_failed_total",
@@ -884,4 +906,38 @@ async fn write_message(
     let mut buf = Vec::new();
     wire::encode_into(message, &mut buf);
     send.write_all(&buf).await
+}
+
+/// How a handshake attempt ended badly.
+enum Failure {
+    /// The connection was closed because another one to the same node won
+    /// (both dialed at once): nothing is wrong.
+    Benign,
+    /// A real failure, with its reason.
+    Refused(String),
+}
+
+impl Failure {
+    fn classify(
+        result: Result<(), String>,
+        conn: Option<&quinn::Connection>,
+    ) -> Result<(), Failure> {
+        let Err(reason) = result else {
+            return Ok(());
+        };
+        let benign = conn
+            .and_then(quinn::Connection::close_reason)
+            .is_some_and(|r| match r {
+                quinn::ConnectionError::ApplicationClosed(close) => {
+                    close.error_code == code::DUPLICATE.into()
+                        || close.error_code == code::REPLACED.into()
+                }
+                _ => false,
+            });
+        Err(if benign {
+            Failure::Benign
+        } else {
+            Failure::Refused(reason)
+        })
+    }
 }
