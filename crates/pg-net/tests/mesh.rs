@@ -112,6 +112,25 @@ async fn membership_and_broadcast_over_quic() {
         nodes.iter().all(|n| n.scope.members("w").len() == 2)
     })
     .await;
+    // A second scope shares the same connections and stays separate.
+    let other: Vec<_> = nodes
+        .iter()
+        .map(|n| n.node.open_scope("other", ScopeOptions::default()).unwrap())
+        .collect();
+    let q = nodes[1].node.spawn();
+    other[1].join(q.pid(), &[g("w")]).unwrap();
+    eventually("the second scope converges", LIMIT, || {
+        other.iter().all(|s| s.members("w").len() == 1)
+    })
+    .await;
+    assert!(
+        nodes.iter().all(|n| n.scope.members("w").len() == 2),
+        "scopes do not mix"
+    );
+    assert!(
+        nodes.iter().all(|n| n.transport.connected().len() == 2),
+        "one connection per peer"
+    );
     let stats = nodes[2].transport.stats();
     assert!(
         stats.messages_sent > 0 && stats.malformed == 0 && stats.handshakes_failed == 0,
