@@ -55,6 +55,10 @@ pub struct NodeOptions {
     /// mailbox when it names no scope (a broadcast uses its scope's
     /// `broadcast_timeout`). Default 5 s.
     pub delivery_timeout: Duration,
+    /// Largest payload a process may send or broadcast, in bytes; larger
+    /// ones are refused at the sender with `PayloadTooLarge`. Keep it below
+    /// the transport's frame limit. Default 8 MiB.
+    pub max_payload_size: usize,
 }
 
 impl Default for NodeOptions {
@@ -62,6 +66,7 @@ impl Default for NodeOptions {
         Self {
             mailbox_capacity: 1024,
             delivery_timeout: Duration::from_secs(5),
+            max_payload_size: 8 << 20,
         }
     }
 }

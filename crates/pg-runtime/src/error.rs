@@ -58,6 +58,17 @@ pub enum Error {
     /// existed): it cannot join or own a subscription.
     #[error("no live process {0} on this node")]
     NoProcess(pg_core::Pid),
+    /// A payload over `max_payload_size`; nothing was sent.
+    #[error("payload of {size} bytes exceeds max_payload_size ({max})")]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A typed payload that does not encode or decode.
+    #[error("payload encoding: {0}")]
+    Encoding(String),
     /// The node has shut down.
     #[error("the node has shut down")]
     NodeClosed,
@@ -73,6 +84,8 @@ impl Error {
             | Error::EmptyTopic
             | Error::InvalidNodeName(_)
             | Error::NoProcess(_)
+            | Error::PayloadTooLarge { .. }
+            | Error::Encoding(_)
             | Error::ScopeConflict(_) => ErrorKind::Invalid,
             Error::Overloaded { .. } => ErrorKind::Overloaded,
             Error::ScopeNotFound(_) => ErrorKind::NotFound,

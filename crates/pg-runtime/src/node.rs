@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use pg_core::{Frame, NodeId, NodeName, Pid};
 use rustc_hash::FxHashMap;
@@ -186,6 +187,16 @@ impl Node {
             .ok_or_else(|| Error::ScopeNotFound(id.to_owned()))
     }
 
+    /// Sends `payload` under `topic` from `from` to process `to`, on this
+    /// node or any other. Messages from one sender to one receiver arrive in
+    /// the order sent. A message to a process that is dead or unknown, or
+    /// whose node is down, is dropped and counted (never an error for the
+    /// sender); a full mailbox is waited on for at most `delivery_timeout`.
+    /// Errors only for bad input: an empty topic, an oversized payload.
+    pub fn send(&self, from: &Pid, to: &Pid, topic: &str, payload: Bytes) -> Result<(), Error> {
+        self.inner.send(from, to, topic, payload)
+    }
+
     /// The peers currently connected.
     pub fn peers(&self) -> Vec<NodeId> {
         self.inner.peers.lock().values().cloned().collect()
@@ -248,6 +259,61 @@ impl NodeInner {
                 None => self.deliveries.failed(1, "no_process"),
             }
         }
+    }
+
+    pub(crate) fn send(
+        &self,
+        from: &Pid,
+        to: &Pid,
+        topic: &str,
+        payload: Bytes,
+    ) -> Result<(), Error> {
+        self.check_payload(topic, &payload)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::NodeClosed);
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        if *to.node() == self.id {
+            let envelope = Envelope {
+                from: from.clone(),
+                topic,
+                payload,
+            };
+            self.deliver_local_many([to.serial()], &envelope, self.options.delivery_timeout);
+            return Ok(());
+        }
+        if to.node().name == self.id.name {
+            // A pid of an earlier run of this node: that process is gone.
+            self.deliveries.failed(1, "no_process");
+            return Ok(());
+        }
+        let message = Wire::Deliver {
+            scope: None,
+            from: from.clone(),
+            to: vec![to.serial()],
+            topic,
+            payload,
+        };
+        if self.transport.send(to.node(), message).is_err() {
+            self.deliveries.failed(1, "unreachable");
+        }
+        Ok(())
+    }
+
+    /// Refuses what no sender may send: an empty topic, an oversized
+    /// payload.
+    pub(crate) fn check_payload(&self, topic: &str, payload: &Bytes) -> Result<(), Error> {
+        if topic.is_empty() {
+            return Err(Error::EmptyTopic);
+        }
+        let max = self.options.max_payload_size;
+        if payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn count_failed_deliveries(&self, n: u64, reason: &'static str) {

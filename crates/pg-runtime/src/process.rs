@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
 use crate::node::{Deliveries, NodeInner};
 
 /// A message in a mailbox: who sent it, under which topic, and the payload
@@ -25,6 +28,29 @@ pub struct Envelope {
     pub topic: Arc<str>,
     /// The payload.
     pub payload: Bytes,
+}
+
+impl Envelope {
+    /// Decodes a payload sent with `send_typed` or `broadcast_typed`; bytes
+    /// left over mean the wrong type was asked for, and are an error.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
+        let (value, rest) = postcard::take_from_bytes(&self.payload)
+            .map_err(|e| Error::Encoding(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(Error::Encoding(format!(
+                "{} bytes left over: not the type that was sent",
+                rest.len()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// Encodes a typed payload with postcard.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, Error> {
+    postcard::to_allocvec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Encoding(e.to_string()))
 }
 
 /// The node's live processes by serial, shared with its scopes (which
@@ -196,6 +222,17 @@ impl Process {
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Envelope> {
         self.mailbox.try_recv().ok()
+    }
+
+    /// Sends `payload` under `topic` to `to` (see [`Node::send`](crate::Node::send)).
+    pub fn send(&self, to: &Pid, topic: &str, payload: Bytes) -> Result<(), Error> {
+        let node = self.node.upgrade().ok_or(Error::NodeClosed)?;
+        node.send(&self.pid, to, topic, payload)
+    }
+
+    /// Sends `value`, encoded with postcard, under `topic` to `to`.
+    pub fn send_typed<T: Serialize>(&self, to: &Pid, topic: &str, value: &T) -> Result<(), Error> {
+        self.send(to, topic, encode(value)?)
     }
 
     /// Routes every message under `topic` to the returned listener (seed

@@ -587,6 +587,18 @@ impl Scope {
         self.deliver(from, self.members_checked(group)?, topic, payload)
     }
 
+    /// [`broadcast`](Self::broadcast) of `value`, encoded with postcard
+    /// (receivers use [`Envelope::decode`](crate::Envelope::decode)).
+    pub fn broadcast_typed<T: serde::Serialize>(
+        &self,
+        from: &Pid,
+        group: &str,
+        topic: &str,
+        value: &T,
+    ) -> Result<usize, Error> {
+        self.broadcast(from, group, topic, crate::process::encode(value)?)
+    }
+
     /// As [`broadcast`](Self::broadcast), to this node's members only.
     pub fn broadcast_local(
         &self,
@@ -611,10 +623,8 @@ impl Scope {
         topic: &str,
         payload: Bytes,
     ) -> Result<usize, Error> {
-        if topic.is_empty() {
-            return Err(Error::EmptyTopic);
-        }
         let node = self.shared.links.node.upgrade().ok_or(Error::NodeClosed)?;
+        node.check_payload(topic, &payload)?;
         let topic: Arc<str> = Arc::from(topic);
         let local_node = node.id().clone();
         let mut remote: FxHashMap<NodeId, Vec<u64>> = FxHashMap::default();
