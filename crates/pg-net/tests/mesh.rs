@@ -5,75 +5,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use pg_core::{GroupName, NodeId};
+use pg_core::NodeId;
 use pg_net::wire::{self, Hello, NetMessage};
-use pg_net::{
-    DevCa, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, NetConfig, QuicTransport, TlsIdentity,
-};
-use pg_runtime::{Node, NodeOptions, Scope, ScopeOptions};
+use pg_net::{DevCa, NET_PROTOCOL_VERSION, NODE_SERVER_NAME};
+use pg_runtime::ScopeOptions;
 
-static INCARNATION: AtomicU64 = AtomicU64::new(1);
-
-fn g(name: &str) -> GroupName {
-    GroupName::new(name).unwrap()
-}
-
-fn config(cluster: &str, seeds: &[SocketAddr]) -> NetConfig {
-    let mut c = NetConfig::new(cluster, "127.0.0.1:0".parse().unwrap());
-    c.seeds = seeds.to_vec();
-    c.retry_base_delay = Duration::from_millis(20);
-    c.retry_max_delay = Duration::from_millis(200);
-    c
-}
-
-struct TestNode {
-    node: Node,
-    transport: Arc<QuicTransport>,
-    scope: Scope,
-}
-
-fn start(name: &str, identity: &TlsIdentity, config: NetConfig) -> TestNode {
-    let id = NodeId::parse_name(name, INCARNATION.fetch_add(1, Ordering::Relaxed)).unwrap();
-    let transport = QuicTransport::bind(id.clone(), config, identity).unwrap();
-    let node = Node::start_as(id, Arc::clone(&transport) as _, NodeOptions::default()).unwrap();
-    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
-    TestNode {
-        node,
-        transport,
-        scope,
-    }
-}
-
-/// Waits in real time (QUIC has no virtual clock) until `done`, or fails.
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
-}
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-async fn mesh_of_three(ca: &DevCa) -> Vec<TestNode> {
-    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
-    let seed = [a.transport.local_addr()];
-    let b = start("b", &ca.issue("b").unwrap(), config("test", &seed));
-    let c = start("c", &ca.issue("c").unwrap(), config("test", &seed));
-    let nodes = vec![a, b, c];
-    eventually("a full mesh from one seed", LIMIT, || {
-        nodes.iter().all(|n| n.node.peers().len() == 2)
-    })
-    .await;
-    nodes
-}
+mod common;
+use common::{LIMIT, config, eventually, g, mesh_of_three, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_and_broadcast_over_quic() {

@@ -34,8 +34,8 @@ impl Envelope {
     /// Decodes a payload sent with `send_typed` or `broadcast_typed`; bytes
     /// left over mean the wrong type was asked for, and are an error.
     pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
-        let (value, rest) = postcard::take_from_bytes(&self.payload)
-            .map_err(|e| Error::Encoding(e.to_string()))?;
+        let (value, rest) =
+            postcard::take_from_bytes(&self.payload).map_err(|e| Error::Encoding(e.to_string()))?;
         if !rest.is_empty() {
             return Err(Error::Encoding(format!(
                 "{} bytes left over: not the type that was sent",
