@@ -65,6 +65,13 @@ impl TlsIdentity {
     }
 }
 
+/// The node name a certificate was issued to: its subject's common name.
+pub fn certificate_node_name(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 /// Why TLS material could not be made or read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CertError {

@@ -14,7 +14,8 @@ pub struct NetConfig {
     pub advertise: Option<SocketAddr>,
     /// Static seed addresses; peer exchange finds the rest.
     pub seeds: Vec<SocketAddr>,
-    /// Largest message accepted or sent, in bytes. Default 16 MiB.
+    /// Largest message accepted or sent, in bytes: room for the runtime's
+    /// `max_payload_size` (8 MiB) and headers. Default 9 MiB.
     pub max_frame_size: usize,
     /// A peer silent this long is declared down. A peer that dies without
     /// a word is detected within about `idle_timeout + keep_alive` (our own
@@ -51,7 +52,7 @@ impl NetConfig {
             listen,
             advertise: None,
             seeds: Vec::new(),
-            max_frame_size: 16 << 20,
+            max_frame_size: 9 << 20,
             idle_timeout: Duration::from_millis(750),
             keep_alive: Duration::from_millis(200),
             protocol_timeout: Duration::from_secs(5),

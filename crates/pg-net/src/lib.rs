@@ -49,7 +49,7 @@ pub mod wire;
 
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, CircuitBreaker};
-pub use certs::{CertError, DevCa, NODE_SERVER_NAME, TlsIdentity};
+pub use certs::{CertError, DevCa, NODE_SERVER_NAME, TlsIdentity, certificate_node_name};
 pub use config::NetConfig;
 pub use error::NetError;
 pub use mesh::{NetStats, QuicTransport};

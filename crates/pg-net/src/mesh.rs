@@ -29,11 +29,12 @@ use parking_lot::Mutex;
 use pg_core::{Frame, NodeId, NodeName};
 use pg_runtime::{Inbound, SendError, Transport, Wire};
 use rustc_hash::{FxHashMap, FxHashSet};
+use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
 use crate::breaker::CircuitBreaker;
-use crate::certs::{NODE_SERVER_NAME, TlsIdentity};
+use crate::certs::{NODE_SERVER_NAME, TlsIdentity, certificate_node_name};
 use crate::config::NetConfig;
 use crate::error::NetError;
 use crate::tls;
@@ -52,6 +53,37 @@ const STREAM_MEMBERSHIP: u8 = 0;
 const STREAM_BULK: u8 = 1;
 /// Coalesce queued messages up to this many bytes per write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Largest handshake message: a hello is small, and it is read before the
+/// peer is known.
+const HANDSHAKE_MAX: usize = 64 * 1024;
+/// Entries of one peer-exchange message taken into account.
+const MAX_PEERS_PER_MESSAGE: usize = 1024;
+/// Addresses remembered at most (peer exchange cannot grow it further).
+const MAX_KNOWN_ADDRESSES: usize = 16 * 1024;
+/// Failed dials before an address only heard of through peer exchange is
+/// given up (addresses of seeds and of nodes once connected never are).
+const HEARD_DIAL_ATTEMPTS: u32 = 8;
+/// Room left in a frame for everything but the payload.
+const FRAME_OVERHEAD: usize = 4096;
+
+/// What to expect at an address being dialed, which decides when to stop.
+#[derive(Debug, Clone)]
+enum Dial {
+    /// A configured seed: until some node is connected from it.
+    Seed,
+    /// A node once connected: until it is connected again (anywhere) or
+    /// announces another address.
+    Known(NodeName),
+    /// A node only heard of: as `Known`, but given up after
+    /// `HEARD_DIAL_ATTEMPTS` failures.
+    Heard(NodeName),
+}
+
+/// A change of a peer, handed to the runtime in the order it happened.
+enum PeerEvent {
+    Up(NodeId, tokio::sync::oneshot::Sender<()>),
+    Down(NodeId),
+}
 
 /// Counters of the mesh (also exported through `metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,6 +142,8 @@ struct Link {
     initiator: NodeName,
     membership: mpsc::Sender<NetMessage>,
     bulk: mpsc::Sender<NetMessage>,
+    /// Guards payload sends only: membership traffic is never held back
+    /// by payload trouble (and is repaired by the protocol if lost).
     breaker: Arc<Mutex<CircuitBreaker>>,
 }
 
@@ -129,6 +163,8 @@ struct Mesh {
     counters: Counters,
     closed: AtomicBool,
     jitter_seed: AtomicU64,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
 }
 
 /// A node's end of the QUIC mesh; implements pg-runtime's [`Transport`].
@@ -162,6 +198,22 @@ impl QuicTransport {
             addr: config.listen.to_string(),
             reason: e.to_string(),
         })?;
+        if config.advertise.is_none() && local.ip().is_unspecified() {
+            return Err(NetError::Config(format!(
+                "listening on {local}: set `advertise` to an address peers can reach"
+            )));
+        }
+        if config.retry_base_delay.is_zero() {
+            return Err(NetError::Config("retry_base_delay must not be zero".into()));
+        }
+        if config.max_frame_size > u32::MAX as usize || config.max_frame_size < 2 * FRAME_OVERHEAD {
+            return Err(NetError::Config(format!(
+                "max_frame_size must be between {} and {} bytes",
+                2 * FRAME_OVERHEAD,
+                u32::MAX
+            )));
+        }
+        let (events, events_rx) = mpsc::unbounded_channel();
         let hello = Hello {
             version: NET_PROTOCOL_VERSION,
             cluster: config.cluster.clone(),
@@ -182,6 +234,8 @@ impl QuicTransport {
                 encoded: Mutex::new(None),
                 counters: Counters::default(),
                 closed: AtomicBool::new(false),
+                events,
+                events_rx: Mutex::new(Some(events_rx)),
             }),
         }))
     }
@@ -204,7 +258,7 @@ impl QuicTransport {
     /// Dials `addr` now (and keeps redialing it with backoff while its node
     /// is not connected).
     pub fn dial(&self, addr: SocketAddr) {
-        Mesh::redial(&self.mesh, addr);
+        Mesh::redial(&self.mesh, addr, Dial::Seed);
     }
 
     /// The mesh's counters.
@@ -234,6 +288,23 @@ impl Transport for QuicTransport {
             tracing::warn!("QuicTransport attached twice; keeping the first runtime");
             return;
         }
+        if let (Some(mut rx), Some(inbound)) = (
+            self.mesh.events_rx.lock().take(),
+            self.mesh.inbound().cloned(),
+        ) {
+            // One task reports peers up and down, in the order they changed.
+            self.mesh.runtime.spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    match event {
+                        PeerEvent::Up(peer, reported) => {
+                            inbound.node_up(peer);
+                            let _ = reported.send(());
+                        }
+                        PeerEvent::Down(peer) => inbound.node_down(&peer),
+                    }
+                }
+            });
+        }
         let mesh = Arc::clone(&self.mesh);
         self.mesh.runtime.spawn(Mesh::accept_loop(mesh));
         // Contact a capped random subset of the seeds now, the rest a
@@ -244,7 +315,7 @@ impl Transport for QuicTransport {
         let now = seeds.len().min(self.mesh.config.discovery_fanout.max(1));
         let later = seeds.split_off(now);
         for addr in seeds {
-            Mesh::redial(&self.mesh, addr);
+            Mesh::redial(&self.mesh, addr, Dial::Seed);
         }
         if !later.is_empty() {
             let mesh = Arc::clone(&self.mesh);
@@ -252,7 +323,7 @@ impl Transport for QuicTransport {
             self.mesh.runtime.spawn(async move {
                 tokio::time::sleep(delay).await;
                 for addr in later {
-                    Mesh::redial(&mesh, addr);
+                    Mesh::redial(&mesh, addr, Dial::Seed);
                 }
             });
         }
@@ -297,39 +368,51 @@ impl Mesh {
             bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
             return Err(SendError::Unreachable);
         };
-        if !link.breaker.lock().allow(Instant::now()) {
-            bump(&c.dropped_breaker, "pg_net_dropped_total", 1);
-            return Err(SendError::Unreachable);
-        }
-        let (queue, message) = match message {
-            Wire::Scope { scope, frame } => (
-                &link.membership,
-                NetMessage::Scope {
+        let limit = self.config.max_frame_size - FRAME_OVERHEAD;
+        let (queue, message, guarded) = match message {
+            Wire::Scope { scope, frame } => {
+                let frame = self.encode_frame(&frame);
+                if frame.len() > limit {
+                    bump(&c.oversized, "pg_net_oversized_total", 1);
+                    return Err(SendError::TooLarge);
+                }
+                let message = NetMessage::Scope {
                     scope: scope.to_string(),
-                    frame: self.encode_frame(&frame),
-                },
-            ),
+                    frame,
+                };
+                (&link.membership, message, false)
+            }
             Wire::Deliver {
                 scope,
                 from,
                 to,
                 topic,
                 payload,
-            } => (
-                &link.bulk,
-                NetMessage::Deliver {
+            } => {
+                if payload.len() + topic.len() + to.len() * 10 > limit {
+                    bump(&c.oversized, "pg_net_oversized_total", 1);
+                    return Err(SendError::TooLarge);
+                }
+                if !link.breaker.lock().allow(Instant::now()) {
+                    bump(&c.dropped_breaker, "pg_net_dropped_total", 1);
+                    return Err(SendError::Unreachable);
+                }
+                let message = NetMessage::Deliver {
                     scope: scope.map(|s| s.to_string()),
                     from,
                     to,
                     topic: topic.to_string(),
                     payload,
-                },
-            ),
+                };
+                (&link.bulk, message, true)
+            }
         };
         match queue.try_send(message) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                link.breaker.lock().failure(Instant::now());
+                if guarded {
+                    link.breaker.lock().failure(Instant::now());
+                }
                 bump(&c.dropped_overloaded, "pg_net_dropped_total", 1);
                 Err(SendError::Overloaded)
             }
@@ -396,16 +479,15 @@ impl Mesh {
             .await
             .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
             .map_err(|e| format!("{remote}: {e}"))?;
-        let first =
-            tokio::time::timeout(timeout, read_message(&mut recv, mesh.config.max_frame_size))
-                .await
-                .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
-                .map_err(|e| format!("{remote}: {e}"))?;
+        let first = tokio::time::timeout(timeout, read_message(&mut recv, HANDSHAKE_MAX))
+            .await
+            .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
+            .map_err(|e| format!("{remote}: {e}"))?;
         let Some(NetMessage::Hello(hello)) = first else {
             conn.close(code::PROTOCOL.into(), b"expected hello");
             return Err(format!("{remote}: first message is not a hello"));
         };
-        if let Err(reason) = mesh.check_hello(&hello) {
+        if let Err(reason) = mesh.check_hello(&hello, &conn) {
             bump(&mesh.counters.rejected, "pg_net_rejected_total", 1);
             let _ = write_message(
                 &mut send,
@@ -424,8 +506,7 @@ impl Mesh {
             .await
             .map_err(|e| format!("{remote}: {e}"))?;
         let _ = send.finish();
-        Mesh::register(mesh, conn, hello, false).await;
-        Ok(())
+        Mesh::register(mesh, conn, hello, false).await
     }
 
     async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<(), Failure> {
@@ -456,7 +537,7 @@ impl Mesh {
                 .map_err(|e| e.to_string())?;
             let _ = send.finish();
             // A certificate the peer refused shows here, on the first read.
-            read_message(&mut recv, mesh.config.max_frame_size)
+            read_message(&mut recv, HANDSHAKE_MAX)
                 .await
                 .map_err(|e| e.to_string())
         };
@@ -465,14 +546,16 @@ impl Mesh {
             .map_err(|_| "hello timed out".to_owned())??;
         match reply {
             Some(NetMessage::Welcome(hello)) => {
-                if let Err(reason) = mesh.check_hello(&hello) {
+                if let Err(reason) = mesh.check_hello(&hello, &conn) {
                     conn.close(code::REJECTED.into(), reason.as_bytes());
                     return Err(reason);
                 }
-                Mesh::register(mesh, conn, hello, true).await;
-                Ok(())
+                Mesh::register(mesh, conn, hello, true).await
             }
-            Some(NetMessage::Reject { reason }) => Err(format!("refused by peer: {reason}")),
+            Some(NetMessage::Reject { reason }) => {
+                tracing::warn!(node = %mesh.hello.node, %addr, %reason, "refused by the peer");
+                Err(format!("refused by peer: {reason}"))
+            }
             _ => {
                 conn.close(code::PROTOCOL.into(), b"expected welcome");
                 Err("peer answered the hello with something else".into())
@@ -480,7 +563,10 @@ impl Mesh {
         }
     }
 
-    fn check_hello(&self, hello: &Hello) -> Result<(), String> {
+    /// Checks a peer's hello: version, cluster, and that the node name it
+    /// claims is the one its certificate was issued to (a node cannot pose
+    /// as another with its own valid certificate).
+    fn check_hello(&self, hello: &Hello, conn: &quinn::Connection) -> Result<(), String> {
         if hello.version != NET_PROTOCOL_VERSION {
             return Err(format!(
                 "protocol version {} is not {NET_PROTOCOL_VERSION}",
@@ -488,20 +574,33 @@ impl Mesh {
             ));
         }
         if hello.cluster != self.config.cluster {
+            let mut claimed = hello.cluster.clone();
+            claimed.truncate(64);
             return Err(format!(
-                "cluster {:?} is not {:?}",
-                hello.cluster, self.config.cluster
+                "cluster {claimed:?} is not {:?}",
+                self.config.cluster
             ));
         }
         if hello.node.name == self.hello.node.name {
             return Err(format!("{} is this node's own name", hello.node.name));
         }
-        Ok(())
+        let certified = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|chain| chain.first().and_then(certificate_node_name));
+        match certified {
+            Some(name) if name == hello.node.name.as_str() => Ok(()),
+            Some(name) => Err(format!(
+                "certificate is issued to {name:?}, the hello claims {:?}",
+                hello.node.name.as_str()
+            )),
+            None => Err("no node name in the peer certificate".into()),
+        }
     }
 
-    /// Dials `addr` until its node is connected or the mesh closes, with
+    /// Dials `addr` until what `dial` expects there is connected, with
     /// backoff between attempts. One loop per address.
-    fn redial(mesh: &Arc<Mesh>, addr: SocketAddr) {
+    fn redial(mesh: &Arc<Mesh>, addr: SocketAddr, dial: Dial) {
         if mesh.closed.load(Ordering::Acquire) || Some(addr) == mesh.hello.listen {
             return;
         }
@@ -511,25 +610,36 @@ impl Mesh {
         let m = Arc::clone(mesh);
         mesh.runtime.spawn(async move {
             let seed = m.jitter_seed.fetch_add(1, Ordering::Relaxed);
-            let mut backoff =
-                Backoff::new(m.config.retry_base_delay, m.config.retry_max_delay, seed);
-            while !m.closed.load(Ordering::Acquire) && !m.connected_at(addr) {
+            let mut backoff = Backoff::new(m.config.retry_base_delay, m.config.retry_max_delay, seed);
+            let mut failures = 0;
+            while !m.closed.load(Ordering::Acquire) && m.still_wanted(addr, &dial) {
                 match Mesh::dial_once(&m, addr).await {
                     Ok(()) => break,
-                    Err(Failure::Benign) => tokio::time::sleep(backoff.next_delay()).await,
+                    Err(Failure::Benign) => {}
                     Err(Failure::Refused(reason)) => {
-                        bump(
-                            &m.counters.handshakes_failed,
-                            "pg_net_handshakes_failed_total",
-                            1,
-                        );
+                        failures += 1;
+                        bump(&m.counters.handshakes_failed, "pg_net_handshakes_failed_total", 1);
                         tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
-                        tokio::time::sleep(backoff.next_delay()).await;
+                        if matches!(dial, Dial::Heard(_)) && failures >= HEARD_DIAL_ATTEMPTS {
+                            tracing::info!(node = %m.hello.node, %addr, "giving up an address heard of but never reached");
+                            break;
+                        }
                     }
                 }
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             m.dialing.lock().remove(&addr);
         });
+    }
+
+    fn still_wanted(&self, addr: SocketAddr, dial: &Dial) -> bool {
+        match dial {
+            Dial::Seed => !self.connected_at(addr),
+            Dial::Known(name) | Dial::Heard(name) => {
+                !self.peers.lock().contains_key(name)
+                    && self.listen_of.lock().get(name).is_none_or(|a| *a == addr)
+            }
+        }
     }
 
     fn connected_at(&self, addr: SocketAddr) -> bool {
@@ -539,10 +649,15 @@ impl Mesh {
     }
 
     /// Makes a handshaken connection the link to its node, or closes it.
-    async fn register(mesh: &Arc<Mesh>, conn: quinn::Connection, hello: Hello, dialed: bool) {
+    async fn register(
+        mesh: &Arc<Mesh>,
+        conn: quinn::Connection,
+        hello: Hello,
+        dialed: bool,
+    ) -> Result<(), String> {
         let peer = hello.node.clone();
         if let Some(listen) = hello.listen {
-            mesh.listen_of.lock().insert(peer.name.clone(), listen);
+            mesh.remember(&peer.name, listen);
         }
         let open = |kind: u8| {
             let conn = conn.clone();
@@ -554,13 +669,9 @@ impl Mesh {
         };
         let streams =
             async { Ok::<_, String>((open(STREAM_MEMBERSHIP).await?, open(STREAM_BULK).await?)) };
-        let (membership, bulk) = match streams.await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "connection lost while opening streams");
-                return;
-            }
-        };
+        let (membership, bulk) = tokio::time::timeout(mesh.config.protocol_timeout, streams)
+            .await
+            .map_err(|_| "opening streams timed out".to_owned())??;
         let me = &mesh.hello.node.name;
         let initiator = if dialed {
             me.clone()
@@ -581,96 +692,121 @@ impl Mesh {
             bulk: bulk_tx,
             breaker: Arc::clone(&breaker),
         };
-        let same_run_swap = {
+        let (reported_tx, reported_rx) = tokio::sync::oneshot::channel();
+        let reported = {
             let mut peers = mesh.peers.lock();
-            match peers.get(&peer.name) {
+            let report = match peers.get(&peer.name) {
                 Some(old) if old.node.incarnation > peer.incarnation => {
                     conn.close(
                         code::REPLACED.into(),
                         b"a newer run of this node is connected",
                     );
-                    return;
+                    return Ok(());
                 }
                 Some(old) if old.node == peer => {
                     // Both dialed: keep the connection dialed by the smaller
-                    // name, on both sides alike.
+                    // name, on both sides alike. The runtime sees no change.
                     let preferred = std::cmp::min(me, &peer.name);
                     if link.initiator != *preferred {
                         conn.close(code::DUPLICATE.into(), b"duplicate connection");
-                        return;
+                        return Ok(());
                     }
                     old.conn
                         .close(code::DUPLICATE.into(), b"duplicate connection");
-                    peers.insert(peer.name.clone(), link.clone());
-                    true
+                    false
                 }
                 Some(old) => {
                     old.conn
                         .close(code::REPLACED.into(), b"replaced by a newer run");
-                    peers.insert(peer.name.clone(), link.clone());
-                    false
+                    true
                 }
-                None => {
-                    peers.insert(peer.name.clone(), link.clone());
-                    false
-                }
+                None => true,
+            };
+            peers.insert(peer.name.clone(), link.clone());
+            // Queued under the lock, so ups and downs reach the runtime in
+            // the order the links changed.
+            if report {
+                let _ = mesh.events.send(PeerEvent::Up(peer.clone(), reported_tx));
+                Some(reported_rx)
+            } else {
+                None
             }
         };
-        for (kind, stream, rx) in [
-            (STREAM_MEMBERSHIP, membership, mem_rx),
-            (STREAM_BULK, bulk, bulk_rx),
+        for (kind, stream, rx, guard) in [
+            (STREAM_MEMBERSHIP, membership, mem_rx, None),
+            (STREAM_BULK, bulk, bulk_rx, Some(Arc::clone(&breaker))),
         ] {
             let m = Arc::clone(mesh);
-            let (conn, breaker) = (conn.clone(), Arc::clone(&breaker));
+            let conn = conn.clone();
             mesh.runtime
-                .spawn(async move { m.write_loop(conn, kind, stream, rx, breaker).await });
+                .spawn(async move { m.write_loop(conn, kind, stream, rx, guard).await });
+        }
+        if let Some(reported) = reported {
+            // The runtime hears of the peer before any of its messages.
+            if reported.await.is_err() {
+                return Ok(());
+            }
         }
         tracing::info!(node = %mesh.hello.node, %peer, dialed, "peer connected");
-        if !same_run_swap && let Some(inbound) = mesh.inbound() {
-            // Reported before any of the peer's messages is read.
-            inbound.node_up(peer.clone());
-        }
-        let known: Vec<(NodeName, SocketAddr)> = {
+        // Tell the new peer whom we know, and everyone else about it.
+        let (known, others): (Vec<(NodeName, SocketAddr)>, Vec<Link>) = {
             let listen_of = mesh.listen_of.lock();
             let peers = mesh.peers.lock();
-            peers
+            let known = peers
                 .keys()
                 .filter(|n| **n != peer.name)
                 .filter_map(|n| listen_of.get(n).map(|a| (n.clone(), *a)))
-                .collect()
+                .collect();
+            let others = peers.values().filter(|l| l.node != peer).cloned().collect();
+            (known, others)
         };
         let _ = link.membership.try_send(NetMessage::Peers { peers: known });
+        if let Some(listen) = hello.listen {
+            for other in others {
+                let news = vec![(peer.name.clone(), listen)];
+                let _ = other.membership.try_send(NetMessage::Peers { peers: news });
+            }
+        }
         let m = Arc::clone(mesh);
         let (c, p) = (conn.clone(), peer.clone());
         mesh.runtime
             .spawn(async move { m.read_streams(c, p).await });
         let m = Arc::clone(mesh);
         mesh.runtime.spawn(async move { m.watch(conn, peer).await });
+        Ok(())
+    }
+
+    /// Remembers where `name` listens (bounded: peer exchange cannot grow
+    /// the table without limit).
+    fn remember(&self, name: &NodeName, addr: SocketAddr) {
+        let mut listen_of = self.listen_of.lock();
+        if listen_of.len() < MAX_KNOWN_ADDRESSES || listen_of.contains_key(name) {
+            listen_of.insert(name.clone(), addr);
+        }
     }
 
     /// Reports the peer down when its connection closes, and redials it.
     async fn watch(self: Arc<Self>, conn: quinn::Connection, peer: NodeId) {
         let reason = conn.closed().await;
-        let current = {
+        {
             let mut peers = self.peers.lock();
             let current = peers
                 .get(&peer.name)
                 .is_some_and(|l| l.conn.stable_id() == conn.stable_id());
-            if current {
-                peers.remove(&peer.name);
+            if !current {
+                return; // a duplicate or replaced connection: nothing changed
             }
-            current
-        };
-        if !current {
-            return; // a duplicate or replaced connection: nothing changed
+            peers.remove(&peer.name);
+            let _ = self.events.send(PeerEvent::Down(peer.clone()));
         }
         tracing::info!(node = %self.hello.node, %peer, %reason, "peer disconnected");
-        if let Some(inbound) = self.inbound() {
-            inbound.node_down(&peer);
-        }
         let addr = self.listen_of.lock().get(&peer.name).copied();
-        if let Some(addr) = addr {
-            Mesh::redial(&self, addr);
+        // The smaller name redials (the other waits), so a healed link
+        // comes back as one connection.
+        if let Some(addr) = addr
+            && self.hello.node.name < peer.name
+        {
+            Mesh::redial(&self, addr, Dial::Known(peer.name.clone()));
         }
     }
 
@@ -682,7 +818,7 @@ impl Mesh {
         kind: u8,
         mut stream: quinn::SendStream,
         mut rx: mpsc::Receiver<NetMessage>,
-        breaker: Arc<Mutex<CircuitBreaker>>,
+        breaker: Option<Arc<Mutex<CircuitBreaker>>>,
     ) {
         let c = &self.counters;
         let max = self.config.max_frame_size;
@@ -717,7 +853,9 @@ impl Mesh {
             loop {
                 match stream.write_all(&buf).await {
                     Ok(()) => {
-                        breaker.lock().success();
+                        if let Some(breaker) = &breaker {
+                            breaker.lock().success();
+                        }
                         bump(&c.messages_sent, "pg_net_messages_sent_total", n);
                         bump(&c.bytes_sent, "pg_net_bytes_sent_total", buf.len() as u64);
                         break;
@@ -725,7 +863,9 @@ impl Mesh {
                     Err(e) => {
                         let gone = conn.close_reason().is_some();
                         if gone || attempt >= self.config.max_retries {
-                            breaker.lock().failure(Instant::now());
+                            if let Some(breaker) = &breaker {
+                                breaker.lock().failure(Instant::now());
+                            }
                             bump(&c.writes_failed, "pg_net_writes_failed_total", n);
                             tracing::warn!(node = %self.hello.node, error = %e, messages = n, "write failed; messages dropped");
                             if gone {
@@ -831,7 +971,7 @@ impl Mesh {
                 to,
                 topic,
                 payload,
-            } => inbound.receive(
+            } if from.node() == peer => inbound.receive(
                 peer,
                 Wire::Deliver {
                     scope: scope.map(Arc::from),
@@ -842,16 +982,21 @@ impl Mesh {
                 },
             ),
             NetMessage::Peers { peers } => {
-                for (name, addr) in peers {
+                for (name, addr) in peers.into_iter().take(MAX_PEERS_PER_MESSAGE) {
                     if name == self.hello.node.name {
                         continue;
                     }
-                    let known = self.peers.lock().contains_key(&name);
-                    self.listen_of.lock().entry(name).or_insert(addr);
-                    if !known {
-                        Mesh::redial(self, addr);
+                    self.remember(&name, addr);
+                    let connected = self.peers.lock().contains_key(&name);
+                    // The smaller name dials, so two nodes that hear of each
+                    // other do not both dial.
+                    if !connected && self.hello.node.name < name {
+                        Mesh::redial(self, addr, Dial::Heard(name));
                     }
                 }
+            }
+            NetMessage::Deliver { from, .. } => {
+                return Err(format!("payload from {from}, a process of another node"));
             }
             NetMessage::Hello(_) | NetMessage::Welcome(_) | NetMessage::Reject { .. } => {
                 return Err("handshake message after the handshake".into());

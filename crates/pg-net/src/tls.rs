@@ -33,6 +33,10 @@ fn transport(config: &NetConfig) -> Result<Arc<quinn::TransportConfig>, NetError
         .map_err(|_| NetError::Config("idle_timeout is too large".into()))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(config.keep_alive));
+    // A peer needs two streams each way (and a few for write retries): the
+    // cap bounds what a misbehaving peer can make us buffer.
+    t.max_concurrent_uni_streams(16u32.into());
+    t.max_concurrent_bidi_streams(4u32.into());
     Ok(Arc::new(t))
 }
 

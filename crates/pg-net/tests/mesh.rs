@@ -228,6 +228,21 @@ async fn a_client_without_a_certificate_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_pose_as_another_with_its_own_certificate() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+    // Holds b's certificate, claims to be "a" (a newer run, to take over).
+    let impostor = start(
+        "a",
+        &ca.issue("b").unwrap(),
+        config("test", &[a.transport.local_addr()]),
+    );
+    eventually("rejected", LIMIT, || a.transport.stats().rejected > 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.node.peers().is_empty() && impostor.node.peers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_cluster_is_rejected_with_a_reason() {
     let ca = DevCa::generate("test").unwrap();
     let a = start("a", &ca.issue("a").unwrap(), config("prod", &[]));
@@ -307,6 +322,20 @@ async fn junk_and_oversized_frames_close_the_connection_without_harm() {
         &mut bad_frame,
     );
     misbehave(&ca, target, &bad_frame).await;
+    // A payload claiming to come from a process of another node.
+    let mut forged = Vec::new();
+    let other = nodes[1].node.spawn();
+    wire::encode_into(
+        &NetMessage::Deliver {
+            scope: None,
+            from: other.pid().clone(),
+            to: vec![1],
+            topic: "t".into(),
+            payload: Bytes::new(),
+        },
+        &mut forged,
+    );
+    misbehave(&ca, target, &forged).await;
     // The mesh is unharmed.
     let p = nodes[1].node.spawn();
     nodes[1].scope.join(p.pid(), &[g("after")]).unwrap();

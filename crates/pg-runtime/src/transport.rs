@@ -45,6 +45,9 @@ pub enum SendError {
     /// The link to that peer is full.
     #[error("link to peer overloaded")]
     Overloaded,
+    /// The message is larger than the transport carries.
+    #[error("message too large for the transport")]
+    TooLarge,
 }
 
 /// What the transport calls into: the node's runtime. The transport must
