@@ -88,6 +88,36 @@ fn main() {
             );
         }
 
+        // Direct sends, a to one process on b, windowed like the above.
+        {
+            let n = 200_000usize;
+            let sender = a.spawn();
+            let to = member.pid().clone();
+            let payload = Bytes::from(vec![0u8; 100]);
+            let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = Arc::clone(&received);
+            let start = Instant::now();
+            let receiver = tokio::spawn(async move {
+                for _ in 0..n {
+                    member.recv().await.unwrap();
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                member
+            });
+            for i in 0..n {
+                while i - received.load(std::sync::atomic::Ordering::Relaxed) >= 16_384 {
+                    tokio::task::yield_now().await;
+                }
+                sender.send(&to, "t", payload.clone()).unwrap();
+            }
+            member = receiver.await.unwrap();
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{{\"system\":\"pg-rs\",\"workload\":\"net_remote_sends\",\"payload_bytes\":100,\"messages\":{n},\"sends_per_s\":{:.0}}}",
+                n as f64 / secs
+            );
+        }
+
         // Membership: joins on a, seen on b.
         let n = 20_000;
         let procs: Vec<_> = (0..n).map(|_| a.spawn()).collect();

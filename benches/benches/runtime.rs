@@ -120,6 +120,23 @@ fn fan_out(c: &mut Criterion) {
     grp.finish();
 }
 
+fn local_send(c: &mut Criterion) {
+    let (_rt, node, _scope) = start(1 << 16);
+    let sender = node.spawn();
+    let mut receiver = node.spawn();
+    let to = receiver.pid().clone();
+    let payload = Bytes::from_static(&[0u8; 64]);
+    let mut grp = c.benchmark_group("runtime_send_local");
+    grp.throughput(Throughput::Elements(1));
+    grp.bench_function("send_and_receive", |b| {
+        b.iter(|| {
+            sender.send(&to, "t", payload.clone()).unwrap();
+            black_box(receiver.try_recv().unwrap());
+        })
+    });
+    grp.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -129,6 +146,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = read_path, joins, fan_out
+    targets = read_path, joins, fan_out, local_send
 }
 criterion_main!(benches);
