@@ -197,6 +197,11 @@ impl Node {
         self.inner.send(from, to, topic, payload)
     }
 
+    /// Whether `pid` is a live process of this node.
+    pub fn is_alive(&self, pid: &Pid) -> bool {
+        *pid.node() == self.inner.id && self.inner.processes.read().contains_key(&pid.serial())
+    }
+
     /// The peers currently connected.
     pub fn peers(&self) -> Vec<NodeId> {
         self.inner.peers.lock().values().cloned().collect()

@@ -1,0 +1,524 @@
+//! Configuration files in seed 001's shape: a YAML list of entries.
+//!
+//! ```yaml
+//! - name: pg                      # scope "app:pg" (namespace defaults to app)
+//!   kind: pg.scope
+//!   anti_entropy_interval: 30s
+//!   max_members_per_group: 10000
+//!   lifecycle:
+//!     auto_start: true
+//! - name: node-1                  # the node itself
+//!   kind: pg.node
+//!   cluster: prod
+//!   listen: 127.0.0.1:4700
+//!   seeds: [127.0.0.1:4701]
+//!   tls: { ca: ca.pem, cert: node-1.pem, key: node-1.key }
+//! - name: policy                  # optional permissions
+//!   kind: pg.policy
+//!   default: allow
+//!   rules:
+//!     - { effect: deny, principal: guest, permission: pg.join, resource: "admin*" }
+//! ```
+//!
+//! Every field is optional but `name` and `kind`; defaults are seed 001's.
+//! Errors name the entry and the field: unknown fields, wrong types, a zero
+//! where zero cannot work, a maximum below its warning level, an unreadable
+//! certificate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pg_net::{NetConfig, TlsIdentity};
+use pg_runtime::{NodeOptions, ScopeOptions};
+use serde::Deserialize;
+
+use crate::permission::{Effect, Permission, Rule, RulePolicy};
+
+/// A configuration error, naming the entry and field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {}{}{message}", .entry.as_ref().map(|e| format!("{e}: ")).unwrap_or_default(), .field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The entry, as `entry N (name, kind)`.
+    pub entry: Option<String>,
+    /// The field.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(entry: Option<String>, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            entry,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Header {
+    name: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind")]
+enum Entry {
+    #[serde(rename = "pg.scope")]
+    Scope(ScopeEntry),
+    #[serde(rename = "pg.node")]
+    Node(NodeEntry),
+    #[serde(rename = "pg.policy")]
+    Policy(PolicyEntry),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeEntry {
+    name: String,
+    namespace: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    protocol_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    broadcast_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    anti_entropy_interval: Option<Duration>,
+    circuit_breaker_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    circuit_breaker_reset_time: Option<Duration>,
+    max_retries: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_base_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_max_delay: Option<Duration>,
+    action_queue_size: Option<usize>,
+    action_queue_max_size: Option<usize>,
+    monitor_buffer: Option<usize>,
+    max_groups: Option<usize>,
+    max_members_per_group: Option<usize>,
+    lifecycle: Option<Lifecycle>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lifecycle {
+    auto_start: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeEntry {
+    name: String,
+    cluster: Option<String>,
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    #[serde(default)]
+    seeds: Vec<SocketAddr>,
+    tls: Option<TlsFiles>,
+    mailbox_capacity: Option<usize>,
+    max_payload_size: Option<usize>,
+    max_frame_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    keep_alive: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyEntry {
+    #[allow(dead_code)] // named for error messages and readers of the file
+    name: String,
+    default: Option<Effect>,
+    #[serde(default)]
+    rules: Vec<RuleEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    effect: Effect,
+    #[serde(default = "any")]
+    principal: String,
+    #[serde(default = "any")]
+    permission: String,
+    #[serde(default = "any")]
+    resource: String,
+}
+
+fn any() -> String {
+    "*".to_owned()
+}
+
+/// A scope from the file, with its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeConfig {
+    /// `namespace:name`.
+    pub id: String,
+    /// Its options (seed 001's fields, defaults filled in).
+    pub options: ScopeOptions,
+    /// Whether the node opens it at start (`lifecycle.auto_start`,
+    /// default true).
+    pub auto_start: bool,
+    /// Its breaker and retry settings, for the node's mesh.
+    pub mesh: MeshSettings,
+}
+
+/// The node entry of a file.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name.
+    pub name: String,
+    /// Runtime options.
+    pub options: NodeOptions,
+    /// The mesh, when the node listens on the network.
+    pub net: Option<NetConfig>,
+    /// TLS material, loaded and checked.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A whole configuration file, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The scopes, in file order.
+    pub scopes: Vec<ScopeConfig>,
+    /// The node entry, if any.
+    pub node: Option<NodeConfig>,
+    /// The permission policy, if any (default: allow everything).
+    pub policy: Option<RulePolicy>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file; relative certificate
+    /// paths are taken from the file's directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(None, None, format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, path.parent())
+    }
+
+    /// Parses and validates configuration text (certificate paths relative
+    /// to the current directory).
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, None)
+    }
+
+    fn parse(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let headers: Vec<Header> = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::new(None, None, format!("not a list of entries: {e}")))?;
+        let describe = |i: usize| {
+            let h = &headers[i];
+            format!(
+                "entry {} ({}, {})",
+                i + 1,
+                h.name.as_deref().unwrap_or("unnamed"),
+                h.kind.as_deref().unwrap_or("no kind")
+            )
+        };
+        let entries: Vec<Entry> = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                <serde_saphyr::Error as serde::de::Error>::custom(format!(
+                    "{path}\u{1f}{}",
+                    e.inner()
+                ))
+            })
+        })
+        .map_err(|e| {
+            let text = e.to_string();
+            let (path, message) = text.split_once('\u{1f}').unwrap_or(("", &text));
+            let index = path
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < headers.len());
+            let field = path.split_once('.').map(|(_, f)| f.to_owned());
+            ConfigError {
+                entry: index.map(describe),
+                field,
+                message: message.to_owned(),
+            }
+        })?;
+        let mut config = Config {
+            scopes: Vec::new(),
+            node: None,
+            policy: None,
+        };
+        for (i, entry) in entries.into_iter().enumerate() {
+            let at = || Some(describe(i));
+            match entry {
+                Entry::Scope(scope) => {
+                    let scope =
+                        scope_config(scope).map_err(|(f, m)| ConfigError::new(at(), Some(f), m))?;
+                    if config.scopes.iter().any(|s| s.id == scope.id) {
+                        return Err(ConfigError::new(
+                            at(),
+                            Some("name"),
+                            format!("scope {} is defined twice", scope.id),
+                        ));
+                    }
+                    config.scopes.push(scope);
+                }
+                Entry::Node(node) => {
+                    if config.node.is_some() {
+                        return Err(ConfigError::new(
+                            at(),
+                            None,
+                            "only one pg.node entry is allowed",
+                        ));
+                    }
+                    let node = node_config(node, base)
+                        .map_err(|(f, m)| ConfigError::new(at(), Some(f), m))?;
+                    config.node = Some(node);
+                }
+                Entry::Policy(policy) => {
+                    if config.policy.is_some() {
+                        return Err(ConfigError::new(
+                            at(),
+                            None,
+                            "only one pg.policy entry is allowed",
+                        ));
+                    }
+                    let policy = policy_config(policy)
+                        .map_err(|(f, m)| ConfigError::new(at(), Some(f), m))?;
+                    config.policy = Some(policy);
+                }
+            }
+        }
+        // Seed 001 puts breaker and retry settings on scopes; the mesh has
+        // one set, taken from the first scope that gives them.
+        if let Some(net) = config.node.as_mut().and_then(|n| n.net.as_mut()) {
+            apply_mesh_settings(&config.scopes, net);
+        }
+        Ok(config)
+    }
+}
+
+type FieldError = (&'static str, String);
+
+fn positive(field: &'static str, d: Option<Duration>) -> Result<Option<Duration>, FieldError> {
+    match d {
+        Some(d) if d.is_zero() => Err((field, "must be greater than zero".into())),
+        other => Ok(other),
+    }
+}
+
+fn at_least_one(field: &'static str, n: Option<usize>) -> Result<Option<usize>, FieldError> {
+    match n {
+        Some(0) => Err((field, "must be at least 1".into())),
+        other => Ok(other),
+    }
+}
+
+fn scope_config(e: ScopeEntry) -> Result<ScopeConfig, FieldError> {
+    if e.name.is_empty() {
+        return Err(("name", "must not be empty".into()));
+    }
+    let namespace = e.namespace.unwrap_or_else(|| "app".to_owned());
+    let mut o = ScopeOptions::default();
+    if let Some(d) = positive("protocol_timeout", e.protocol_timeout)? {
+        o.core.protocol_timeout = d;
+    }
+    if let Some(d) = positive("broadcast_timeout", e.broadcast_timeout)? {
+        o.broadcast_timeout = d;
+    }
+    if let Some(d) = e.anti_entropy_interval {
+        o.core.anti_entropy_interval = d; // zero disables
+    }
+    if let Some(n) = at_least_one("action_queue_size", e.action_queue_size)? {
+        o.action_queue_size = n;
+    }
+    if let Some(n) = at_least_one("action_queue_max_size", e.action_queue_max_size)? {
+        o.action_queue_max_size = n;
+    }
+    if o.action_queue_max_size < o.action_queue_size {
+        return Err((
+            "action_queue_max_size",
+            format!(
+                "{} is below action_queue_size ({})",
+                o.action_queue_max_size, o.action_queue_size
+            ),
+        ));
+    }
+    if let Some(n) = at_least_one("monitor_buffer", e.monitor_buffer)? {
+        o.monitor_buffer = n;
+        o.monitor_max_pending = o.monitor_max_pending.max(n);
+    }
+    if let Some(n) = e.max_groups {
+        o.core.max_groups = n;
+    }
+    if let Some(n) = e.max_members_per_group {
+        o.core.max_members_per_group = n;
+    }
+    // Mesh settings: validated here, applied to the node's mesh.
+    let base = positive("retry_base_delay", e.retry_base_delay)?;
+    let max = positive("retry_max_delay", e.retry_max_delay)?;
+    let reset = positive("circuit_breaker_reset_time", e.circuit_breaker_reset_time)?;
+    let defaults = NetConfig::new("", SocketAddr::from(([127, 0, 0, 1], 0)));
+    if max.unwrap_or(defaults.retry_max_delay) < base.unwrap_or(defaults.retry_base_delay) {
+        return Err(("retry_max_delay", "is below retry_base_delay".into()));
+    }
+    Ok(ScopeConfig {
+        id: format!("{namespace}:{}", e.name),
+        options: o,
+        auto_start: e.lifecycle.and_then(|l| l.auto_start).unwrap_or(true),
+        mesh: MeshSettings {
+            circuit_breaker_failures: e.circuit_breaker_failures,
+            circuit_breaker_reset_time: reset,
+            max_retries: e.max_retries,
+            retry_base_delay: base,
+            retry_max_delay: max,
+        },
+    })
+}
+
+/// Seed 001's breaker and retry fields of a scope entry; the node's mesh
+/// takes each from the first scope that sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// `circuit_breaker_failures`.
+    pub circuit_breaker_failures: Option<u32>,
+    /// `circuit_breaker_reset_time`.
+    pub circuit_breaker_reset_time: Option<Duration>,
+    /// `max_retries`.
+    pub max_retries: Option<u32>,
+    /// `retry_base_delay`.
+    pub retry_base_delay: Option<Duration>,
+    /// `retry_max_delay`.
+    pub retry_max_delay: Option<Duration>,
+}
+
+fn apply_mesh_settings(scopes: &[ScopeConfig], net: &mut NetConfig) {
+    let first = |f: fn(&MeshSettings) -> Option<Duration>| scopes.iter().find_map(|s| f(&s.mesh));
+    if let Some(n) = scopes.iter().find_map(|s| s.mesh.circuit_breaker_failures) {
+        net.circuit_breaker_failures = n;
+    }
+    if let Some(n) = scopes.iter().find_map(|s| s.mesh.max_retries) {
+        net.max_retries = n;
+    }
+    if let Some(d) = first(|m| m.circuit_breaker_reset_time) {
+        net.circuit_breaker_reset_time = d;
+    }
+    if let Some(d) = first(|m| m.retry_base_delay) {
+        net.retry_base_delay = d;
+    }
+    if let Some(d) = first(|m| m.retry_max_delay) {
+        net.retry_max_delay = d;
+    }
+    if net.retry_max_delay < net.retry_base_delay {
+        net.retry_max_delay = net.retry_base_delay;
+    }
+}
+
+fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldError> {
+    pg_core::NodeName::new(&e.name).map_err(|err| ("name", err.to_string()))?;
+    let mut options = NodeOptions::default();
+    if let Some(n) = at_least_one("mailbox_capacity", e.mailbox_capacity)? {
+        options.mailbox_capacity = n;
+    }
+    if let Some(n) = at_least_one("max_payload_size", e.max_payload_size)? {
+        options.max_payload_size = n;
+    }
+    let resolve = |p: &Path| match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    };
+    let tls = match &e.tls {
+        Some(files) => {
+            for (field, path) in [
+                ("tls.ca", &files.ca),
+                ("tls.cert", &files.cert),
+                ("tls.key", &files.key),
+            ] {
+                let path = resolve(path);
+                std::fs::metadata(&path)
+                    .map_err(|err| (field, format!("cannot read {}: {err}", path.display())))?;
+            }
+            let identity = TlsIdentity::from_pem_files(
+                &resolve(&files.ca),
+                &resolve(&files.cert),
+                &resolve(&files.key),
+            )
+            .map_err(|err| ("tls", err.to_string()))?;
+            Some(identity)
+        }
+        None => None,
+    };
+    let net = match e.listen {
+        Some(listen) => {
+            if tls.is_none() {
+                return Err((
+                    "tls",
+                    "a node that listens needs tls: { ca, cert, key }".into(),
+                ));
+            }
+            let mut net = NetConfig::new(e.cluster.as_deref().unwrap_or("pg"), listen);
+            net.advertise = e.advertise;
+            net.seeds = e.seeds;
+            if let Some(n) = e.max_frame_size {
+                net.max_frame_size = n;
+            }
+            if let Some(d) = positive("idle_timeout", e.idle_timeout)? {
+                net.idle_timeout = d;
+            }
+            if let Some(d) = positive("keep_alive", e.keep_alive)? {
+                net.keep_alive = d;
+            }
+            if net.keep_alive >= net.idle_timeout {
+                return Err(("keep_alive", "must be shorter than idle_timeout".into()));
+            }
+            if options.max_payload_size + 4096 > net.max_frame_size {
+                return Err((
+                    "max_payload_size",
+                    format!("must leave room in max_frame_size ({})", net.max_frame_size),
+                ));
+            }
+            Some(net)
+        }
+        None => {
+            if !e.seeds.is_empty() {
+                return Err(("seeds", "seeds need a listen address".into()));
+            }
+            None
+        }
+    };
+    Ok(NodeConfig {
+        name: e.name,
+        options,
+        net,
+        tls,
+    })
+}
+
+fn policy_config(e: PolicyEntry) -> Result<RulePolicy, FieldError> {
+    let mut rules = Vec::with_capacity(e.rules.len());
+    for r in e.rules {
+        if !r.permission.contains('*') {
+            r.permission
+                .parse::<Permission>()
+                .map_err(|err| ("rules.permission", err))?;
+        }
+        rules.push(Rule {
+            effect: r.effect,
+            principal: r.principal,
+            permission: r.permission,
+            resource: r.resource,
+        });
+    }
+    Ok(RulePolicy {
+        rules,
+        default: e.default.unwrap_or(Effect::Allow),
+    })
+}

@@ -1,0 +1,242 @@
+//! A scope instance bound to a process: seed 000's API, method for method.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use pg_core::{GroupName, Members, Pid};
+use pg_runtime::{GroupsSnapshot, Subscription};
+use serde::Serialize;
+
+use crate::error::PgError;
+use crate::node::Node;
+use crate::permission::Permission;
+use crate::process::Process;
+
+/// One group name or several: what `join` and `leave` accept.
+pub trait Groups {
+    /// The names.
+    fn names(&self) -> Vec<&str>;
+}
+
+impl Groups for &str {
+    fn names(&self) -> Vec<&str> {
+        vec![self]
+    }
+}
+
+impl Groups for String {
+    fn names(&self) -> Vec<&str> {
+        vec![self.as_str()]
+    }
+}
+
+impl Groups for &[&str] {
+    fn names(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl<const N: usize> Groups for [&str; N] {
+    fn names(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl Groups for Vec<&str> {
+    fn names(&self) -> Vec<&str> {
+        self.clone()
+    }
+}
+
+impl Groups for &[String] {
+    fn names(&self) -> Vec<&str> {
+        self.iter().map(String::as_str).collect()
+    }
+}
+
+/// A scope opened by a process (`pg.open("app:pg")`). Every call is checked
+/// against the permission policy as the process's principal. Released by
+/// [`release`](Self::release) or when the process ends; afterwards every
+/// call fails with `Invalid`.
+pub struct Instance {
+    scope: pg_runtime::Scope,
+    pid: Pid,
+    principal: Arc<str>,
+    node: Node,
+    released: AtomicBool,
+}
+
+impl Instance {
+    pub(crate) fn new(scope: pg_runtime::Scope, process: &Process, node: Node) -> Self {
+        Self {
+            scope,
+            pid: process.pid().clone(),
+            principal: Arc::from(process.principal()),
+            node,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// The scope id.
+    pub fn id(&self) -> &str {
+        self.scope.id()
+    }
+
+    /// The process the instance is bound to.
+    pub fn pid(&self) -> &Pid {
+        &self.pid
+    }
+
+    fn live(&self) -> Result<(), PgError> {
+        if self.released.load(Ordering::Acquire) {
+            return Err(PgError::invalid("instance released"));
+        }
+        if !self.node.is_alive(&self.pid) {
+            return Err(PgError::invalid("instance released: its process has ended"));
+        }
+        Ok(())
+    }
+
+    fn check(&self, permission: Permission, resource: &str) -> Result<(), PgError> {
+        self.node.check(&self.principal, permission, resource)
+    }
+
+    fn group(&self, name: &str, permission: Permission) -> Result<GroupName, PgError> {
+        let group = GroupName::new(name).map_err(|e| PgError::invalid(e.to_string()))?;
+        self.check(permission, name)?;
+        Ok(group)
+    }
+
+    fn groups(
+        &self,
+        groups: &impl Groups,
+        permission: Permission,
+    ) -> Result<Vec<GroupName>, PgError> {
+        let names = groups.names();
+        if names.is_empty() {
+            return Err(PgError::invalid("no group named"));
+        }
+        names
+            .into_iter()
+            .map(|n| self.group(n, permission))
+            .collect()
+    }
+
+    /// Joins one group or a batch (`pg.join` on each name). Joining N times
+    /// needs N leaves.
+    pub fn join(&self, groups: impl Groups) -> Result<(), PgError> {
+        self.live()?;
+        let groups = self.groups(&groups, Permission::Join)?;
+        self.scope.join(&self.pid, &groups).map_err(Into::into)
+    }
+
+    /// Leaves one group or a batch (`pg.leave` on each name); fails only if
+    /// the process was in none of them.
+    pub fn leave(&self, groups: impl Groups) -> Result<(), PgError> {
+        self.live()?;
+        let groups = self.groups(&groups, Permission::Leave)?;
+        self.scope.leave(&self.pid, &groups).map_err(Into::into)
+    }
+
+    /// Members of `group` on every node (empty for an unknown group).
+    pub fn get_members(&self, group: &str) -> Result<Members, PgError> {
+        self.live()?;
+        self.group(group, Permission::GetMembers)?;
+        Ok(self.scope.members(group))
+    }
+
+    /// Members of `group` on this node.
+    pub fn get_local_members(&self, group: &str) -> Result<Members, PgError> {
+        self.live()?;
+        self.group(group, Permission::GetLocalMembers)?;
+        Ok(self.scope.local_members(group))
+    }
+
+    /// Groups with a member anywhere.
+    pub fn which_groups(&self) -> Result<Arc<[GroupName]>, PgError> {
+        self.live()?;
+        self.check(Permission::WhichGroups, self.id())?;
+        Ok(self.scope.which_groups())
+    }
+
+    /// Groups with a member on this node.
+    pub fn which_local_groups(&self) -> Result<Arc<[GroupName]>, PgError> {
+        self.live()?;
+        self.check(Permission::WhichLocalGroups, self.id())?;
+        Ok(self.scope.which_local_groups())
+    }
+
+    /// Sends `payload` under `topic` to every member of `group` on every
+    /// node, once each; returns how many were addressed.
+    pub fn broadcast(
+        &self,
+        group: &str,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<usize, PgError> {
+        self.live()?;
+        self.group(group, Permission::Broadcast)?;
+        Ok(self
+            .scope
+            .broadcast(&self.pid, group, topic, payload.into())?)
+    }
+
+    /// As [`broadcast`](Self::broadcast), to this node's members only.
+    pub fn broadcast_local(
+        &self,
+        group: &str,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<usize, PgError> {
+        self.live()?;
+        self.group(group, Permission::BroadcastLocal)?;
+        Ok(self
+            .scope
+            .broadcast_local(&self.pid, group, topic, payload.into())?)
+    }
+
+    /// [`broadcast`](Self::broadcast) of a value encoded with postcard.
+    pub fn broadcast_typed<T: Serialize>(
+        &self,
+        group: &str,
+        topic: &str,
+        value: &T,
+    ) -> Result<usize, PgError> {
+        self.live()?;
+        self.group(group, Permission::Broadcast)?;
+        Ok(self.scope.broadcast_typed(&self.pid, group, topic, value)?)
+    }
+
+    /// Subscribes to `group`'s joins and leaves and returns its current
+    /// members, atomically (`pg.monitor`). The subscription ends with the
+    /// process.
+    pub fn monitor(&self, group: &str) -> Result<(Subscription, Members), PgError> {
+        self.live()?;
+        let group = self.group(group, Permission::Monitor)?;
+        Ok(self.scope.monitor(&group, Some(&self.pid))?)
+    }
+
+    /// Subscribes to every group's changes and returns every group's
+    /// members, atomically (`pg.events`).
+    pub fn events(&self) -> Result<(Subscription, GroupsSnapshot), PgError> {
+        self.live()?;
+        self.check(Permission::Events, self.id())?;
+        Ok(self.scope.events(Some(&self.pid))?)
+    }
+
+    /// Releases the instance; afterwards every call fails. Idempotent:
+    /// returns whether this call released it.
+    pub fn release(&self) -> bool {
+        !self.released.swap(true, Ordering::AcqRel)
+    }
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("scope", &self.id())
+            .field("pid", &self.pid)
+            .finish()
+    }
+}

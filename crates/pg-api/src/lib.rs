@@ -1,0 +1,64 @@
+//! # pg-api: distributed process groups, for users
+//!
+//! One crate to depend on, shaped like seed 000's API in Rust: start a
+//! [`Node`], spawn [`Process`]es, open a scope, join, read, broadcast,
+//! watch.
+//!
+//! - **Nodes** come from [`Node::builder`] or a YAML file in seed 001's
+//!   shape ([`Config`]): in memory for a single process, or over QUIC with
+//!   mutual TLS when given a listen address; the API is the same.
+//! - **Scope instances** ([`Instance`]) are bound to a process and offer
+//!   `join`, `leave`, `get_members`, `get_local_members`, `which_groups`,
+//!   `which_local_groups`, `broadcast`, `broadcast_local`, `monitor`,
+//!   `events` and `release`, with typed payload helpers.
+//! - **Permissions**: every call is checked against a [`Policy`] (seed 000's
+//!   table); the default allows everything, [`RulePolicy`] allows or denies
+//!   by principal, permission and resource pattern, from code or YAML.
+//! - **Errors** carry a [`ErrorKind`]: `Invalid`, `PermissionDenied`,
+//!   `NotFound`, `Overloaded`, `LimitExceeded`, `Timeout`, `Closed`,
+//!   `Internal`.
+//!
+//! ## Example
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use pg_api::{Config, Node};
+//!
+//! let config = Config::from_yaml(
+//!     "- name: pg\n  kind: pg.scope\n  max_members_per_group: 10000\n",
+//! )?;
+//! let node = Node::from_config(&config)?;
+//!
+//! let mut worker = node.spawn("worker");
+//! let group = worker.open("app:pg")?;
+//! group.join(["workers", "all"])?;
+//! assert_eq!(group.get_members("workers")?.len(), 1);
+//!
+//! let boss = node.spawn("boss");
+//! boss.open("app:pg")?.broadcast("workers", "task", "42")?;
+//! let task = worker.recv().await.expect("a task");
+//! assert_eq!(&task.payload[..], b"42");
+//!
+//! group.release();
+//! assert!(group.join("workers").is_err(), "released instances refuse calls");
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod instance;
+mod node;
+mod permission;
+mod process;
+
+pub use config::{Config, ConfigError, MeshSettings, NodeConfig, ScopeConfig};
+pub use error::{ErrorKind, PgError};
+pub use instance::{Groups, Instance};
+pub use node::{Node, NodeBuilder};
+pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
+pub use process::Process;
+
+pub use pg_core::{Event, EventKind, GroupName, Members, NodeId, Pid};
+pub use pg_net::{DevCa, NetConfig, TlsIdentity};
+pub use pg_runtime::{Envelope, Listener, NodeOptions, RecvError, ScopeOptions, Subscription};

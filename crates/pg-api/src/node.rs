@@ -1,0 +1,240 @@
+//! Starting a node: from a builder or a configuration file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pg_core::{NodeId, Pid};
+use pg_net::{NetConfig, QuicTransport, TlsIdentity};
+use pg_runtime::{MemoryNetwork, NodeOptions, ScopeOptions};
+
+use crate::config::{Config, ScopeConfig};
+use crate::error::{ErrorKind, PgError};
+use crate::instance::Instance;
+use crate::permission::{AllowAll, Permission, Policy};
+use crate::process::Process;
+
+/// Builds a [`Node`]. Without a listen address the node runs alone, in
+/// memory; with one, it joins the mesh over QUIC with mutual TLS. The API
+/// is the same either way.
+pub struct NodeBuilder {
+    name: String,
+    incarnation: Option<u64>,
+    options: NodeOptions,
+    net: Option<NetConfig>,
+    tls: Option<TlsIdentity>,
+    scopes: Vec<(String, ScopeOptions)>,
+    policy: Arc<dyn Policy>,
+}
+
+impl NodeBuilder {
+    fn new() -> Self {
+        Self {
+            name: "node".to_owned(),
+            incarnation: None,
+            options: NodeOptions::default(),
+            net: None,
+            tls: None,
+            scopes: Vec::new(),
+            policy: Arc::new(AllowAll),
+        }
+    }
+
+    /// The node's name, unique in the cluster.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// A fixed incarnation (tests, simulators); by default it comes from
+    /// the wall clock, so a restart is a newer run.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// Listen on the network with these settings (cluster, address, seeds,
+    /// timeouts); needs [`tls`](Self::tls).
+    pub fn network(mut self, net: NetConfig) -> Self {
+        self.net = Some(net);
+        self
+    }
+
+    /// The node's TLS identity (cluster CA, certificate, key).
+    pub fn tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    /// Runtime options (mailboxes, payload limit).
+    pub fn options(mut self, options: NodeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// A scope to open at start, by id (`namespace:name`).
+    pub fn scope(mut self, id: &str, options: ScopeOptions) -> Self {
+        self.scopes.push((id.to_owned(), options));
+        self
+    }
+
+    /// The permission policy (default: allow everything).
+    pub fn policy(mut self, policy: impl Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Takes everything from a configuration file: the node entry, the
+    /// scopes with `auto_start`, the policy.
+    pub fn config(mut self, config: &Config) -> Self {
+        if let Some(node) = &config.node {
+            self.name = node.name.clone();
+            self.options = node.options.clone();
+            self.net = node.net.clone();
+            self.tls = node.tls.clone();
+        }
+        for ScopeConfig {
+            id,
+            options,
+            auto_start,
+            ..
+        } in &config.scopes
+        {
+            if *auto_start {
+                self.scopes.push((id.clone(), options.clone()));
+            }
+        }
+        if let Some(policy) = &config.policy {
+            self.policy = Arc::new(policy.clone());
+        }
+        self
+    }
+
+    /// Starts the node (inside a tokio runtime) and opens its scopes.
+    pub fn start(self) -> Result<Node, PgError> {
+        let incarnation = self.incarnation.unwrap_or_else(wall_clock_micros);
+        let id = NodeId::parse_name(&self.name, incarnation)
+            .map_err(|e| PgError::invalid(format!("node name: {e}")))?;
+        let (transport, quic): (Arc<dyn pg_runtime::Transport>, _) = match self.net {
+            Some(net) => {
+                let tls = self.tls.as_ref().ok_or_else(|| {
+                    PgError::invalid("a node that listens needs TLS material (NodeBuilder::tls)")
+                })?;
+                let quic = QuicTransport::bind(id.clone(), net, tls)
+                    .map_err(|e| PgError::new(ErrorKind::Internal, e.to_string()))?;
+                (Arc::clone(&quic) as _, Some(quic))
+            }
+            None => (MemoryNetwork::new().transport(&id), None),
+        };
+        let runtime = pg_runtime::Node::start_as(id, transport, self.options)?;
+        for (scope, options) in self.scopes {
+            runtime.open_scope(&scope, options)?;
+        }
+        Ok(Node {
+            runtime,
+            quic,
+            policy: self.policy,
+        })
+    }
+}
+
+fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+}
+
+/// A running node: spawn processes, open scopes.
+#[derive(Clone)]
+pub struct Node {
+    runtime: pg_runtime::Node,
+    quic: Option<Arc<QuicTransport>>,
+    policy: Arc<dyn Policy>,
+}
+
+impl Node {
+    /// A builder.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::new()
+    }
+
+    /// Starts a node from a configuration file.
+    pub fn from_config(config: &Config) -> Result<Node, PgError> {
+        NodeBuilder::new().config(config).start()
+    }
+
+    /// This node run.
+    pub fn id(&self) -> &NodeId {
+        self.runtime.id()
+    }
+
+    /// Where peers reach this node (networked nodes only).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().map(|q| q.local_addr())
+    }
+
+    /// The peers currently connected.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.runtime.peers()
+    }
+
+    /// A new process acting as `principal` (the identity permission checks
+    /// see).
+    pub fn spawn(&self, principal: &str) -> Process {
+        Process::new(self.runtime.spawn(), principal, self.clone())
+    }
+
+    /// Opens a scope that is not in the configuration (or returns it).
+    pub fn open_scope(&self, id: &str, options: ScopeOptions) -> Result<(), PgError> {
+        self.runtime
+            .open_scope(id, options)
+            .map(drop)
+            .map_err(Into::into)
+    }
+
+    /// Seed 000's `pg.open(id)` for `process`: an instance of scope `id`
+    /// bound to it (`pg.open` permission on the scope id).
+    pub fn open(&self, process: &Process, id: &str) -> Result<Instance, PgError> {
+        if id.is_empty() {
+            return Err(PgError::invalid("scope id is empty"));
+        }
+        self.check(process.principal(), Permission::Open, id)?;
+        let scope = self.runtime.scope(id)?;
+        Ok(Instance::new(scope, process, self.clone()))
+    }
+
+    /// Stops the node gracefully: peers drop its members at once.
+    pub fn shutdown(&self) {
+        self.runtime.shutdown();
+    }
+
+    /// The runtime underneath, for what the facade does not cover.
+    pub fn runtime(&self) -> &pg_runtime::Node {
+        &self.runtime
+    }
+
+    pub(crate) fn check(
+        &self,
+        principal: &str,
+        permission: Permission,
+        resource: &str,
+    ) -> Result<(), PgError> {
+        if self.policy.allows(principal, permission, resource) {
+            Ok(())
+        } else {
+            Err(PgError::new(
+                ErrorKind::PermissionDenied,
+                format!("{principal:?} may not {permission} on {resource:?}"),
+            ))
+        }
+    }
+
+    pub(crate) fn is_alive(&self, pid: &Pid) -> bool {
+        self.runtime.is_alive(pid)
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", self.id()).finish()
+    }
+}

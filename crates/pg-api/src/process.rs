@@ -1,0 +1,91 @@
+//! Processes as users see them: a pid, a mailbox, and a principal.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pg_core::Pid;
+use pg_runtime::{Envelope, Listener};
+use serde::Serialize;
+
+use crate::error::PgError;
+use crate::node::Node;
+
+/// A process: a pid, a mailbox, and the principal its calls are checked
+/// as. Dropping it ends it: every membership, subscription and scope
+/// instance it holds goes, on every node.
+pub struct Process {
+    inner: pg_runtime::Process,
+    principal: Arc<str>,
+    node: Node,
+}
+
+impl Process {
+    pub(crate) fn new(inner: pg_runtime::Process, principal: &str, node: Node) -> Self {
+        Self {
+            inner,
+            principal: Arc::from(principal),
+            node,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> &Pid {
+        self.inner.pid()
+    }
+
+    /// The principal permission checks see.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    /// The node it runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Opens scope `id` for this process (seed 000's `pg.open`).
+    pub fn open(&self, id: &str) -> Result<crate::Instance, PgError> {
+        self.node.open(self, id)
+    }
+
+    /// The next message (broadcast or send) not taken by a listener.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        self.inner.recv().await
+    }
+
+    /// The next message, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Envelope> {
+        self.inner.try_recv()
+    }
+
+    /// Routes `topic` to its own channel (seed 000's `process.listen`).
+    pub fn listen(&self, topic: &str) -> Listener {
+        self.inner.listen(topic)
+    }
+
+    /// Sends to any process of the cluster.
+    pub fn send(&self, to: &Pid, topic: &str, payload: impl Into<Bytes>) -> Result<(), PgError> {
+        self.inner
+            .send(to, topic, payload.into())
+            .map_err(Into::into)
+    }
+
+    /// Sends a value encoded with postcard.
+    pub fn send_typed<T: Serialize>(
+        &self,
+        to: &Pid,
+        topic: &str,
+        value: &T,
+    ) -> Result<(), PgError> {
+        self.inner.send_typed(to, topic, value).map_err(Into::into)
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", self.pid())
+            .field("principal", &self.principal)
+            .finish()
+    }
+}
