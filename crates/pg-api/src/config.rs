@@ -63,21 +63,70 @@ struct Header {
     kind: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind")]
+#[derive(Debug)]
 enum Entry {
-    #[serde(rename = "pg.scope")]
     Scope(ScopeEntry),
-    #[serde(rename = "pg.node")]
     Node(NodeEntry),
-    #[serde(rename = "pg.policy")]
     Policy(PolicyEntry),
+}
+
+/// Deserializes the list, each entry straight into the type its `kind`
+/// (read in a first pass) names: no buffering, so a failing field keeps
+/// its path.
+struct Entries<'a> {
+    kinds: &'a [Option<String>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entries<'_> {
+    type Value = Vec<Entry>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Entries<'_> {
+    type Value = Vec<Entry>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            let kind = self.kinds.get(out.len()).cloned().flatten();
+            match seq.next_element_seed(EntrySeed { kind })? {
+                Some(entry) => out.push(entry),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+struct EntrySeed {
+    kind: Option<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed {
+    type Value = Entry;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        use serde::de::Error;
+        match self.kind.as_deref() {
+            Some("pg.scope") => ScopeEntry::deserialize(de).map(Entry::Scope),
+            Some("pg.node") => NodeEntry::deserialize(de).map(Entry::Node),
+            Some("pg.policy") => PolicyEntry::deserialize(de).map(Entry::Policy),
+            Some(other) => Err(D::Error::custom(format!(
+                "unknown kind {other:?} (expected pg.scope, pg.node or pg.policy)"
+            ))),
+            None => Err(D::Error::custom("missing field `kind`")),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScopeEntry {
     name: String,
+    #[allow(dead_code)] // read in the first pass, which chose this type
+    kind: String,
     namespace: Option<String>,
     #[serde(default, with = "humantime_serde")]
     protocol_timeout: Option<Duration>,
@@ -111,6 +160,8 @@ struct Lifecycle {
 #[serde(deny_unknown_fields)]
 struct NodeEntry {
     name: String,
+    #[allow(dead_code)] // read in the first pass, which chose this type
+    kind: String,
     cluster: Option<String>,
     listen: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
@@ -139,6 +190,8 @@ struct TlsFiles {
 struct PolicyEntry {
     #[allow(dead_code)] // named for error messages and readers of the file
     name: String,
+    #[allow(dead_code)] // read in the first pass, which chose this type
+    kind: String,
     default: Option<Effect>,
     #[serde(default)]
     rules: Vec<RuleEntry>,
@@ -226,18 +279,29 @@ impl Config {
                 h.kind.as_deref().unwrap_or("no kind")
             )
         };
+        let kinds: Vec<Option<String>> = headers.iter().map(|h| h.kind.clone()).collect();
         let entries: Vec<Entry> = serde_saphyr::with_deserializer_from_str(text, |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut track = serde_path_to_error::Track::new();
+            let seed = Entries { kinds: &kinds };
+            serde::de::DeserializeSeed::deserialize(
+                seed,
+                serde_path_to_error::Deserializer::new(de, &mut track),
+            )
+            .map_err(|e| serde_path_to_error::Error::new(track.path(), e))
+            .map_err(|e| {
                 let path = e.path().to_string();
                 <serde_saphyr::Error as serde::de::Error>::custom(format!(
-                    "{path}\u{1f}{}",
+                    "{PATH_MARK}{path}{PATH_END}{}",
                     e.inner()
                 ))
             })
         })
         .map_err(|e| {
             let text = e.to_string();
-            let (path, message) = text.split_once('\u{1f}').unwrap_or(("", &text));
+            let (path, message) = text
+                .split_once(PATH_MARK)
+                .and_then(|(_, rest)| rest.split_once(PATH_END))
+                .unwrap_or(("", &text));
             let index = path
                 .trim_start_matches('[')
                 .split(']')
@@ -307,6 +371,11 @@ impl Config {
 }
 
 type FieldError = (&'static str, String);
+
+/// Brackets the path of a failing field inside a deserializer error's text
+/// (printable: the YAML library escapes control characters).
+const PATH_MARK: &str = "<<path=";
+const PATH_END: &str = ">> ";
 
 fn positive(field: &'static str, d: Option<Duration>) -> Result<Option<Duration>, FieldError> {
     match d {

@@ -1,0 +1,241 @@
+//! Seed 000, method by method and error row by error row, through the
+//! public API only.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+use pg_api::{Config, ErrorKind, EventKind, Node, NodeOptions, ScopeOptions};
+
+fn node() -> Node {
+    Node::builder()
+        .name("n")
+        .scope("app:pg", ScopeOptions::default())
+        .start()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_errors() {
+    let node = node();
+    let p = node.spawn("p");
+    assert_eq!(p.open("app:nope").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(p.open("").unwrap_err().kind(), ErrorKind::Invalid);
+    assert_eq!(p.open("app:pg").unwrap().id(), "app:pg");
+}
+
+#[tokio::test(start_paused = true)]
+async fn join_leave_and_multi_join() {
+    let node = node();
+    let p = node.spawn("p");
+    let pg = p.open("app:pg").unwrap();
+    pg.join("workers").unwrap();
+    pg.join(["workers", "all"]).unwrap();
+    assert_eq!(
+        pg.get_members("workers").unwrap().to_vec(),
+        vec![p.pid().clone()]
+    );
+    pg.leave("workers").unwrap();
+    assert_eq!(
+        pg.get_members("workers").unwrap().len(),
+        1,
+        "joined twice, left once"
+    );
+    // Batch leave: best effort, an error only if in none of them.
+    pg.leave(["workers", "nothing"]).unwrap();
+    assert!(pg.get_members("workers").unwrap().is_empty());
+    let err = pg.leave(["workers", "nothing"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "leave without membership");
+    assert_eq!(
+        &*pg.which_groups().unwrap(),
+        &[pg_api::GroupName::new("all").unwrap()]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_or_empty_arguments_are_invalid() {
+    let node = node();
+    let p = node.spawn("p");
+    let pg = p.open("app:pg").unwrap();
+    let empty: [&str; 0] = [];
+    for err in [
+        pg.join("").unwrap_err(),
+        pg.join(empty).unwrap_err(),
+        pg.join(["ok", ""]).unwrap_err(),
+        pg.leave("").unwrap_err(),
+        pg.get_members("").unwrap_err(),
+        pg.get_local_members("").unwrap_err(),
+        pg.broadcast("", "t", "x").unwrap_err(),
+        pg.broadcast("g", "", "x").unwrap_err(),
+        pg.broadcast_local("", "t", "x").unwrap_err(),
+        pg.monitor("").unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    }
+    assert!(pg.which_groups().unwrap().is_empty(), "nothing was joined");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_local_and_cluster() {
+    let node = node();
+    let a = node.spawn("a");
+    let b = node.spawn("b");
+    let pa = a.open("app:pg").unwrap();
+    let pb = b.open("app:pg").unwrap();
+    pa.join("g").unwrap();
+    pb.join("h").unwrap();
+    assert_eq!(pa.get_members("g").unwrap().len(), 1);
+    assert_eq!(pa.get_local_members("g").unwrap().len(), 1);
+    assert!(
+        pa.get_members("unknown").unwrap().is_empty(),
+        "unknown group: empty"
+    );
+    assert_eq!(pa.which_groups().unwrap().len(), 2);
+    assert_eq!(pb.which_local_groups().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcasts_reach_each_member_once() {
+    let node = node();
+    let mut m1 = node.spawn("m1");
+    let mut m2 = node.spawn("m2");
+    let sender = node.spawn("s");
+    m1.open("app:pg").unwrap().join(["w", "w"]).unwrap();
+    m2.open("app:pg").unwrap().join("w").unwrap();
+    let pg = sender.open("app:pg").unwrap();
+    assert_eq!(pg.broadcast("w", "job", "x").unwrap(), 2);
+    assert_eq!(pg.broadcast_local("w", "job", "y").unwrap(), 2);
+    assert_eq!(pg.broadcast_typed("w", "job", &42u32).unwrap(), 2);
+    for m in [&mut m1, &mut m2] {
+        assert_eq!(&m.recv().await.unwrap().payload[..], b"x");
+        assert_eq!(&m.recv().await.unwrap().payload[..], b"y");
+        assert_eq!(m.recv().await.unwrap().decode::<u32>().unwrap(), 42);
+        assert!(m.try_recv().is_none(), "once each, whatever the join count");
+    }
+    let mut topic = m1.listen("job");
+    pg.broadcast("w", "job", "z").unwrap();
+    assert_eq!(&topic.recv().await.unwrap().payload[..], b"z");
+}
+
+#[tokio::test(start_paused = true)]
+async fn monitor_and_events_are_atomic_with_their_snapshots() {
+    let node = node();
+    let watcher = node.spawn("watcher");
+    let joiner = node.spawn("joiner");
+    let wpg = watcher.open("app:pg").unwrap();
+    let jpg = joiner.open("app:pg").unwrap();
+    jpg.join("w").unwrap();
+    let (mut sub, members) = wpg.monitor("w").unwrap();
+    assert_eq!(members.to_vec(), vec![joiner.pid().clone()]);
+    let (mut all, snapshot) = wpg.events().unwrap();
+    assert_eq!(snapshot.len(), 1);
+    jpg.join(["w", "x"]).unwrap();
+    let e = sub.recv().await.unwrap();
+    assert_eq!((e.kind, e.group.as_str()), (EventKind::Joined, "w"));
+    let mut groups = Vec::new();
+    for _ in 0..2 {
+        groups.push(all.recv().await.unwrap().group.to_string());
+    }
+    groups.sort();
+    assert_eq!(groups, ["w", "x"]);
+    // Multiplicity: joined twice, the exit reports it twice.
+    let pid = joiner.pid().clone();
+    drop(joiner);
+    let e = sub.recv().await.unwrap();
+    assert_eq!(e.kind, EventKind::Left);
+    assert_eq!(e.pids().filter(|p| **p == pid).count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_is_idempotent_and_final() {
+    let node = node();
+    let p = node.spawn("p");
+    let pg = p.open("app:pg").unwrap();
+    pg.join("g").unwrap();
+    assert!(pg.release());
+    assert!(!pg.release(), "idempotent");
+    for err in [
+        pg.join("g").unwrap_err(),
+        pg.leave("g").unwrap_err(),
+        pg.get_members("g").unwrap_err(),
+        pg.get_local_members("g").unwrap_err(),
+        pg.which_groups().unwrap_err(),
+        pg.which_local_groups().unwrap_err(),
+        pg.broadcast("g", "t", "x").unwrap_err(),
+        pg.broadcast_local("g", "t", "x").unwrap_err(),
+        pg.monitor("g").unwrap_err(),
+        pg.events().map(|_| ()).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    }
+    // Releasing the instance does not take the process out of its groups.
+    let other = p.open("app:pg").unwrap();
+    assert_eq!(other.get_members("g").unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn process_exit_releases_and_cleans_up() {
+    let node = node();
+    let p = node.spawn("p");
+    let o = node.spawn("o");
+    let observer = o.open("app:pg").unwrap();
+    let pg = p.open("app:pg").unwrap();
+    pg.join(["a", "b"]).unwrap();
+    drop(p);
+    assert!(observer.which_groups().unwrap().is_empty());
+    assert_eq!(
+        pg.join("a").unwrap_err().kind(),
+        ErrorKind::Invalid,
+        "released with its process"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_are_limit_exceeded() {
+    let config = Config::from_yaml(
+        "- name: pg\n  kind: pg.scope\n  max_members_per_group: 2\n  max_groups: 1\n",
+    )
+    .unwrap();
+    let node = Node::from_config(&config).unwrap();
+    let p = node.spawn("p");
+    let pg = p.open("app:pg").unwrap();
+    pg.join(["g", "g"]).unwrap();
+    assert_eq!(pg.join("g").unwrap_err().kind(), ErrorKind::LimitExceeded);
+    assert_eq!(pg.join("h").unwrap_err().kind(), ErrorKind::LimitExceeded);
+    assert_eq!(pg.get_members("g").unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_and_payload_limits() {
+    let node = Node::builder()
+        .name("n")
+        .options(NodeOptions {
+            max_payload_size: 4,
+            ..NodeOptions::default()
+        })
+        .scope("app:pg", ScopeOptions::default())
+        .start()
+        .unwrap();
+    let a = node.spawn("a");
+    let mut b = node.spawn("b");
+    a.send(b.pid(), "t", "ok").unwrap();
+    assert_eq!(&b.recv().await.unwrap().payload[..], b"ok");
+    assert_eq!(
+        a.send(b.pid(), "t", "too long").unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
+    let pg = a.open("app:pg").unwrap();
+    assert_eq!(
+        pg.broadcast("g", "t", "too long").unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_networked_node_needs_tls() {
+    let err = Node::builder()
+        .name("n")
+        .network(pg_api::NetConfig::new("c", "127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(Node::builder().name("bad name").start().is_err());
+}

@@ -1,0 +1,145 @@
+//! Every permission of seed 000's table, allowed and denied.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+use pg_api::{
+    Config, Effect, ErrorKind, Instance, Node, Permission, Rule, RulePolicy, ScopeOptions,
+};
+
+/// A node whose policy denies exactly `denied` to principal "guest" on
+/// resources matching `resource`, and allows everything else.
+fn node_denying(denied: Permission, resource: &str) -> Node {
+    let policy = RulePolicy {
+        rules: vec![Rule {
+            effect: Effect::Deny,
+            principal: "guest".into(),
+            permission: denied.as_str().into(),
+            resource: resource.into(),
+        }],
+        default: Effect::Allow,
+    };
+    Node::builder()
+        .name("n")
+        .scope("app:pg", ScopeOptions::default())
+        .policy(policy)
+        .start()
+        .unwrap()
+}
+
+/// Runs the call guarded by `permission`; the group used is "g".
+fn call(pg: &Instance, permission: Permission) -> Result<(), pg_api::PgError> {
+    match permission {
+        Permission::Open => unreachable!("checked separately"),
+        Permission::Join => pg.join("g"),
+        Permission::Leave => pg.leave("g"),
+        Permission::GetMembers => pg.get_members("g").map(drop),
+        Permission::GetLocalMembers => pg.get_local_members("g").map(drop),
+        Permission::WhichGroups => pg.which_groups().map(drop),
+        Permission::WhichLocalGroups => pg.which_local_groups().map(drop),
+        Permission::Broadcast => pg.broadcast("g", "t", "x").map(drop),
+        Permission::BroadcastLocal => pg.broadcast_local("g", "t", "x").map(drop),
+        Permission::Monitor => pg.monitor("g").map(drop),
+        Permission::Events => pg.events().map(drop),
+    }
+}
+
+/// The resource each permission is checked on: the scope id for the
+/// scope-wide ones, the group name for the others.
+fn resource(permission: Permission) -> &'static str {
+    match permission {
+        Permission::Open
+        | Permission::WhichGroups
+        | Permission::WhichLocalGroups
+        | Permission::Events => "app:pg",
+        _ => "g",
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_permission_is_checked_on_its_resource() {
+    for permission in Permission::ALL {
+        let node = node_denying(permission, resource(permission));
+        let guest = node.spawn("guest");
+        let admin = node.spawn("admin");
+        if permission == Permission::Open {
+            assert_eq!(
+                guest.open("app:pg").unwrap_err().kind(),
+                ErrorKind::PermissionDenied
+            );
+            assert!(admin.open("app:pg").is_ok());
+            continue;
+        }
+        let gpg = guest.open("app:pg").unwrap();
+        let apg = admin.open("app:pg").unwrap();
+        // Membership for leave to have something to remove.
+        if permission == Permission::Leave {
+            let node_pg = guest.open("app:pg").unwrap();
+            node_pg.join("g").unwrap();
+        }
+        let before = apg.which_groups().unwrap();
+        let err = call(&gpg, permission).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::PermissionDenied,
+            "{permission}: {err}"
+        );
+        assert_eq!(
+            apg.which_groups().unwrap(),
+            before,
+            "{permission}: a denied call changes nothing"
+        );
+        // Other principals, and the guest on other resources, are allowed.
+        if permission == Permission::Leave {
+            apg.join("g").unwrap();
+        }
+        call(&apg, permission).unwrap_or_else(|e| panic!("{permission} for admin: {e}"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_join_is_all_or_nothing_under_permissions() {
+    let node = node_denying(Permission::Join, "admin*");
+    let guest = node.spawn("guest");
+    let pg = guest.open("app:pg").unwrap();
+    assert_eq!(
+        pg.join(["users", "admins"]).unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert!(pg.which_groups().unwrap().is_empty(), "nothing joined");
+    pg.join(["users"]).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_from_yaml() {
+    let yaml = r#"
+- name: pg
+  kind: pg.scope
+- name: policy
+  kind: pg.policy
+  default: deny
+  rules:
+    - { effect: allow, principal: "svc-*", permission: "pg.*" }
+    - { effect: allow, principal: guest, permission: pg.open }
+    - { effect: allow, principal: guest, permission: pg.get_members, resource: "public:*" }
+"#;
+    let node = Node::from_config(&Config::from_yaml(yaml).unwrap()).unwrap();
+    let svc = node.spawn("svc-chat");
+    let guest = node.spawn("guest");
+    let stranger = node.spawn("stranger");
+    let spg = svc.open("app:pg").unwrap();
+    spg.join(["public:lobby", "private"]).unwrap();
+    let gpg = guest.open("app:pg").unwrap();
+    assert_eq!(gpg.get_members("public:lobby").unwrap().len(), 1);
+    assert_eq!(
+        gpg.get_members("private").unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        gpg.join("public:lobby").unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        stranger.open("app:pg").unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+}
