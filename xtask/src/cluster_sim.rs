@@ -34,8 +34,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     if !args.deterministic {
         eprintln!(
-            "cluster-sim: real mode (node processes over QUIC + mTLS) needs pg-net and \
-             pg-api, which have not landed yet; running the deterministic mode instead."
+            "cluster-sim: the real mode (node processes over QUIC + mTLS, killed and \
+             restarted) is not built yet; running the deterministic mode instead."
         );
     }
     deterministic(args)
