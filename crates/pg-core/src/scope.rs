@@ -417,6 +417,22 @@ impl Scope {
         self.drop_peer(&peer.name);
     }
 
+    /// The connection to `peer` was replaced by another one without the
+    /// peer going down (frames in flight on the old one may be lost): both
+    /// sides send their parts again. The syncs are differential, so nothing
+    /// held is dropped and only real differences produce events.
+    pub fn handle_link_reset(&mut self, peer: &NodeId, now: Instant) {
+        let Some(state) = self.peers.get_mut(&peer.name) else {
+            return;
+        };
+        if state.node != *peer {
+            return;
+        }
+        state.sync_requested_at = None;
+        self.send_own_sync(peer);
+        self.request_sync(peer, now);
+    }
+
     /// Forgets the peer called `name` and drops whatever part of it is held.
     fn drop_peer(&mut self, name: &NodeName) {
         self.peers.remove(name);

@@ -943,3 +943,27 @@ fn a_remote_join_count_overflow_is_inconsistent_not_a_panic() {
     assert_eq!(b.stats().deltas_inconsistent, 1);
     assert_eq!(b.join_count(&a.pid(1).unwrap(), "x"), u32::MAX);
 }
+
+#[test]
+fn a_link_reset_resends_parts_both_ways_without_churn() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    // The delta is lost with the old connection.
+    let _lost = transmits(&mut a);
+    let _ = events(&mut a);
+    a.handle_link_reset(b.local_node(), now);
+    b.handle_link_reset(a.local_node(), now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(b.members("x").to_vec(), vec![pa]);
+    let evs = events(&mut b);
+    assert!(
+        evs.iter().all(|e| e.kind == EventKind::Joined),
+        "no leave-and-rejoin churn: {evs:?}"
+    );
+    // A reset for a peer that is not up does nothing.
+    a.handle_link_reset(&node("zz", 1), now);
+    assert!(transmits(&mut a).is_empty());
+}

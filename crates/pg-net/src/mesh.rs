@@ -47,6 +47,7 @@ mod code {
     pub(super) const REJECTED: u32 = 2;
     pub(super) const PROTOCOL: u32 = 3;
     pub(super) const REPLACED: u32 = 4;
+    pub(super) const BLOCKED: u32 = 5;
 }
 
 const STREAM_MEMBERSHIP: u8 = 0;
@@ -83,6 +84,8 @@ enum Dial {
 enum PeerEvent {
     Up(NodeId, tokio::sync::oneshot::Sender<()>),
     Down(NodeId),
+    /// A duplicate connection replaced the link: messages may be lost.
+    Reset(NodeId),
 }
 
 /// Counters of the mesh (also exported through `metrics`).
@@ -162,6 +165,8 @@ struct Mesh {
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
     closed: AtomicBool,
+    /// Nodes this one refuses to talk to (fault injection).
+    blocked: Mutex<FxHashSet<NodeName>>,
     jitter_seed: AtomicU64,
     events: mpsc::UnboundedSender<PeerEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
@@ -234,6 +239,7 @@ impl QuicTransport {
                 encoded: Mutex::new(None),
                 counters: Counters::default(),
                 closed: AtomicBool::new(false),
+                blocked: Mutex::new(FxHashSet::default()),
                 events,
                 events_rx: Mutex::new(Some(events_rx)),
             }),
@@ -259,6 +265,31 @@ impl QuicTransport {
     /// is not connected).
     pub fn dial(&self, addr: SocketAddr) {
         Mesh::redial(&self.mesh, addr, Dial::Seed);
+    }
+
+    /// Fault injection: cuts the link to node `name` (any run) and refuses
+    /// it, dialing or dialed, until [`unblock`](Self::unblock). Blocking a
+    /// node on both sides makes a partition; the runtime sees the peer go
+    /// down and, after unblocking, come back.
+    pub fn block(&self, name: &NodeName) {
+        self.mesh.blocked.lock().insert(name.clone());
+        let link = self.mesh.peers.lock().get(name).cloned();
+        if let Some(link) = link {
+            link.conn
+                .close(code::BLOCKED.into(), b"link cut by fault injection");
+        }
+    }
+
+    /// Ends fault injection for node `name`: the link comes back.
+    pub fn unblock(&self, name: &NodeName) {
+        self.mesh.blocked.lock().remove(name);
+        let addr = self.mesh.listen_of.lock().get(name).copied();
+        // As after any disconnection, the smaller name dials.
+        if let Some(addr) = addr
+            && self.mesh.hello.node.name < *name
+        {
+            Mesh::redial(&self.mesh, addr, Dial::Known(name.clone()));
+        }
     }
 
     /// The mesh's counters.
@@ -301,6 +332,7 @@ impl Transport for QuicTransport {
                             let _ = reported.send(());
                         }
                         PeerEvent::Down(peer) => inbound.node_down(&peer),
+                        PeerEvent::Reset(peer) => inbound.link_reset(&peer),
                     }
                 }
             });
@@ -584,6 +616,9 @@ impl Mesh {
         if hello.node.name == self.hello.node.name {
             return Err(format!("{} is this node's own name", hello.node.name));
         }
+        if self.blocked.lock().contains(&hello.node.name) {
+            return Err(format!("{} is blocked (fault injection)", hello.node.name));
+        }
         let certified = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -635,6 +670,7 @@ impl Mesh {
     fn still_wanted(&self, addr: SocketAddr, dial: &Dial) -> bool {
         match dial {
             Dial::Seed => !self.connected_at(addr),
+            Dial::Known(name) | Dial::Heard(name) if self.blocked.lock().contains(name) => false,
             Dial::Known(name) | Dial::Heard(name) => {
                 !self.peers.lock().contains_key(name)
                     && self.listen_of.lock().get(name).is_none_or(|a| *a == addr)
@@ -713,6 +749,9 @@ impl Mesh {
                     }
                     old.conn
                         .close(code::DUPLICATE.into(), b"duplicate connection");
+                    // What was in flight on the old connection may be lost:
+                    // the scopes re-send their state over the new one.
+                    let _ = mesh.events.send(PeerEvent::Reset(peer.clone()));
                     false
                 }
                 Some(old) => {

@@ -345,3 +345,41 @@ async fn junk_and_oversized_frames_close_the_connection_without_harm() {
     .await;
     assert_eq!(nodes[0].node.peers().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_partitions_and_heals() {
+    let ca = DevCa::generate("test").unwrap();
+    let nodes = mesh_of_three(&ca).await;
+    let procs: Vec<_> = nodes.iter().map(|n| n.node.spawn()).collect();
+    for (n, p) in nodes.iter().zip(&procs) {
+        n.scope.join(p.pid(), &[g("all")]).unwrap();
+    }
+    eventually("converged", LIMIT, || {
+        nodes.iter().all(|n| n.scope.members("all").len() == 3)
+    })
+    .await;
+    // Cut c off from a and b, on both sides.
+    let c = nodes[2].node.id().name.clone();
+    for n in &nodes[..2] {
+        n.transport.block(&c);
+        nodes[2].transport.block(&n.node.id().name);
+    }
+    eventually("each side sees only itself", LIMIT, || {
+        nodes[0].scope.members("all").len() == 2 && nodes[2].scope.members("all").len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        nodes[2].node.peers().len(),
+        0,
+        "no reconnection while blocked"
+    );
+    for n in &nodes[..2] {
+        n.transport.unblock(&c);
+        nodes[2].transport.unblock(&n.node.id().name);
+    }
+    eventually("healed", LIMIT, || {
+        nodes.iter().all(|n| n.scope.members("all").len() == 3)
+    })
+    .await;
+}

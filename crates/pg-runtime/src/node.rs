@@ -369,6 +369,13 @@ impl Inbound for InboundAdapter {
         }
     }
 
+    fn link_reset(&self, peer: &NodeId) {
+        let Some(node) = self.0.upgrade() else { return };
+        for scope in node.scopes() {
+            scope.link_reset(peer);
+        }
+    }
+
     fn receive(&self, from: &NodeId, message: Wire) {
         let Some(node) = self.0.upgrade() else { return };
         match message {

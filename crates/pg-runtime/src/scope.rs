@@ -379,6 +379,11 @@ impl ScopeShared {
         self.step(|c| c.scope.handle_node_down(peer));
     }
 
+    pub(crate) fn link_reset(&self, peer: &NodeId) {
+        let now = clock();
+        self.step(|c| c.scope.handle_link_reset(peer, now));
+    }
+
     pub(crate) fn frame(&self, from: &NodeId, frame: Frame) {
         let now = clock();
         self.step(|c| c.scope.handle_frame(from, frame, now));

@@ -58,6 +58,10 @@ pub trait Inbound: Send + Sync + 'static {
     fn node_up(&self, peer: NodeId);
     /// The connection to `peer` is gone.
     fn node_down(&self, peer: &NodeId);
+    /// The connection to `peer` was replaced by another without the peer
+    /// going down; messages in flight on the old one may be lost, so the
+    /// scopes re-send their state.
+    fn link_reset(&self, peer: &NodeId);
     /// A message from `from`.
     fn receive(&self, from: &NodeId, message: Wire);
 }
