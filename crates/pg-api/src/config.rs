@@ -365,6 +365,13 @@ impl Config {
         // one set, taken from the first scope that gives them.
         if let Some(net) = config.node.as_mut().and_then(|n| n.net.as_mut()) {
             apply_mesh_settings(&config.scopes, net);
+            if net.retry_max_delay < net.retry_base_delay {
+                return Err(ConfigError::new(
+                    None,
+                    Some("retry_max_delay"),
+                    "scopes' settings combine to a retry_max_delay below retry_base_delay",
+                ));
+            }
         }
         Ok(config)
     }
@@ -486,9 +493,6 @@ fn apply_mesh_settings(scopes: &[ScopeConfig], net: &mut NetConfig) {
     if let Some(d) = first(|m| m.retry_max_delay) {
         net.retry_max_delay = d;
     }
-    if net.retry_max_delay < net.retry_base_delay {
-        net.retry_max_delay = net.retry_base_delay;
-    }
 }
 
 fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldError> {
@@ -548,7 +552,19 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
             if net.keep_alive >= net.idle_timeout {
                 return Err(("keep_alive", "must be shorter than idle_timeout".into()));
             }
-            if options.max_payload_size + 4096 > net.max_frame_size {
+            if !(8192..=u32::MAX as usize).contains(&net.max_frame_size) {
+                return Err((
+                    "max_frame_size",
+                    format!("must be between 8192 and {}", u32::MAX),
+                ));
+            }
+            if net.advertise.is_none() && listen.ip().is_unspecified() {
+                return Err((
+                    "advertise",
+                    format!("listening on {listen} needs an address peers can reach"),
+                ));
+            }
+            if options.max_payload_size.saturating_add(4096) > net.max_frame_size {
                 return Err((
                     "max_payload_size",
                     format!("must leave room in max_frame_size ({})", net.max_frame_size),
@@ -557,8 +573,16 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
             Some(net)
         }
         None => {
-            if !e.seeds.is_empty() {
-                return Err(("seeds", "seeds need a listen address".into()));
+            let needs_listen = [
+                ("seeds", !e.seeds.is_empty()),
+                ("advertise", e.advertise.is_some()),
+                ("cluster", e.cluster.is_some()),
+                ("max_frame_size", e.max_frame_size.is_some()),
+                ("idle_timeout", e.idle_timeout.is_some()),
+                ("keep_alive", e.keep_alive.is_some()),
+            ];
+            if let Some((field, _)) = needs_listen.iter().find(|(_, set)| *set) {
+                return Err((field, "only applies to a node with a listen address".into()));
             }
             None
         }

@@ -89,6 +89,12 @@ impl Instance {
     }
 
     fn live(&self) -> Result<(), PgError> {
+        if self.node.runtime().is_shut_down() {
+            return Err(PgError::new(
+                crate::ErrorKind::Closed,
+                "the node has shut down",
+            ));
+        }
         if self.released.load(Ordering::Acquire) {
             return Err(PgError::invalid("instance released"));
         }
@@ -208,6 +214,21 @@ impl Instance {
         Ok(self.scope.broadcast_typed(&self.pid, group, topic, value)?)
     }
 
+    /// [`broadcast_local`](Self::broadcast_local) of a value encoded with
+    /// postcard.
+    pub fn broadcast_local_typed<T: Serialize>(
+        &self,
+        group: &str,
+        topic: &str,
+        value: &T,
+    ) -> Result<usize, PgError> {
+        self.live()?;
+        self.group(group, Permission::BroadcastLocal)?;
+        Ok(self
+            .scope
+            .broadcast_local_typed(&self.pid, group, topic, value)?)
+    }
+
     /// Subscribes to `group`'s joins and leaves and returns its current
     /// members, atomically (`pg.monitor`). The subscription ends with the
     /// process.
@@ -225,10 +246,16 @@ impl Instance {
         Ok(self.scope.events(Some(&self.pid))?)
     }
 
-    /// Releases the instance; afterwards every call fails. Idempotent:
-    /// returns whether this call released it.
+    /// Releases the instance at once: its subscriptions end (after the
+    /// events already queued) and every later call fails. Memberships stay
+    /// (they belong to the process). Idempotent: returns whether this call
+    /// released it.
     pub fn release(&self) -> bool {
-        !self.released.swap(true, Ordering::AcqRel)
+        let first = !self.released.swap(true, Ordering::AcqRel);
+        if first {
+            self.scope.close_owned(&self.pid);
+        }
+        first
     }
 }
 

@@ -59,6 +59,28 @@ impl NodeBuilder {
         self
     }
 
+    /// Listen on `addr` (creating default network settings for `cluster`
+    /// if none were given); needs [`tls`](Self::tls).
+    pub fn listen(mut self, cluster: &str, addr: SocketAddr) -> Self {
+        let mut net = self
+            .net
+            .take()
+            .unwrap_or_else(|| NetConfig::new(cluster, addr));
+        net.cluster = cluster.to_owned();
+        net.listen = addr;
+        self.net = Some(net);
+        self
+    }
+
+    /// Seed peers to contact (with [`listen`](Self::listen) or
+    /// [`network`](Self::network)).
+    pub fn seeds(mut self, seeds: &[SocketAddr]) -> Self {
+        if let Some(net) = self.net.as_mut() {
+            net.seeds = seeds.to_vec();
+        }
+        self
+    }
+
     /// The node's TLS identity (cluster CA, certificate, key).
     pub fn tls(mut self, identity: TlsIdentity) -> Self {
         self.tls = Some(identity);
@@ -183,7 +205,9 @@ impl Node {
         Process::new(self.runtime.spawn(), principal, self.clone())
     }
 
-    /// Opens a scope that is not in the configuration (or returns it).
+    /// Starts a scope that is not in the configuration (or whose
+    /// `auto_start` was false). Administrative: not checked against the
+    /// policy, like [`runtime`](Self::runtime).
     pub fn open_scope(&self, id: &str, options: ScopeOptions) -> Result<(), PgError> {
         self.runtime
             .open_scope(id, options)
@@ -197,6 +221,12 @@ impl Node {
         if id.is_empty() {
             return Err(PgError::invalid("scope id is empty"));
         }
+        if process.pid().node() != self.id() {
+            return Err(PgError::invalid(format!(
+                "{} is a process of another node",
+                process.pid()
+            )));
+        }
         self.check(process.principal(), Permission::Open, id)?;
         let scope = self.runtime.scope(id)?;
         Ok(Instance::new(scope, process, self.clone()))
@@ -207,7 +237,8 @@ impl Node {
         self.runtime.shutdown();
     }
 
-    /// The runtime underneath, for what the facade does not cover.
+    /// The runtime underneath, for what the facade does not cover. Calls
+    /// made through it are not checked against the permission policy.
     pub fn runtime(&self) -> &pg_runtime::Node {
         &self.runtime
     }

@@ -239,3 +239,83 @@ async fn a_networked_node_needs_tls() {
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(Node::builder().name("bad name").start().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_cluster_reads_differ_across_two_networked_nodes() {
+    let ca = pg_api::DevCa::generate("t").unwrap();
+    let start = |name: &str, seeds: &[std::net::SocketAddr]| {
+        Node::builder()
+            .name(name)
+            .listen("t", "127.0.0.1:0".parse().unwrap())
+            .seeds(seeds)
+            .tls(ca.issue(name).unwrap())
+            .scope("app:pg", ScopeOptions::default())
+            .start()
+            .unwrap()
+    };
+    let a = start("alpha", &[]);
+    let b = start("beta", &[a.local_addr().unwrap()]);
+    let mut pa = a.spawn("pa");
+    let mut pb = b.spawn("pb");
+    let ia = pa.open("app:pg").unwrap();
+    let ib = pb.open("app:pg").unwrap();
+    ia.join(["shared", "alpha-only"]).unwrap();
+    ib.join("shared").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ia.get_members("shared").unwrap().len() < 2
+        || ib.get_members("alpha-only").unwrap().is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no convergence");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        ia.get_local_members("shared").unwrap().to_vec(),
+        vec![pa.pid().clone()]
+    );
+    assert!(ib.get_local_members("alpha-only").unwrap().is_empty());
+    assert_eq!(ib.which_groups().unwrap().len(), 2);
+    assert_eq!(ib.which_local_groups().unwrap().len(), 1);
+    // broadcast_local stays on its node; broadcast crosses.
+    assert_eq!(ia.broadcast_local("shared", "t", "local").unwrap(), 1);
+    assert_eq!(&pa.recv().await.unwrap().payload[..], b"local");
+    assert_eq!(ia.broadcast_local_typed("shared", "t", &1u8).unwrap(), 1);
+    assert_eq!(pa.recv().await.unwrap().decode::<u8>().unwrap(), 1);
+    assert_eq!(ia.broadcast("shared", "t", "all").unwrap(), 2);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), pb.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &got.payload[..],
+        b"all",
+        "the first message beta gets is the cluster-wide one"
+    );
+    // A process of another node cannot open an instance here.
+    assert_eq!(
+        a.open(&pb, "app:pg").unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
+    a.shutdown();
+    b.shutdown();
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_shutdown_calls_are_closed() {
+    let node = node();
+    let p = node.spawn("p");
+    let pg = p.open("app:pg").unwrap();
+    node.shutdown();
+    assert_eq!(pg.join("g").unwrap_err().kind(), ErrorKind::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_ends_the_instance_subscriptions() {
+    let node = node();
+    let p = node.spawn("p");
+    let pg = p.open("app:pg").unwrap();
+    let (mut sub, _) = pg.monitor("g").unwrap();
+    pg.join("g").unwrap();
+    pg.release();
+    assert!(sub.recv().await.is_ok(), "queued before the release");
+    assert!(sub.recv().await.is_err(), "then closed");
+}

@@ -209,3 +209,110 @@ fn node_entries() {
     assert_eq!(e.field.as_deref(), Some("name"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn more_bad_configurations() {
+    for (yaml, field) in [
+        ("- name: nx\n  kind: pg.node\n  colour: red\n", "colour"),
+        (
+            "- name: pg\n  kind: pg.scope\n  lifecycle: { autostart: true }\n",
+            "autostart",
+        ),
+        (
+            "- name: p\n  kind: pg.policy\n  rules:\n    - { effect: allow, resorce: x }\n",
+            "resorce",
+        ),
+        (
+            "- name: nx\n  kind: pg.node\n  tls: { ca: a, cert: b, key: c, pass: d }\n",
+            "pass",
+        ),
+    ] {
+        let e = error(yaml);
+        assert!(e.to_string().contains(field), "unknown {field}: {e}");
+        assert!(e.entry.is_some(), "{e}");
+    }
+    for (yaml, field) in [
+        (
+            "- name: pg\n  kind: pg.scope\n  broadcast_timeout: 0s\n",
+            "broadcast_timeout",
+        ),
+        (
+            "- name: pg\n  kind: pg.scope\n  retry_base_delay: 0ms\n",
+            "retry_base_delay",
+        ),
+        (
+            "- name: pg\n  kind: pg.scope\n  circuit_breaker_reset_time: 0s\n",
+            "circuit_breaker_reset_time",
+        ),
+        (
+            "- name: pg\n  kind: pg.scope\n  action_queue_max_size: 0\n",
+            "action_queue_max_size",
+        ),
+        (
+            "- name: nx\n  kind: pg.node\n  mailbox_capacity: 0\n",
+            "mailbox_capacity",
+        ),
+        (
+            "- name: nx\n  kind: pg.node\n  max_payload_size: 0\n",
+            "max_payload_size",
+        ),
+        (
+            "- name: nx\n  kind: pg.node\n  idle_timeout: 1s\n",
+            "idle_timeout",
+        ),
+        ("- name: nx\n  kind: pg.node\n  cluster: prod\n", "cluster"),
+    ] {
+        let e = error(yaml);
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+    }
+    let e = error("- name: pg\n  kind: pg.scope\n  max_groups: lots\n");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("max_groups"),
+        "wrong type names the field: {e}"
+    );
+}
+
+#[test]
+fn network_fields_are_checked_at_load() {
+    let dir = std::env::temp_dir().join(format!("pg-api-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = DevCa::generate("test").unwrap();
+    let (cert, key) = ca.issue_pem("nx").unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem()).unwrap();
+    std::fs::write(dir.join("nx.pem"), cert).unwrap();
+    std::fs::write(dir.join("nx.key"), key).unwrap();
+    let node = |extra: &str| {
+        format!(
+            "- name: nx\n  kind: pg.node\n  listen: 127.0.0.1:0\n  tls: {{ ca: ca.pem, cert: nx.pem, key: nx.key }}\n{extra}"
+        )
+    };
+    let check = |extra: &str, field: &str| {
+        let path = dir.join("pg.yaml");
+        std::fs::write(&path, node(extra)).unwrap();
+        let e = Config::from_file(&path).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+    };
+    check("  keep_alive: 1s\n  idle_timeout: 500ms\n", "keep_alive");
+    check("  max_frame_size: 100000\n", "max_payload_size");
+    check("  max_frame_size: 10\n", "max_frame_size");
+    check(
+        "  max_payload_size: 18446744073709551615\n",
+        "max_payload_size",
+    );
+    let path = dir.join("pg.yaml");
+    std::fs::write(&path, node("").replace("127.0.0.1:0", "0.0.0.0:0")).unwrap();
+    assert_eq!(
+        Config::from_file(&path).unwrap_err().field.as_deref(),
+        Some("advertise")
+    );
+    // Scopes whose retry settings combine badly.
+    let two = format!(
+        "{}- name: a\n  kind: pg.scope\n  retry_base_delay: 2s\n  retry_max_delay: 3s\n- name: b\n  kind: pg.scope\n  retry_max_delay: 1s\n",
+        node("")
+    );
+    std::fs::write(&path, two.replace("  retry_max_delay: 3s\n", "")).unwrap();
+    let e = Config::from_file(&path).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("retry_max_delay"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -88,11 +88,24 @@ async fn each_permission_is_checked_on_its_resource() {
             before,
             "{permission}: a denied call changes nothing"
         );
-        // Other principals, and the guest on other resources, are allowed.
+        // Other principals are allowed.
         if permission == Permission::Leave {
             apg.join("g").unwrap();
         }
         call(&apg, permission).unwrap_or_else(|e| panic!("{permission} for admin: {e}"));
+        // The guest is allowed on resources the rule does not name.
+        if resource(permission) == "g" {
+            let other = match permission {
+                Permission::Join => gpg.join("other"),
+                Permission::GetMembers => gpg.get_members("other").map(drop),
+                Permission::GetLocalMembers => gpg.get_local_members("other").map(drop),
+                Permission::Broadcast => gpg.broadcast("other", "t", "x").map(drop),
+                Permission::BroadcastLocal => gpg.broadcast_local("other", "t", "x").map(drop),
+                Permission::Monitor => gpg.monitor("other").map(drop),
+                _ => Ok(()),
+            };
+            other.unwrap_or_else(|e| panic!("{permission} on another resource: {e}"));
+        }
     }
 }
 
@@ -142,4 +155,34 @@ async fn a_policy_from_yaml() {
         stranger.open("app:pg").unwrap_err().kind(),
         ErrorKind::PermissionDenied
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_broadcast_delivers_nothing() {
+    let node = node_denying(Permission::Broadcast, "g");
+    let mut member = node.spawn("member");
+    member.open("app:pg").unwrap().join("g").unwrap();
+    let guest = node.spawn("guest");
+    let pg = guest.open("app:pg").unwrap();
+    assert_eq!(
+        pg.broadcast("g", "t", "x").unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        pg.broadcast_typed("g", "t", &1u32).unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert!(member.try_recv().is_none());
+    let node = node_denying(Permission::BroadcastLocal, "g");
+    let mut member = node.spawn("member");
+    member.open("app:pg").unwrap().join("g").unwrap();
+    let guest = node.spawn("guest");
+    let pg = guest.open("app:pg").unwrap();
+    assert_eq!(
+        pg.broadcast_local_typed("g", "t", &1u32)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert!(member.try_recv().is_none());
 }

@@ -197,6 +197,12 @@ impl Node {
         self.inner.send(from, to, topic, payload)
     }
 
+    /// Whether [`shutdown`](Self::shutdown) was called (or the node
+    /// stopped).
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
     /// Whether `pid` is a live process of this node.
     pub fn is_alive(&self, pid: &Pid) -> bool {
         *pid.node() == self.inner.id && self.inner.processes.read().contains_key(&pid.serial())

@@ -574,6 +574,18 @@ impl Scope {
         Ok((Subscription::new(sub, Arc::downgrade(shared)), snapshot))
     }
 
+    /// Ends every subscription owned by `owner` in this scope (after the
+    /// events already queued).
+    pub fn close_owned(&self, owner: &Pid) {
+        self.shared.core.lock().subscribers.retain(|s| {
+            let owned = s.owner.as_ref() == Some(owner);
+            if owned {
+                s.close(true);
+            }
+            !owned
+        });
+    }
+
     // ----- broadcast -------------------------------------------------------
 
     /// Sends `payload` under `topic` from `from` to every member of `group`
@@ -602,6 +614,18 @@ impl Scope {
         value: &T,
     ) -> Result<usize, Error> {
         self.broadcast(from, group, topic, crate::process::encode(value)?)
+    }
+
+    /// [`broadcast_local`](Self::broadcast_local) of `value`, encoded with
+    /// postcard.
+    pub fn broadcast_local_typed<T: serde::Serialize>(
+        &self,
+        from: &Pid,
+        group: &str,
+        topic: &str,
+        value: &T,
+    ) -> Result<usize, Error> {
+        self.broadcast_local(from, group, topic, crate::process::encode(value)?)
     }
 
     /// As [`broadcast`](Self::broadcast), to this node's members only.
