@@ -26,19 +26,48 @@ pub(crate) struct Args {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
+    /// Where the real mode writes its report and plot.
+    #[arg(long, default_value = "target/cluster-sim")]
+    out: std::path::PathBuf,
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    if !args.deterministic {
-        eprintln!(
-            "cluster-sim: the real mode (node processes over QUIC + mTLS, killed and \
-             restarted) is not built yet; running the deterministic mode instead."
-        );
+    if args.deterministic {
+        return deterministic(args);
     }
-    deterministic(args)
+    let root = crate::tidy::workspace_root();
+    let binary = build_node(&root)?;
+    crate::cluster_real::run(crate::cluster_real::RealArgs {
+        nodes: args.nodes,
+        seed: args.seed,
+        out: root.join(&args.out),
+        binary,
+    })
+}
+
+/// Builds the `pg-node` binary the real mode runs, in the profile xtask
+/// itself was built with.
+fn build_node(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let release = !cfg!(debug_assertions);
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--quiet", "-p", "pg-api", "--bin", "pg-node"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("building pg-node failed");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("pg-node"))
 }
 
 fn deterministic(args: &Args) -> anyhow::Result<()> {

@@ -1,9 +1,12 @@
 //! `cargo xtask`: repository automation (rust-analyzer style), one module
 //! per subcommand.
 //!
-//! - `cargo xtask cluster-sim [--deterministic] [--seed S] [--seeds K] [--nodes N]`
+//! - `cargo xtask cluster-sim [--nodes N] [--seed S] [--out DIR]`: real node
+//!   processes over QUIC (the default)
+//! - `cargo xtask cluster-sim --deterministic [--seed S] [--seeds K] [--nodes N]`
 //! - `cargo xtask tidy`
 
+mod cluster_real;
 mod cluster_sim;
 mod tidy;
 

@@ -237,6 +237,26 @@ impl Node {
         self.runtime.shutdown();
     }
 
+    /// The mesh's counters (networked nodes only).
+    pub fn net_stats(&self) -> Option<pg_net::NetStats> {
+        self.quic.as_ref().map(|q| q.stats())
+    }
+
+    /// Fault injection: cuts and refuses the link to node `name` until
+    /// [`unblock`](Self::unblock) (networked nodes only; for simulators).
+    pub fn block(&self, name: &pg_core::NodeName) {
+        if let Some(q) = &self.quic {
+            q.block(name);
+        }
+    }
+
+    /// Ends fault injection for node `name`.
+    pub fn unblock(&self, name: &pg_core::NodeName) {
+        if let Some(q) = &self.quic {
+            q.unblock(name);
+        }
+    }
+
     /// The runtime underneath, for what the facade does not cover. Calls
     /// made through it are not checked against the permission policy.
     pub fn runtime(&self) -> &pg_runtime::Node {

@@ -1,0 +1,678 @@
+//! `cargo xtask cluster-sim` (real mode): a cluster of `pg-node` processes
+//! over QUIC with mutual TLS on 127.0.0.1, certificates generated on the
+//! fly, driven through a scenario: churn with multi-joins, broadcasts
+//! counted at the receivers, a partition (fault injection) and its heal, a
+//! SIGKILL, a graceful shutdown, a restart. After every phase, every live
+//! node's view must equal the union of the live processes' memberships
+//! (so no member of a dead node remains), and every broadcast must reach
+//! exactly its members. A report (JSON) and a plot (SVG, members seen per
+//! node over time) are written to the output directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use pg_net::DevCa;
+
+const GROUPS: usize = 6;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of the real mode.
+pub(crate) struct RealArgs {
+    pub(crate) nodes: usize,
+    pub(crate) seed: u64,
+    pub(crate) out: PathBuf,
+    pub(crate) binary: PathBuf,
+}
+
+struct NodeProc {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    /// Process index -> pid text, `None` once exited.
+    pids: Vec<Option<String>>,
+    alive: bool,
+}
+
+impl NodeProc {
+    fn cmd(&mut self, line: &str) -> anyhow::Result<String> {
+        writeln!(self.stdin, "{line}")
+            .with_context(|| format!("{}: writing {line:?}", self.name))?;
+        self.stdin.flush()?;
+        let answer = self
+            .lines
+            .recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("{}: no answer to {line:?}", self.name))?;
+        Ok(answer)
+    }
+
+    /// A command that must succeed; returns what follows `ok`.
+    fn ok(&mut self, line: &str) -> anyhow::Result<String> {
+        let answer = self.cmd(line)?;
+        match answer.strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => bail!("{}: {line:?} answered {answer:?}", self.name),
+        }
+    }
+
+    fn live_pids(&self) -> impl Iterator<Item = (usize, &String)> {
+        self.pids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
+    }
+}
+
+/// What the scenario expects: per group, per pid, the join count.
+#[derive(Default)]
+struct Expected {
+    groups: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl Expected {
+    fn add(&mut self, group: &str, pid: &str) {
+        *self
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .entry(pid.to_owned())
+            .or_default() += 1;
+    }
+
+    fn sub(&mut self, group: &str, pid: &str) {
+        if let Some(members) = self.groups.get_mut(group) {
+            if let Some(c) = members.get_mut(pid) {
+                *c -= 1;
+                if *c == 0 {
+                    members.remove(pid);
+                }
+            }
+            if members.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    fn remove_pid(&mut self, pid: &str) {
+        for members in self.groups.values_mut() {
+            members.remove(pid);
+        }
+        self.groups.retain(|_, m| !m.is_empty());
+    }
+
+    fn remove_node(&mut self, node: &str) {
+        let suffix = format!("@{node}>");
+        for members in self.groups.values_mut() {
+            members.retain(|pid, _| !pid.ends_with(&suffix));
+        }
+        self.groups.retain(|_, m| !m.is_empty());
+    }
+
+    fn members(&self, group: &str) -> Vec<String> {
+        self.groups
+            .get(group)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One phase's outcome.
+struct Phase {
+    name: &'static str,
+    converged_ms: Option<u128>,
+    detail: String,
+}
+
+struct Run {
+    args: RealArgs,
+    dir: PathBuf,
+    nodes: Vec<NodeProc>,
+    expected: Expected,
+    rng: fastrand::Rng,
+    started: Instant,
+    /// (ms since start, node name, members seen over all groups).
+    samples: Vec<(u128, String, usize)>,
+    phases: Vec<Phase>,
+    broadcasts: (u64, u64),
+}
+
+pub(crate) fn run(args: RealArgs) -> anyhow::Result<()> {
+    if args.nodes < 3 {
+        bail!("the real mode needs at least 3 nodes (--nodes)");
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let dir = args.out.join(format!("run-{stamp}"));
+    std::fs::create_dir_all(&dir)?;
+    let ca = DevCa::generate("sim")?;
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
+    let mut run = Run {
+        rng: fastrand::Rng::with_seed(args.seed),
+        args,
+        dir,
+        nodes: Vec::new(),
+        expected: Expected::default(),
+        started: Instant::now(),
+        samples: Vec::new(),
+        phases: Vec::new(),
+        broadcasts: (0, 0),
+    };
+    let bar = indicatif::ProgressBar::new(7);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let outcome = run.scenario(&ca, &bar);
+    bar.finish_and_clear();
+    let passed = outcome.is_ok() && run.phases.iter().all(|p| p.converged_ms.is_some());
+    let reported = run.report(passed, outcome.as_ref().err());
+    for node in &mut run.nodes {
+        if node.alive {
+            let _ = node.cmd("quit");
+        }
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+    reported?;
+    match outcome {
+        Ok(()) if passed => Ok(()),
+        Ok(()) => bail!("a phase did not converge (see the report)"),
+        Err(e) => Err(e),
+    }
+}
+
+impl Run {
+    fn scenario(&mut self, ca: &DevCa, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+        let n = self.args.nodes;
+        // 1. Start: a full mesh from one seed.
+        bar.set_message("starting nodes");
+        let ports = free_ports(n)?;
+        for (i, port) in ports.iter().enumerate() {
+            let seeds = if i == 0 {
+                vec![]
+            } else {
+                vec![SocketAddr::from(([127, 0, 0, 1], ports[0]))]
+            };
+            let node = self.start_node(ca, &format!("n{i}"), *port, &seeds)?;
+            self.nodes.push(node);
+        }
+        let t = Instant::now();
+        self.wait("mesh", Duration::from_secs(20), |run| run.full_mesh())?;
+        self.phase(
+            "start",
+            Some(t.elapsed().as_millis()),
+            format!("{n} nodes, full mesh"),
+        );
+        bar.inc(1);
+
+        // 2. Churn: joins (with multi-joins), leaves, exits.
+        bar.set_message("churn");
+        for i in 0..n {
+            self.spawn(i, 10)?;
+        }
+        for _ in 0..300 {
+            self.random_op()?;
+        }
+        self.converge("churn", Duration::from_secs(20))?;
+        bar.inc(1);
+
+        // 3. Broadcasts, counted at the receivers.
+        bar.set_message("broadcasts");
+        self.broadcast_phase()?;
+        bar.inc(1);
+
+        // 4. Partition: n0 cut off, churn on both sides, heal.
+        bar.set_message("partition");
+        let isolated = self.nodes[0].name.clone();
+        for i in 1..n {
+            let other = self.nodes[i].name.clone();
+            self.nodes[0].ok(&format!("block {other}"))?;
+            self.nodes[i].ok(&format!("block {isolated}"))?;
+        }
+        let t = Instant::now();
+        self.wait("partition", Duration::from_secs(20), |run| {
+            run.partition_seen(&isolated)
+        })?;
+        let split_ms = t.elapsed().as_millis();
+        for _ in 0..60 {
+            self.random_op()?;
+        }
+        for i in 1..n {
+            let other = self.nodes[i].name.clone();
+            self.nodes[0].ok(&format!("unblock {other}"))?;
+            self.nodes[i].ok(&format!("unblock {isolated}"))?;
+        }
+        self.converge("partition healed", Duration::from_secs(30))?;
+        if let Some(p) = self.phases.last_mut() {
+            p.detail = format!("split seen in {split_ms} ms; {}", p.detail);
+        }
+        bar.inc(1);
+
+        // 5. SIGKILL the last node.
+        bar.set_message("SIGKILL");
+        let last = n - 1;
+        self.nodes[last].child.kill()?;
+        let _ = self.nodes[last].child.wait();
+        self.nodes[last].alive = false;
+        let name = self.nodes[last].name.clone();
+        self.expected.remove_node(&name);
+        self.converge("SIGKILL", Duration::from_secs(10))?;
+        bar.inc(1);
+
+        // 6. Graceful shutdown of another.
+        bar.set_message("graceful shutdown");
+        let quitting = n - 2;
+        self.nodes[quitting].ok("quit")?;
+        self.nodes[quitting].alive = false;
+        let name = self.nodes[quitting].name.clone();
+        self.expected.remove_node(&name);
+        self.converge("graceful shutdown", Duration::from_secs(10))?;
+        bar.inc(1);
+
+        // 7. Restart the killed node as a new run, and churn.
+        bar.set_message("restart");
+        let seed = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        let port = free_ports(1)?[0];
+        let node = self.start_node(ca, &format!("n{last}"), port, &[seed])?;
+        self.nodes[last] = node;
+        self.wait("restarted node connected", Duration::from_secs(20), |run| {
+            run.full_mesh()
+        })?;
+        self.spawn(last, 10)?;
+        for _ in 0..100 {
+            self.random_op()?;
+        }
+        self.converge("restart", Duration::from_secs(20))?;
+        bar.inc(1);
+        Ok(())
+    }
+
+    fn start_node(
+        &self,
+        ca: &DevCa,
+        name: &str,
+        port: u16,
+        seeds: &[SocketAddr],
+    ) -> anyhow::Result<NodeProc> {
+        let (cert, key) = ca.issue_pem(name)?;
+        std::fs::write(self.dir.join(format!("{name}.pem")), cert)?;
+        std::fs::write(self.dir.join(format!("{name}.key")), key)?;
+        let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+        let yaml = format!(
+            "- name: sim\n  kind: pg.scope\n  anti_entropy_interval: 2s\n\
+             - name: \"{name}\"\n  kind: pg.node\n  cluster: sim\n  listen: 127.0.0.1:{port}\n  seeds: [{}]\n  \
+             tls: {{ ca: ca.pem, cert: {name}.pem, key: {name}.key }}\n",
+            seeds.join(", ")
+        );
+        let config = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, yaml)?;
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let mut child = Command::new(&self.args.binary)
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.args.binary.display()))?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(NodeProc {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+            pids: Vec::new(),
+            alive: true,
+        })
+    }
+
+    fn spawn(&mut self, node: usize, k: usize) -> anyhow::Result<()> {
+        let pids = self.nodes[node].ok(&format!("spawn {k}"))?;
+        self.nodes[node]
+            .pids
+            .extend(pids.split_whitespace().map(|p| Some(p.to_owned())));
+        Ok(())
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive)
+            .collect()
+    }
+
+    fn random_op(&mut self) -> anyhow::Result<()> {
+        let live = self.live();
+        let node = live[self.rng.usize(..live.len())];
+        let procs: Vec<(usize, String)> = self.nodes[node]
+            .live_pids()
+            .map(|(i, p)| (i, p.clone()))
+            .collect();
+        if procs.is_empty() || self.rng.u8(..100) < 5 {
+            return self.spawn(node, 1);
+        }
+        let (i, pid) = procs[self.rng.usize(..procs.len())].clone();
+        let group = format!("g{}", self.rng.usize(..GROUPS));
+        match self.rng.u8(..100) {
+            0..60 => {
+                if self.nodes[node].cmd(&format!("join {i} {group}"))? == "ok" {
+                    self.expected.add(&group, &pid);
+                }
+            }
+            60..92 => {
+                if self.nodes[node].cmd(&format!("leave {i} {group}"))? == "ok" {
+                    self.expected.sub(&group, &pid);
+                }
+            }
+            _ => {
+                self.nodes[node].ok(&format!("exit {i}"))?;
+                self.nodes[node].pids[i] = None;
+                self.expected.remove_pid(&pid);
+            }
+        }
+        Ok(())
+    }
+
+    fn full_mesh(&mut self) -> anyhow::Result<bool> {
+        let live = self.live();
+        let want = live.len() - 1;
+        for i in live {
+            if self.nodes[i].ok("peers")?.parse::<usize>()? != want {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every live node's view of `group`, sorted.
+    fn view(&mut self, node: usize, group: &str) -> anyhow::Result<Vec<String>> {
+        if self.nodes[node].live_pids().next().is_none() {
+            self.spawn(node, 1)?;
+        }
+        Ok(self.nodes[node]
+            .ok(&format!("members {group}"))?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn groups_to_check(&self) -> BTreeSet<String> {
+        let mut groups: BTreeSet<String> = (0..GROUPS).map(|g| format!("g{g}")).collect();
+        groups.extend(self.expected.groups.keys().cloned());
+        groups
+    }
+
+    /// Whether every live node's view equals the expected union; records a
+    /// sample of members seen per node.
+    fn converged(&mut self) -> anyhow::Result<bool> {
+        let mut all = true;
+        let at = self.started.elapsed().as_millis();
+        for node in self.live() {
+            let mut seen = 0;
+            for group in self.groups_to_check() {
+                let view = self.view(node, &group)?;
+                seen += view.len();
+                all &= view == self.expected.members(&group);
+            }
+            self.samples.push((at, self.nodes[node].name.clone(), seen));
+        }
+        Ok(all)
+    }
+
+    /// Each side of a partition sees exactly its own side's members.
+    fn partition_seen(&mut self, isolated: &str) -> anyhow::Result<bool> {
+        let suffix = format!("@{isolated}>");
+        for node in self.live() {
+            let inside = self.nodes[node].name == isolated;
+            for group in self.groups_to_check() {
+                let want: Vec<String> = self
+                    .expected
+                    .members(&group)
+                    .into_iter()
+                    .filter(|p| p.ends_with(&suffix) == inside)
+                    .collect();
+                if self.view(node, &group)? != want {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn wait(
+        &mut self,
+        what: &str,
+        bound: Duration,
+        mut done: impl FnMut(&mut Run) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if done(self)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("{what}: not reached within {bound:?}")
+    }
+
+    fn converge(&mut self, name: &'static str, bound: Duration) -> anyhow::Result<()> {
+        let t = Instant::now();
+        let ok = self.wait(name, bound, |run| run.converged()).is_ok();
+        let members: usize = self.expected.groups.values().map(BTreeMap::len).sum();
+        let ms = ok.then(|| t.elapsed().as_millis());
+        self.phase(
+            name,
+            ms,
+            format!("{members} memberships on {} live nodes", self.live().len()),
+        );
+        if !ok {
+            bail!("{name}: views did not converge within {bound:?}");
+        }
+        Ok(())
+    }
+
+    fn phase(&mut self, name: &'static str, converged_ms: Option<u128>, detail: String) {
+        self.phases.push(Phase {
+            name,
+            converged_ms,
+            detail,
+        });
+    }
+
+    fn broadcast_phase(&mut self) -> anyhow::Result<()> {
+        for node in self.live() {
+            let procs: Vec<(usize, String)> = self.nodes[node]
+                .live_pids()
+                .map(|(i, p)| (i, p.clone()))
+                .collect();
+            for (i, pid) in procs {
+                self.nodes[node].ok(&format!("join {i} all"))?;
+                self.expected.add("all", &pid);
+            }
+        }
+        self.converge("broadcast membership", Duration::from_secs(20))?;
+        let before: u64 = self.received_total()?;
+        let rounds = 20u64;
+        let mut expected = 0;
+        for node in self.live() {
+            let (i, _) = self.nodes[node]
+                .live_pids()
+                .next()
+                .map(|(i, p)| (i, p.clone()))
+                .ok_or_else(|| anyhow!("no process"))?;
+            for _ in 0..rounds {
+                let n: u64 = self.nodes[node]
+                    .ok(&format!("broadcast {i} all"))?
+                    .parse()?;
+                expected += n;
+            }
+        }
+        let members = self.expected.members("all").len() as u64;
+        let live = self.live().len() as u64;
+        if expected != rounds * live * members {
+            bail!(
+                "broadcasts addressed {expected} members, expected {}",
+                rounds * live * members
+            );
+        }
+        let t = Instant::now();
+        self.wait("broadcast deliveries", Duration::from_secs(20), |run| {
+            Ok(run.received_total()? - before >= expected)
+        })?;
+        let took = t.elapsed().as_millis();
+        // Settle, then check that nothing was delivered twice.
+        std::thread::sleep(Duration::from_millis(300));
+        let delivered = self.received_total()? - before;
+        self.broadcasts = (expected, delivered);
+        let exact = delivered == expected;
+        self.phase(
+            "broadcast",
+            exact.then_some(took),
+            format!(
+                "{} broadcasts, {delivered} deliveries of {expected} expected",
+                rounds * live
+            ),
+        );
+        if !exact {
+            bail!("broadcast deliveries: {delivered}, expected exactly {expected}");
+        }
+        Ok(())
+    }
+
+    fn received_total(&mut self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for node in self.live() {
+            total += self.nodes[node].ok("received")?.parse::<u64>()?;
+        }
+        Ok(total)
+    }
+
+    fn report(&mut self, passed: bool, error: Option<&anyhow::Error>) -> anyhow::Result<()> {
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for node in self.live() {
+            if let Ok(stats) = self.nodes[node].ok("stats") {
+                let mut it = stats
+                    .split_whitespace()
+                    .map(|s| s.parse::<u64>().unwrap_or(0));
+                messages += it.next().unwrap_or(0);
+                bytes += it.next().unwrap_or(0);
+            }
+        }
+        let phases: Vec<serde_json::Value> = self
+            .phases
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "phase": p.name,
+                    "converged_ms": p.converged_ms,
+                    "passed": p.converged_ms.is_some(),
+                    "detail": p.detail,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "mode": "real",
+            "nodes": self.args.nodes,
+            "seed": self.args.seed,
+            "passed": passed,
+            "error": error.map(ToString::to_string),
+            "phases": phases,
+            "broadcast": { "expected_deliveries": self.broadcasts.0, "delivered": self.broadcasts.1 },
+            "traffic_of_live_nodes": { "messages_sent": messages, "bytes_sent": bytes },
+            "invariants": {
+                "views_equal_union_of_live_memberships": passed,
+                "no_member_of_a_dead_node": passed,
+                "broadcasts_reach_exactly_their_members": self.broadcasts.0 > 0 && self.broadcasts.0 == self.broadcasts.1,
+            },
+        });
+        let json = self.dir.join("report.json");
+        std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+        let svg = self.dir.join("members.svg");
+        plot(&self.samples, &svg)?;
+        println!(
+            "real cluster-sim: {} nodes over QUIC + mTLS on 127.0.0.1",
+            self.args.nodes
+        );
+        for p in &self.phases {
+            match p.converged_ms {
+                Some(ms) => println!("  {:<22} converged in {ms:>6} ms  ({})", p.name, p.detail),
+                None => println!("  {:<22} FAILED                ({})", p.name, p.detail),
+            }
+        }
+        println!(
+            "  broadcast deliveries: {} of {} expected",
+            self.broadcasts.1, self.broadcasts.0
+        );
+        println!("  traffic (live nodes): {messages} messages, {bytes} bytes");
+        println!("  invariants: {}", if passed { "PASS" } else { "FAIL" });
+        println!("  report: {}", json.display());
+        println!("  plot:   {}", svg.display());
+        Ok(())
+    }
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+fn plot(samples: &[(u128, String, usize)], path: &Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
+    let max_t = samples.iter().map(|s| s.0).max().unwrap_or(1).max(1) as f64 / 1000.0;
+    let max_m = samples.iter().map(|s| s.2).max().unwrap_or(1).max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("members seen per node", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..max_t, 0usize..max_m + max_m / 10 + 1)
+        .map_err(|e| anyhow!("plot: {e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("memberships")
+        .draw()
+        .map_err(|e| anyhow!("plot: {e}"))?;
+    let names: BTreeSet<&String> = samples.iter().map(|s| &s.1).collect();
+    for (i, name) in names.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let series: Vec<(f64, usize)> = samples
+            .iter()
+            .filter(|s| &s.1 == name)
+            .map(|s| (s.0 as f64 / 1000.0, s.2))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(series, &color))
+            .map_err(|e| anyhow!("plot: {e}"))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("plot: {e}"))?;
+    root.present().map_err(|e| anyhow!("plot: {e}"))?;
+    Ok(())
+}
