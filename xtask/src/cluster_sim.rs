@@ -26,6 +26,10 @@ pub(crate) struct Args {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
+    /// With --deterministic: report how traffic per node grows with the
+    /// cluster size (10, 100, 1000 nodes) at fixed membership.
+    #[arg(long)]
+    scaling: bool,
     /// Where the real mode writes its report and plot.
     #[arg(long, default_value = "target/cluster-sim")]
     out: std::path::PathBuf,
@@ -34,6 +38,9 @@ pub(crate) struct Args {
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
+    }
+    if args.deterministic && args.scaling {
+        return scaling(args.seed);
     }
     if args.deterministic {
         return deterministic(args);
@@ -149,4 +156,74 @@ fn progress(stderr: &mut Stderr, done: u64, total: u64, failed: usize) {
     } else if done == total || done.is_multiple_of((total / 10).max(1)) {
         let _ = writeln!(stderr, "{done}/{total} seeds, {failed} failed");
     }
+}
+
+/// Traffic per node as the cluster grows, membership fixed: 1000
+/// memberships in total, spread over the nodes; measured while they join
+/// (deltas), then over a quiet minute of anti-entropy (digests only).
+fn scaling(seed: u64) -> anyhow::Result<()> {
+    use pg_core::GroupName;
+    use pg_core::sim::{Cluster, SimConfig};
+    use std::time::Duration;
+
+    println!(
+        "deterministic scaling: 1000 memberships in 10 groups, reliable network, anti-entropy every 5 s"
+    );
+    println!(
+        "{:>6} {:>14} {:>14} {:>16} {:>16} {:>10}",
+        "nodes", "join msgs/node", "join B/node", "quiet msgs/node/min", "quiet B/node/min", "wall"
+    );
+    for n in [10usize, 100, 1000] {
+        let started = Instant::now();
+        let scope = pg_core::ScopeConfig {
+            anti_entropy_interval: Duration::from_secs(5),
+            ..pg_core::ScopeConfig::default()
+        };
+        let mut cluster = Cluster::new(SimConfig {
+            nodes: n,
+            seed,
+            scope,
+            check_events: false,
+            ..SimConfig::default()
+        });
+        cluster.drive_for(Duration::from_secs(2));
+        let groups: Vec<GroupName> = (0..10)
+            .filter_map(|g| GroupName::new(&format!("g{g}")).ok())
+            .collect();
+        let before = traffic(&cluster);
+        for k in 0..1000usize {
+            let node = k % n;
+            let pid = cluster.spawn(node);
+            cluster.join(node, &pid, std::slice::from_ref(&groups[k % groups.len()]))?;
+            if k % 50 == 49 {
+                cluster.drive_for(Duration::from_millis(10));
+            }
+        }
+        cluster.drive_for(Duration::from_secs(1));
+        if !cluster.versions_converged() {
+            bail!("{n} nodes did not converge");
+        }
+        let joined = traffic(&cluster);
+        cluster.drive_for(Duration::from_secs(60));
+        let quiet = traffic(&cluster);
+        cluster.check_converged()?;
+        let per = |a: (u64, u64), b: (u64, u64)| {
+            ((b.0 - a.0) as f64 / n as f64, (b.1 - a.1) as f64 / n as f64)
+        };
+        let (jm, jb) = per(before, joined);
+        let (qm, qb) = per(joined, quiet);
+        println!(
+            "{n:>6} {jm:>14.1} {jb:>14.0} {qm:>16.1} {qb:>16.0} {:>9.1?}",
+            started.elapsed()
+        );
+    }
+    println!(
+        "(joins send each change to every peer: O(N) per node; a converged cluster sends O(1) digests per node per interval, each O(N) bytes)"
+    );
+    Ok(())
+}
+
+fn traffic(cluster: &pg_core::sim::Cluster) -> (u64, u64) {
+    let stats = cluster.net_stats();
+    (stats.frames_sent, stats.bytes_sent)
 }
