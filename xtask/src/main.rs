@@ -4,8 +4,10 @@
 //! - `cargo xtask cluster-sim [--nodes N] [--seed S] [--out DIR]`: real node
 //!   processes over QUIC (the default)
 //! - `cargo xtask cluster-sim --deterministic [--seed S] [--seeds K] [--nodes N]`
+//! - `cargo xtask bench`: the BENCHMARKS.md workloads, as JSON lines
 //! - `cargo xtask tidy`
 
+mod bench;
 mod cluster_real;
 mod cluster_sim;
 mod tidy;
@@ -23,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run a simulated cluster and check its invariants.
     ClusterSim(cluster_sim::Args),
+    /// Run the workloads of ../shared/BENCHMARKS.md (release build) and
+    /// print JSON lines.
+    Bench,
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
 }
@@ -30,6 +35,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::ClusterSim(args) => cluster_sim::run(&args),
+        Command::Bench => bench::run(),
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;
