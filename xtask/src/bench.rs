@@ -3,14 +3,21 @@
 //! and notes on stderr), in the schema `../shared/tools/bench-compare`
 //! reads.
 //!
-//! Implemented: the single-node workloads W1-W7 and M1 (the
-//! `pg-workloads` binary of the benches crate). The cluster workloads
-//! C1-C4 (three node processes over QUIC) are not implemented yet; the
-//! command says so on stderr.
+//! The single-node workloads W1-W7 and M1 run in the `pg-workloads`
+//! binary of the benches crate. The cluster workloads C1-C4 run three
+//! `pg-node` processes over QUIC with mutual TLS on 127.0.0.1, driven
+//! over their stdin; every figure is timed inside the nodes (or across
+//! them on the shared wall clock), never through the control channel.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use pg_net::DevCa;
+
+use crate::nodes::{NodeProc, free_ports, start_node};
 
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::tidy::workspace_root();
@@ -38,8 +45,199 @@ pub(crate) fn run() -> anyhow::Result<()> {
     if !status.success() {
         bail!("pg-workloads failed");
     }
-    eprintln!(
-        "bench: the cluster workloads C1-C4 (three node processes over QUIC) are not implemented yet"
-    );
+    eprintln!("bench: cluster workloads C1-C4 (three node processes over QUIC + mTLS)");
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "pg-api",
+            "--bin",
+            "pg-node",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building pg-node failed");
+    }
+    cluster(
+        &target.join("release").join("pg-node"),
+        &target.join("bench-cluster"),
+    )
+}
+
+fn json(value: serde_json::Value) {
+    println!("{value}");
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Polls `done` every millisecond; the time it took, or an error.
+fn until(what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if done()? {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!("{what}: timed out")
+}
+
+fn count(node: &mut NodeProc) -> anyhow::Result<usize> {
+    Ok(node.ok("count")?.parse()?)
+}
+
+fn first_time(node: &mut NodeProc) -> anyhow::Result<Option<f64>> {
+    Ok(node
+        .ok("monitor_times")?
+        .split_whitespace()
+        .next()
+        .map(str::parse::<f64>)
+        .transpose()?)
+}
+
+fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let ca = DevCa::generate("bench")?;
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
+    let ports = free_ports(4)?;
+    let seed = [SocketAddr::from(([127, 0, 0, 1], ports[0]))];
+    let mut a = start_node(dir, binary, &ca, "a", ports[0], &[])?;
+    let mut b = start_node(dir, binary, &ca, "b", ports[1], &seed)?;
+    let mut c = start_node(dir, binary, &ca, "c", ports[2], &seed)?;
+    until("full mesh", || {
+        Ok([&mut a, &mut b, &mut c]
+            .into_iter()
+            .all(|n| n.ok("peers").is_ok_and(|p| p == "2")))
+    })?;
+    for n in [&mut a, &mut b, &mut c] {
+        n.ok("spawn 1")?; // process 0: for reads
+    }
+
+    // C1: join/leave on A until a monitor on B (and on C) has the event.
+    b.ok("monitor c1")?;
+    c.ok("monitor c1")?;
+    let samples = 1000;
+    let mut lat: [Vec<f64>; 4] = Default::default();
+    for _ in 0..samples {
+        for (k, op) in [(0usize, "join_t"), (2, "leave_t")] {
+            let t0: f64 = a.ok(&format!("{op} 0 c1"))?.parse()?;
+            let (mut tb, mut tc) = (None, None);
+            until("C1 event", || {
+                if tb.is_none() {
+                    tb = first_time(&mut b)?;
+                }
+                if tc.is_none() {
+                    tc = first_time(&mut c)?;
+                }
+                Ok(tb.is_some() && tc.is_some())
+            })?;
+            lat[k].push(tb.unwrap_or(t0) - t0);
+            lat[k + 1].push(tc.unwrap_or(t0) - t0);
+        }
+    }
+    let rows = [("join", "B"), ("join", "C"), ("leave", "B"), ("leave", "C")];
+    for (k, (event, observer)) in rows.into_iter().enumerate() {
+        let v = &mut lat[k];
+        v.sort_by(f64::total_cmp);
+        json(serde_json::json!({
+            "system": "pg-rs", "workload": "C1_propagation", "event": event, "observer": observer,
+            "n": samples, "p50_us": pct(v, 0.5), "p99_us": pct(v, 0.99),
+        }));
+    }
+
+    // C2: 100k processes on A in 1k groups x 100.
+    let n = 100_000;
+    let first = 1; // after process 0
+    a.ok(&format!("spawn {n}"))?;
+    let base = (count(&mut b)?, count(&mut c)?);
+    let phases = [
+        ("C2_bulk_convergence", "join", n),
+        ("C2_bulk_leave_batched", "leave_batched", 0),
+        ("C2_bulk_join_batched", "join_batched", n),
+        ("C2_exit_cleanup", "exit", 0),
+    ];
+    for (workload, op, want) in phases {
+        let start = Instant::now();
+        let a_side: f64 = a.ok(&format!("bulk {op} {first} {n} 1000"))?.parse()?;
+        until(workload, || {
+            Ok(count(&mut b)? == base.0 + want && count(&mut c)? == base.1 + want)
+        })?;
+        json(serde_json::json!({
+            "system": "pg-rs", "workload": workload, "groups": 1000,
+            "converged_ms": start.elapsed().as_secs_f64() * 1000.0, "a_side_ms": a_side,
+        }));
+    }
+
+    // C4: echo members over A/B/C, broadcasts from A acked with send.
+    let broadcaster = a.ok("broadcaster")?;
+    for (group, per_node, rounds) in [
+        ("c4", [3334usize, 3333, 3333], 50usize),
+        ("c4s", [33, 33, 33], 2000),
+    ] {
+        for (node, k) in [&mut a, &mut b, &mut c].into_iter().zip(per_node) {
+            node.ok(&format!("echo {k} {group} {broadcaster}"))?;
+        }
+        let members: usize = per_node.iter().sum();
+        until("C4 membership", || {
+            Ok(a.ok(&format!("members {group}"))?
+                .split_whitespace()
+                .count()
+                == members)
+        })?;
+        let ms: f64 = a
+            .ok(&format!("rounds {rounds} {group} {members}"))?
+            .parse()?;
+        json(serde_json::json!({
+            "system": "pg-rs", "workload": "C4_remote_broadcast", "members": members, "rounds": rounds,
+            "deliveries_per_s": (members * rounds) as f64 / (ms / 1000.0),
+        }));
+    }
+
+    // C3: C holds 10k members in 100 groups and dies (SIGKILL); then a new
+    // run of C does the same and shuts down gracefully.
+    for phase in ["sigkill", "graceful"] {
+        if phase == "graceful" {
+            c = start_node(dir, binary, &ca, "c", ports[3], &seed)?;
+            until("c back", || {
+                Ok(a.ok("peers")? == "2" && b.ok("peers")? == "2")
+            })?;
+            c.ok("spawn 1")?;
+        }
+        // C's own memberships (its echoes) go with it too.
+        let share: usize = c.ok("local_count")?.parse()?;
+        let base = (count(&mut a)? - share, count(&mut b)? - share);
+        c.ok("spawn 10000")?;
+        c.ok("bulk join 1 10000 100")?;
+        let held = 10_000 + share;
+        until("C3 members seen", || {
+            Ok(count(&mut a)? == base.0 + held && count(&mut b)? == base.1 + held)
+        })?;
+        let start = Instant::now();
+        if phase == "sigkill" {
+            c.child.kill()?;
+        } else {
+            c.ok("quit")?;
+        }
+        until("C3 cleanup", || {
+            Ok(count(&mut a)? == base.0 && count(&mut b)? == base.1)
+        })?;
+        json(serde_json::json!({
+            "system": "pg-rs", "workload": "C3_node_down", "groups": 100, "phase": phase,
+            "converged_ms": start.elapsed().as_secs_f64() * 1000.0,
+        }));
+        let _ = c.child.wait();
+    }
+    for node in [&mut a, &mut b] {
+        let _ = node.cmd("quit");
+        let _ = node.child.wait();
+    }
     Ok(())
 }

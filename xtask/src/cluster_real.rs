@@ -9,18 +9,16 @@
 //! node over time) are written to the output directory.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use pg_net::DevCa;
 
+use crate::nodes::{NodeProc, free_ports, start_node};
+
 const GROUPS: usize = 6;
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options of the real mode.
 pub(crate) struct RealArgs {
@@ -28,45 +26,6 @@ pub(crate) struct RealArgs {
     pub(crate) seed: u64,
     pub(crate) out: PathBuf,
     pub(crate) binary: PathBuf,
-}
-
-struct NodeProc {
-    name: String,
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    /// Process index -> pid text, `None` once exited.
-    pids: Vec<Option<String>>,
-    alive: bool,
-}
-
-impl NodeProc {
-    fn cmd(&mut self, line: &str) -> anyhow::Result<String> {
-        writeln!(self.stdin, "{line}")
-            .with_context(|| format!("{}: writing {line:?}", self.name))?;
-        self.stdin.flush()?;
-        let answer = self
-            .lines
-            .recv_timeout(REPLY_TIMEOUT)
-            .map_err(|_| anyhow!("{}: no answer to {line:?}", self.name))?;
-        Ok(answer)
-    }
-
-    /// A command that must succeed; returns what follows `ok`.
-    fn ok(&mut self, line: &str) -> anyhow::Result<String> {
-        let answer = self.cmd(line)?;
-        match answer.strip_prefix("ok") {
-            Some(rest) => Ok(rest.trim().to_owned()),
-            None => bail!("{}: {line:?} answered {answer:?}", self.name),
-        }
-    }
-
-    fn live_pids(&self) -> impl Iterator<Item = (usize, &String)> {
-        self.pids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
-    }
 }
 
 /// What the scenario expects: per group, per pid, the join count.
@@ -301,44 +260,7 @@ impl Run {
         port: u16,
         seeds: &[SocketAddr],
     ) -> anyhow::Result<NodeProc> {
-        let (cert, key) = ca.issue_pem(name)?;
-        std::fs::write(self.dir.join(format!("{name}.pem")), cert)?;
-        std::fs::write(self.dir.join(format!("{name}.key")), key)?;
-        let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
-        let yaml = format!(
-            "- name: sim\n  kind: pg.scope\n  anti_entropy_interval: 2s\n\
-             - name: \"{name}\"\n  kind: pg.node\n  cluster: sim\n  listen: 127.0.0.1:{port}\n  seeds: [{}]\n  \
-             tls: {{ ca: ca.pem, cert: {name}.pem, key: {name}.key }}\n",
-            seeds.join(", ")
-        );
-        let config = self.dir.join(format!("{name}.yaml"));
-        std::fs::write(&config, yaml)?;
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let mut child = Command::new(&self.args.binary)
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.args.binary.display()))?;
-        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(NodeProc {
-            name: name.to_owned(),
-            child,
-            stdin,
-            lines,
-            pids: Vec::new(),
-            alive: true,
-        })
+        start_node(&self.dir, &self.args.binary, ca, name, port, seeds)
     }
 
     fn spawn(&mut self, node: usize, k: usize) -> anyhow::Result<()> {
@@ -623,16 +545,6 @@ impl Run {
         println!("  plot:   {}", svg.display());
         Ok(())
     }
-}
-
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(sockets
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?)
 }
 
 fn plot(samples: &[(u128, String, usize)], path: &Path) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@
 mod bench;
 mod cluster_real;
 mod cluster_sim;
+mod nodes;
 mod tidy;
 
 use clap::{Parser, Subcommand};
