@@ -17,54 +17,23 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use pg_net::DevCa;
 
-use crate::nodes::{NodeProc, free_ports, start_node};
+use crate::nodes::{NodeProc, build_binary, free_ports, start_node};
 
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::tidy::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("bench: building the workloads (release)...");
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "pg-benches",
-            "--bin",
-            "pg-workloads",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building pg-workloads failed");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let workloads = build_binary(&root, "pg-benches", "pg-workloads", true)?;
+    let node = build_binary(&root, "pg-api", "pg-node", true)?;
     eprintln!("bench: single-node workloads W1-W7, M1 (about 10 s)");
-    let status = Command::new(target.join("release").join("pg-workloads")).status()?;
-    if !status.success() {
+    if !Command::new(&workloads).status()?.success() {
         bail!("pg-workloads failed");
     }
     eprintln!("bench: cluster workloads C1-C4 (three node processes over QUIC + mTLS)");
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "pg-api",
-            "--bin",
-            "pg-node",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building pg-node failed");
-    }
-    cluster(
-        &target.join("release").join("pg-node"),
-        &target.join("bench-cluster"),
-    )
+    let dir = node
+        .parent()
+        .map_or_else(|| root.join("target"), Path::to_path_buf)
+        .join("bench-cluster");
+    cluster(&node, &dir)
 }
 
 fn json(value: serde_json::Value) {

@@ -46,35 +46,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         return deterministic(args);
     }
     let root = crate::tidy::workspace_root();
-    let binary = build_node(&root)?;
+    // The same profile xtask itself was built with.
+    let binary = crate::nodes::build_binary(&root, "pg-api", "pg-node", !cfg!(debug_assertions))?;
     crate::cluster_real::run(crate::cluster_real::RealArgs {
         nodes: args.nodes,
         seed: args.seed,
         out: root.join(&args.out),
         binary,
     })
-}
-
-/// Builds the `pg-node` binary the real mode runs, in the profile xtask
-/// itself was built with.
-fn build_node(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let release = !cfg!(debug_assertions);
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(root)
-        .args(["build", "--quiet", "-p", "pg-api", "--bin", "pg-node"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status()?;
-    if !status.success() {
-        bail!("building pg-node failed");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    Ok(target
-        .join(if release { "release" } else { "debug" })
-        .join("pg-node"))
 }
 
 fn deterministic(args: &Args) -> anyhow::Result<()> {

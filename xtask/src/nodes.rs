@@ -113,3 +113,28 @@ pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .map(|s| s.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?)
 }
+
+/// Builds binary `bin` of package `package` (release or debug) and returns
+/// its path.
+pub(crate) fn build_binary(
+    root: &Path,
+    package: &str,
+    bin: &str,
+    release: bool,
+) -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if release {
+        cmd.arg("--release");
+    }
+    if !cmd.status()?.success() {
+        bail!("building {bin} failed");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join(bin))
+}
