@@ -81,27 +81,24 @@ pub(crate) struct ProcessSlot {
 }
 
 impl ProcessSlot {
-    fn channel_for(&self, topic: &str) -> mpsc::Sender<Envelope> {
-        if self.listeners.load(Ordering::Acquire) > 0
-            && let Some((_, tx)) = self.topics.lock().get(topic)
-        {
-            return tx.clone();
+    /// The listener of `topic`, if any (no lock when there is none).
+    fn listener_for(&self, topic: &str) -> Option<mpsc::Sender<Envelope>> {
+        if self.listeners.load(Ordering::Acquire) == 0 {
+            return None;
         }
-        self.mailbox.clone()
+        self.topics.lock().get(topic).map(|(_, tx)| tx.clone())
+    }
+
+    fn channel_for(&self, topic: &str) -> mpsc::Sender<Envelope> {
+        self.listener_for(topic)
+            .unwrap_or_else(|| self.mailbox.clone())
     }
 
     fn try_route(&self, envelope: Envelope) -> Result<(), TrySendError<Envelope>> {
-        if self.listeners.load(Ordering::Acquire) > 0 {
-            let listener = self
-                .topics
-                .lock()
-                .get(&envelope.topic)
-                .map(|(_, tx)| tx.clone());
-            if let Some(tx) = listener {
-                return tx.try_send(envelope);
-            }
+        match self.listener_for(&envelope.topic) {
+            Some(tx) => tx.try_send(envelope),
+            None => self.mailbox.try_send(envelope),
         }
-        self.mailbox.try_send(envelope)
     }
 
     /// Puts `envelope` in the mailbox (or its topic's listener), in order
