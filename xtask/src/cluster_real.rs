@@ -73,11 +73,22 @@ impl Expected {
         self.groups.retain(|_, m| !m.is_empty());
     }
 
+    /// The members of `group` as `pg-node members` lists them: sorted, each
+    /// pid once per join.
     fn members(&self, group: &str) -> Vec<String> {
         self.groups
             .get(group)
-            .map(|m| m.keys().cloned().collect())
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(pid, &count)| std::iter::repeat_n(pid.clone(), count as usize))
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Distinct processes in `group` (what a broadcast addresses).
+    fn distinct(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, BTreeMap::len)
     }
 }
 
@@ -394,7 +405,7 @@ impl Run {
     fn converge(&mut self, name: &'static str, bound: Duration) -> anyhow::Result<()> {
         let t = Instant::now();
         let ok = self.wait(name, bound, |run| run.converged()).is_ok();
-        let members: usize = self.expected.groups.values().map(BTreeMap::len).sum();
+        let members: u32 = self.expected.groups.values().flat_map(|m| m.values()).sum();
         let ms = ok.then(|| t.elapsed().as_millis());
         self.phase(
             name,
@@ -443,7 +454,7 @@ impl Run {
                 expected += n;
             }
         }
-        let members = self.expected.members("all").len() as u64;
+        let members = self.expected.distinct("all") as u64;
         let live = self.live().len() as u64;
         if expected != rounds * live * members {
             bail!(

@@ -48,13 +48,21 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let watcher = nodes[2].spawn("ops");
     let watcher_pg = watcher.open("app:chat")?;
+    // Every node sees all six (views of other nodes are eventually
+    // consistent: a broadcast reaches the members its node knows of).
+    let readers = connections
+        .iter()
+        .map(|c| c.open("app:chat"))
+        .collect::<Result<Vec<_>, _>>()?;
     wait_until(|| {
-        watcher_pg
-            .get_members("room:lobby")
-            .map(|m| m.len() == 6)
-            .unwrap_or(false)
+        readers.iter().all(|pg| {
+            pg.get_members("room:lobby")
+                .map(|m| m.len() == 6)
+                .unwrap_or(false)
+        })
     })
     .await?;
+    drop(readers);
     println!("room:lobby has {} members over {} nodes", 6, nodes.len());
     let (mut sub, members) = watcher_pg.monitor("room:lobby")?;
     assert_eq!(members.len(), 6);

@@ -145,14 +145,17 @@ impl Instance {
         self.scope.leave(&self.pid, &groups).map_err(Into::into)
     }
 
-    /// Members of `group` on every node (empty for an unknown group).
+    /// Members of `group` on every node (empty for an unknown group). As in
+    /// Erlang's `pg`, a process that joined `n` times is listed `n` times;
+    /// [`Members::iter_counted`] gives each once with its count.
     pub fn get_members(&self, group: &str) -> Result<Members, PgError> {
         self.live()?;
         self.group(group, Permission::GetMembers)?;
         Ok(self.scope.members(group))
     }
 
-    /// Members of `group` on this node.
+    /// Members of `group` on this node, listed as
+    /// [`get_members`](Self::get_members) lists them.
     pub fn get_local_members(&self, group: &str) -> Result<Members, PgError> {
         self.live()?;
         self.group(group, Permission::GetLocalMembers)?;
@@ -230,8 +233,9 @@ impl Instance {
     }
 
     /// Subscribes to `group`'s joins and leaves and returns its current
-    /// members, atomically (`pg.monitor`). The subscription ends with the
-    /// process.
+    /// members with their join counts, atomically (`pg.monitor`): applying
+    /// the events that follow to the snapshot gives the membership exactly.
+    /// The subscription ends with the process.
     pub fn monitor(&self, group: &str) -> Result<(Subscription, Members), PgError> {
         self.live()?;
         let group = self.group(group, Permission::Monitor)?;
@@ -239,7 +243,7 @@ impl Instance {
     }
 
     /// Subscribes to every group's changes and returns every group's
-    /// members, atomically (`pg.events`).
+    /// members with their join counts, atomically (`pg.events`).
     pub fn events(&self) -> Result<(Subscription, GroupsSnapshot), PgError> {
         self.live()?;
         self.check(Permission::Events, self.id())?;

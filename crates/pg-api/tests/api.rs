@@ -29,14 +29,21 @@ async fn join_leave_and_multi_join() {
     let pg = p.open("app:pg").unwrap();
     pg.join("workers").unwrap();
     pg.join(["workers", "all"]).unwrap();
+    // Listed once per join, as Erlang's pg does.
     assert_eq!(
         pg.get_members("workers").unwrap().to_vec(),
-        vec![p.pid().clone()]
+        vec![p.pid().clone(); 2]
     );
+    assert_eq!(
+        pg.get_local_members("workers").unwrap().to_vec(),
+        vec![p.pid().clone(); 2]
+    );
+    let counted: Vec<_> = pg.get_members("workers").unwrap().iter_counted().collect();
+    assert_eq!(counted, vec![(p.pid().clone(), 2)]);
     pg.leave("workers").unwrap();
     assert_eq!(
-        pg.get_members("workers").unwrap().len(),
-        1,
+        pg.get_members("workers").unwrap().to_vec(),
+        vec![p.pid().clone()],
         "joined twice, left once"
     );
     // Batch leave: best effort, an error only if in none of them.
@@ -123,8 +130,13 @@ async fn monitor_and_events_are_atomic_with_their_snapshots() {
     let wpg = watcher.open("app:pg").unwrap();
     let jpg = joiner.open("app:pg").unwrap();
     jpg.join("w").unwrap();
+    jpg.join("w").unwrap();
     let (mut sub, members) = wpg.monitor("w").unwrap();
-    assert_eq!(members.to_vec(), vec![joiner.pid().clone()]);
+    assert_eq!(members.to_vec(), vec![joiner.pid().clone(); 2]);
+    assert_eq!(
+        members.iter_counted().next(),
+        Some((joiner.pid().clone(), 2))
+    );
     let (mut all, snapshot) = wpg.events().unwrap();
     assert_eq!(snapshot.len(), 1);
     jpg.join(["w", "x"]).unwrap();
@@ -136,12 +148,13 @@ async fn monitor_and_events_are_atomic_with_their_snapshots() {
     }
     groups.sort();
     assert_eq!(groups, ["w", "x"]);
-    // Multiplicity: joined twice, the exit reports it twice.
+    // Multiplicity: joined three times, the exit reports it three times.
     let pid = joiner.pid().clone();
     drop(joiner);
     let e = sub.recv().await.unwrap();
     assert_eq!(e.kind, EventKind::Left);
-    assert_eq!(e.pids().filter(|p| **p == pid).count(), 2);
+    assert_eq!(e.members, vec![(pid.clone(), 3)]);
+    assert_eq!(e.pids().filter(|p| **p == pid).count(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,7 +213,11 @@ async fn limits_are_limit_exceeded() {
     pg.join(["g", "g"]).unwrap();
     assert_eq!(pg.join("g").unwrap_err().kind(), ErrorKind::LimitExceeded);
     assert_eq!(pg.join("h").unwrap_err().kind(), ErrorKind::LimitExceeded);
-    assert_eq!(pg.get_members("g").unwrap().len(), 1);
+    assert_eq!(
+        pg.get_members("g").unwrap().len(),
+        2,
+        "the limit counts joins"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -31,7 +31,9 @@
 //! let workers = GroupName::new("workers")?;
 //!
 //! scope.join(&pid, &[workers.clone(), workers.clone()])?; // joined twice
-//! assert_eq!(scope.members("workers").to_vec(), vec![pid.clone()]);
+//! // Listed once per join, as Erlang's `pg:get_members/2` does.
+//! assert_eq!(scope.members("workers").to_vec(), vec![pid.clone(), pid.clone()]);
+//! assert_eq!(scope.members("workers").distinct_len(), 1);
 //! assert_eq!(scope.join_count(&pid, "workers"), 2);
 //!
 //! scope.exit(&pid)?; // leaves everything, reported once per join
@@ -54,7 +56,10 @@ mod event;
 mod frame;
 mod group;
 mod id;
+mod member_list;
+mod members;
 mod membership;
+mod pvec;
 mod scope;
 mod timer;
 
@@ -67,5 +72,5 @@ pub use event::{Event, EventKind};
 pub use frame::{Frame, Op, PROTOCOL_VERSION, PartVersion, SyncGroup};
 pub use group::{GroupName, MAX_GROUP_NAME_LEN};
 pub use id::{MAX_NODE_NAME_LEN, MAX_PID_SERIAL, NodeId, NodeName, Pid};
-pub use membership::Members;
+pub use members::{Iter as MembersIter, IterCounted as MembersIterCounted, Members};
 pub use scope::{Scope, ScopeStats, Transmit};

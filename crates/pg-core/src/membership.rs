@@ -1,19 +1,15 @@
 //! The membership table: who is in which group, for every node's part.
 //!
-//! Layout, chosen for O(1) joins and leaves, snapshot reads without copies,
-//! and a small footprint per membership:
+//! Layout, chosen for O(log n) joins and leaves whatever the group's size,
+//! O(1) snapshot reads, and a small footprint per membership:
 //! - nodes get a 16-bit slot (slot 0 is this node); a member is one packed
 //!   word, slot and 48-bit serial ([`MemberKey`]);
-//! - each group keeps its distinct members in one vector, this node's first
-//!   (`members[..local_len]`), behind an `Arc`, so a read is a reference
-//!   count bump, and a position-and-count map for O(1) removal and
-//!   multi-join counting;
+//! - each group keeps this node's members and the other nodes' in two
+//!   [`MemberList`]s: persistent vectors with join counts, so a read shares
+//!   them (a snapshot) and a change copies only one path of a tree whose
+//!   nodes a snapshot still shares, never the whole list;
 //! - each node part keeps process serial -> groups, so a process exit or a
 //!   node going down costs O(its memberships).
-//!
-//! A snapshot shares the group vector; the next change to that group copies
-//! it once (copy-on-write). Multi-joins of a present member only touch the
-//! count, never the vector.
 
 use std::sync::Arc;
 
@@ -21,110 +17,49 @@ use rustc_hash::FxHashMap;
 
 use crate::event::{EventKind, EventQueue};
 use crate::group::GroupName;
-use crate::id::{MAX_PID_SERIAL, NodeId, NodeName, Pid};
+use crate::id::{NodeId, NodeName, Pid};
+pub(crate) use crate::member_list::{LOCAL_SLOT, Slot};
+use crate::member_list::{MemberKey, MemberList};
+use crate::members::Members;
 
-/// Index of a node run in the table. Slot 0 is the local node.
-pub(crate) type Slot = u16;
-/// The local node's slot.
-pub(crate) const LOCAL_SLOT: Slot = 0;
 /// Index of a group in the table; reused only after the group is empty.
 pub(crate) type GroupId = u32;
-
-/// A member: node slot (high 16 bits) and process serial (low 48 bits).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct MemberKey(u64);
-
-impl MemberKey {
-    fn new(slot: Slot, serial: u64) -> Self {
-        debug_assert!(serial <= MAX_PID_SERIAL);
-        Self((u64::from(slot) << 48) | serial)
-    }
-
-    fn slot(self) -> Slot {
-        // The shift leaves exactly the 16 slot bits.
-        (self.0 >> 48) as Slot
-    }
-
-    fn serial(self) -> u64 {
-        self.0 & MAX_PID_SERIAL
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    pos: u32,
-    count: u32,
-}
 
 #[derive(Debug)]
 struct Group {
     name: GroupName,
-    /// Distinct members; local ones first.
-    members: Arc<Vec<MemberKey>>,
-    local_len: u32,
-    entries: FxHashMap<MemberKey, Entry>,
-    /// Sum of join counts (what `max_members_per_group` limits).
-    total: u64,
+    local: MemberList,
+    remote: MemberList,
 }
 
 impl Group {
-    fn new(name: GroupName, empty: &Arc<Vec<MemberKey>>) -> Self {
+    fn new(name: GroupName) -> Self {
         Self {
             name,
-            members: Arc::clone(empty),
-            local_len: 0,
-            entries: FxHashMap::default(),
-            total: 0,
+            local: MemberList::default(),
+            remote: MemberList::default(),
         }
     }
 
-    /// Appends a new distinct member and returns its position.
-    fn place(&mut self, key: MemberKey) -> u32 {
-        let members = Arc::make_mut(&mut self.members);
-        let end = members.len() as u32;
-        members.push(key);
-        if key.slot() != LOCAL_SLOT {
-            return end;
+    fn list(&self, key: MemberKey) -> &MemberList {
+        if key.slot() == LOCAL_SLOT {
+            &self.local
+        } else {
+            &self.remote
         }
-        let first_remote = self.local_len;
-        self.local_len += 1;
-        if first_remote != end {
-            // Keep locals first: the first remote member moves to the end.
-            members.swap(first_remote as usize, end as usize);
-            let moved = members[end as usize];
-            if let Some(e) = self.entries.get_mut(&moved) {
-                e.pos = end;
-            }
-        }
-        first_remote
     }
 
-    /// Removes the member at `pos` (whose entry is already gone).
-    fn unplace(&mut self, pos: u32) {
-        let members = Arc::make_mut(&mut self.members);
-        let mut pos = pos as usize;
-        if pos < self.local_len as usize {
-            let last_local = self.local_len as usize - 1;
-            if pos != last_local {
-                members.swap(pos, last_local);
-                if let Some(e) = self.entries.get_mut(&members[pos]) {
-                    e.pos = pos as u32;
-                }
-            }
-            self.local_len -= 1;
-            pos = last_local;
+    fn list_mut(&mut self, key: MemberKey) -> &mut MemberList {
+        if key.slot() == LOCAL_SLOT {
+            &mut self.local
+        } else {
+            &mut self.remote
         }
-        let last = members.len() - 1;
-        if pos != last {
-            members.swap(pos, last);
-            if let Some(e) = self.entries.get_mut(&members[pos]) {
-                e.pos = pos as u32;
-            }
-        }
-        members.pop();
-        if members.capacity() > 64 && members.len() < members.capacity() / 4 {
-            members.shrink_to(members.len() * 2);
-        }
+    }
+
+    /// Sum of join counts (what `max_members_per_group` limits).
+    fn total(&self) -> u64 {
+        self.local.total() + self.remote.total()
     }
 }
 
@@ -138,67 +73,6 @@ struct Part {
     processes: FxHashMap<u64, Vec<GroupId>>,
     /// Sum of all join counts in this part.
     memberships: u64,
-}
-
-/// A read-only view of one group's members, shared with the table (taking it
-/// copies nothing). Iterating yields each distinct member once.
-#[derive(Clone)]
-pub struct Members {
-    keys: Arc<Vec<MemberKey>>,
-    nodes: Arc<Vec<Option<NodeId>>>,
-    len: usize,
-}
-
-impl Members {
-    /// Number of distinct members.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are no members.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The members, each distinct pid once.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Pid> + '_ {
-        self.keys[..self.len].iter().map(|key| {
-            // Invariant: a snapshot pairs a member vector with the node table
-            // of the same instant, and a slot is cleared only after its last
-            // member left every group.
-            let node = self.nodes[usize::from(key.slot())]
-                .as_ref()
-                .expect("member of a node without a slot");
-            Pid::new_unchecked(node.clone(), key.serial())
-        })
-    }
-
-    /// The members as a vector.
-    pub fn to_vec(&self) -> Vec<Pid> {
-        self.iter().collect()
-    }
-
-    /// Whether `pid` is a member (a linear scan).
-    pub fn contains(&self, pid: &Pid) -> bool {
-        self.iter().any(|p| p == *pid)
-    }
-}
-
-impl Default for Members {
-    /// No members.
-    fn default() -> Self {
-        Members {
-            keys: Arc::new(Vec::new()),
-            nodes: Arc::new(Vec::new()),
-            len: 0,
-        }
-    }
-}
-
-impl std::fmt::Debug for Members {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
 }
 
 /// Error: all 65 535 remote node slots are in use.
@@ -215,7 +89,6 @@ pub(crate) struct Membership {
     groups: Vec<Option<Group>>,
     group_ids: FxHashMap<GroupName, GroupId>,
     free_groups: Vec<GroupId>,
-    empty: Arc<Vec<MemberKey>>,
     /// Groups with at least one local member.
     local_groups: usize,
     /// Bumped whenever a group appears or disappears.
@@ -242,7 +115,6 @@ impl Membership {
             groups: Vec::new(),
             group_ids: FxHashMap::default(),
             free_groups: Vec::new(),
-            empty: Arc::new(Vec::new()),
             local_groups: 0,
             groups_epoch: 0,
             local_groups_epoch: 0,
@@ -356,7 +228,7 @@ impl Membership {
         for (&serial, gids) in &part.processes {
             let key = MemberKey::new(slot, serial);
             for &gid in gids {
-                out.insert((gid, serial), self.group(gid).entries[&key].count);
+                out.insert((gid, serial), self.group(gid).list(key).count(key));
             }
         }
         out
@@ -385,7 +257,7 @@ impl Membership {
 
     /// Sum of join counts in the group (0 for an unknown group).
     pub(crate) fn group_total(&self, name: &str) -> u64 {
-        self.group_id(name).map_or(0, |gid| self.group(gid).total)
+        self.group_id(name).map_or(0, |gid| self.group(gid).total())
     }
 
     /// Number of groups with at least one member.
@@ -416,10 +288,8 @@ impl Membership {
 
     /// Join count of `serial` of `slot` in group `gid`.
     pub(crate) fn count_in(&self, slot: Slot, serial: u64, gid: GroupId) -> u32 {
-        self.group(gid)
-            .entries
-            .get(&MemberKey::new(slot, serial))
-            .map_or(0, |e| e.count)
+        let key = MemberKey::new(slot, serial);
+        self.group(gid).list(key).count(key)
     }
 
     fn pid(&self, slot: Slot, serial: u64) -> Pid {
@@ -445,24 +315,12 @@ impl Membership {
         };
         let key = MemberKey::new(slot, serial);
         let g = self.group_mut(gid);
-        g.total += u64::from(n);
-        let new_member = match g.entries.get_mut(&key) {
-            Some(entry) => {
-                debug_assert!(entry.count.checked_add(n).is_some());
-                entry.count = entry.count.saturating_add(n);
-                false
-            }
-            None => {
-                let had_locals = g.local_len > 0;
-                let pos = g.place(key);
-                g.entries.insert(key, Entry { pos, count: n });
-                if slot == LOCAL_SLOT && !had_locals {
-                    self.local_groups += 1;
-                    self.local_groups_epoch += 1;
-                }
-                true
-            }
-        };
+        let had_locals = g.local.distinct() > 0;
+        let new_member = g.list_mut(key).add(key, n);
+        if slot == LOCAL_SLOT && !had_locals {
+            self.local_groups += 1;
+            self.local_groups_epoch += 1;
+        }
         let part = self.part_mut(slot);
         part.memberships += u64::from(n);
         if new_member {
@@ -484,24 +342,13 @@ impl Membership {
     ) -> u32 {
         let key = MemberKey::new(slot, serial);
         let g = self.group_mut(gid);
-        let Some(entry) = g.entries.get_mut(&key) else {
-            return 0;
-        };
-        let removed = n.min(entry.count);
+        let (removed, gone) = g.list_mut(key).sub(key, n);
         if removed == 0 {
             return 0;
         }
-        entry.count -= removed;
-        g.total -= u64::from(removed);
-        let gone = entry.count == 0;
-        if gone {
-            let pos = entry.pos;
-            g.entries.remove(&key);
-            g.unplace(pos);
-            if slot == LOCAL_SLOT && g.local_len == 0 {
-                self.local_groups -= 1;
-                self.local_groups_epoch += 1;
-            }
+        if gone && slot == LOCAL_SLOT && g.local.distinct() == 0 {
+            self.local_groups -= 1;
+            self.local_groups_epoch += 1;
         }
         let name = self.group(gid).name.clone();
         let part = self.part_mut(slot);
@@ -516,7 +363,7 @@ impl Membership {
         }
         let pid = self.pid(slot, serial);
         events.push(EventKind::Left, &name, &pid, removed);
-        if self.group(gid).total == 0 {
+        if self.group(gid).total() == 0 {
             self.delete_group(gid);
         }
         removed
@@ -541,7 +388,7 @@ impl Membership {
     }
 
     fn create_group(&mut self, name: GroupName) -> GroupId {
-        let group = Group::new(name.clone(), &self.empty);
+        let group = Group::new(name.clone());
         let gid = match self.free_groups.pop() {
             Some(gid) => {
                 self.groups[gid as usize] = Some(group);
@@ -568,23 +415,20 @@ impl Membership {
     // ----- reads ------------------------------------------------------
 
     fn snapshot(&self, group: &Group, local_only: bool) -> Members {
-        Members {
-            keys: Arc::clone(&group.members),
-            nodes: Arc::clone(&self.nodes),
-            len: if local_only {
-                group.local_len as usize
-            } else {
-                group.members.len()
-            },
-        }
+        let remote = if local_only {
+            Default::default()
+        } else {
+            group.remote.snapshot()
+        };
+        Members::new(group.local.snapshot(), remote, Arc::clone(&self.nodes))
     }
 
     fn empty_members(&self) -> Members {
-        Members {
-            keys: Arc::clone(&self.empty),
-            nodes: Arc::clone(&self.nodes),
-            len: 0,
-        }
+        Members::new(
+            Default::default(),
+            Default::default(),
+            Arc::clone(&self.nodes),
+        )
     }
 
     /// Members of `name` on every node (empty for an unknown group).
@@ -616,7 +460,7 @@ impl Membership {
         self.groups
             .iter()
             .flatten()
-            .filter(|g| g.local_len > 0)
+            .filter(|g| g.local.distinct() > 0)
             .map(move |g| (&g.name, self.snapshot(g, true)))
     }
 
@@ -630,7 +474,7 @@ impl Membership {
                 gids.iter()
                     .map(|&gid| {
                         let g = self.group(gid);
-                        (g.name.clone(), g.entries[&key].count)
+                        (g.name.clone(), g.list(key).count(key))
                     })
                     .collect()
             })
@@ -646,11 +490,12 @@ impl Membership {
             .groups
             .iter()
             .flatten()
-            .filter(|g| g.local_len > 0)
+            .filter(|g| g.local.distinct() > 0)
             .map(|g| {
-                let mut members: Vec<(u64, u32)> = g.members[..g.local_len as usize]
+                let mut members: Vec<(u64, u32)> = g
+                    .local
                     .iter()
-                    .map(|key| (key.serial(), g.entries[key].count))
+                    .map(|(key, count)| (key.serial(), count))
                     .collect();
                 members.sort_unstable_by_key(|&(serial, _)| serial);
                 crate::frame::SyncGroup {

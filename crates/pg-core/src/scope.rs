@@ -14,7 +14,8 @@ use crate::event::{Event, EventQueue};
 use crate::frame::{Frame, Op, PartVersion, SyncGroup};
 use crate::group::GroupName;
 use crate::id::{NodeId, NodeName, Pid};
-use crate::membership::{LOCAL_SLOT, Members, Membership};
+use crate::members::Members;
+use crate::membership::{LOCAL_SLOT, Membership};
 use crate::timer::{Timer, TimerTable};
 
 /// A frame to send to one peer. Frames for several peers share one
@@ -786,13 +787,13 @@ impl Scope {
 
     // ----- reads ------------------------------------------------------
 
-    /// Members of `group` on every node, each distinct process once (empty
-    /// for an unknown group). Copies nothing.
+    /// Members of `group` on every node, each process once per join, with
+    /// counts (empty for an unknown group). Copies nothing.
     pub fn members(&self, group: &str) -> Members {
         self.table.members(group)
     }
 
-    /// Members of `group` on this node. Copies nothing.
+    /// Members of `group` on this node, as [`members`](Self::members).
     pub fn local_members(&self, group: &str) -> Members {
         self.table.local_members(group)
     }

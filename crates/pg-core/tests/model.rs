@@ -191,12 +191,20 @@ proptest! {
             prop_assert_eq!(scope.which_groups().into_iter().collect::<BTreeSet<_>>(), want_groups.clone());
             prop_assert_eq!(scope.which_local_groups().into_iter().collect::<BTreeSet<_>>(), want_groups);
             for (g, name) in names.iter().enumerate() {
-                let want: BTreeSet<_> = model.counts.keys().filter(|k| k.0 == g).map(|k| pid(k.1)).collect();
-                let got: BTreeSet<_> = scope.members(name.as_str()).iter().collect();
-                prop_assert_eq!(scope.members(name.as_str()).len(), got.len(), "members are distinct");
-                prop_assert_eq!(&got, &want);
-                let local: BTreeSet<_> = scope.local_members(name.as_str()).iter().collect();
-                prop_assert_eq!(local, want);
+                // Reads list a pid once per join (Erlang's multiplicity).
+                let want: BTreeMap<_, u32> = model.counts.iter().filter(|(k, _)| k.0 == g).map(|(k, &c)| (pid(k.1), c)).collect();
+                let mut want_listed: Vec<_> = want.iter().flat_map(|(p, &c)| std::iter::repeat_n(p.clone(), c as usize)).collect();
+                want_listed.sort();
+                for members in [scope.members(name.as_str()), scope.local_members(name.as_str())] {
+                    let counted: BTreeMap<_, u32> = members.iter_counted().collect();
+                    prop_assert_eq!(&counted, &want);
+                    prop_assert_eq!(members.distinct_len(), want.len());
+                    prop_assert_eq!(members.len(), want_listed.len());
+                    prop_assert_eq!(members.iter().len(), want_listed.len());
+                    let mut listed = members.to_vec();
+                    listed.sort();
+                    prop_assert_eq!(&listed, &want_listed);
+                }
                 for s in 1..=PROCS {
                     prop_assert_eq!(scope.join_count(&pid(s), name.as_str()), model.counts.get(&(g, s)).copied().unwrap_or(0));
                 }

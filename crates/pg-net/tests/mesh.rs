@@ -24,8 +24,11 @@ async fn membership_and_broadcast_over_quic() {
     for (n, m) in nodes.iter().zip(&members) {
         n.scope.join(m.pid(), &[g("w"), g("w")]).unwrap();
     }
-    eventually("every node sees every member", LIMIT, || {
-        nodes.iter().all(|n| n.scope.members("w").len() == 3)
+    eventually("every node sees every member, twice each", LIMIT, || {
+        nodes.iter().all(|n| {
+            let w = n.scope.members("w");
+            (w.len(), w.distinct_len()) == (6, 3)
+        })
     })
     .await;
     let sender = nodes[2].node.spawn();
@@ -50,7 +53,7 @@ async fn membership_and_broadcast_over_quic() {
     nodes[0].scope.leave(members[0].pid(), &[g("w")]).unwrap();
     drop(members.remove(0));
     eventually("the ended process is gone everywhere", LIMIT, || {
-        nodes.iter().all(|n| n.scope.members("w").len() == 2)
+        nodes.iter().all(|n| n.scope.members("w").len() == 4)
     })
     .await;
     // A second scope shares the same connections and stays separate.
@@ -65,7 +68,7 @@ async fn membership_and_broadcast_over_quic() {
     })
     .await;
     assert!(
-        nodes.iter().all(|n| n.scope.members("w").len() == 2),
+        nodes.iter().all(|n| n.scope.members("w").len() == 4),
         "scopes do not mix"
     );
     assert!(

@@ -525,12 +525,14 @@ impl Scope {
 
     // ----- reads (never wait for the writer) ----------------------------
 
-    /// Members of `group` on every node (distinct pids). Copies nothing.
+    /// Members of `group` on every node, each process once per join, as
+    /// Erlang's `pg:get_members/2` (see [`Members`] for the counted and
+    /// distinct forms). Copies nothing.
     pub fn members(&self, group: &str) -> Members {
         self.shared.view.members(group)
     }
 
-    /// Members of `group` on this node. Copies nothing.
+    /// Members of `group` on this node, as [`members`](Self::members).
     pub fn local_members(&self, group: &str) -> Members {
         self.shared.view.local_members(group)
     }
@@ -547,9 +549,11 @@ impl Scope {
 
     // ----- subscriptions ---------------------------------------------------
 
-    /// Subscribes to `group`'s events and returns its members, taken in the
-    /// same step: no change can slip between the two, none is counted
-    /// twice. With `owner`, the subscription ends when that process exits.
+    /// Subscribes to `group`'s events and returns its members (with join
+    /// counts), taken in the same step: no change can slip between the two,
+    /// none is counted twice, so applying the events to the snapshot yields
+    /// the membership exactly. With `owner`, the subscription ends when that
+    /// process exits.
     pub fn monitor(
         &self,
         group: &GroupName,
@@ -663,7 +667,9 @@ impl Scope {
             payload: payload.clone(),
         };
         let mut local: Vec<u64> = Vec::new();
-        for pid in members.iter() {
+        // Once per distinct member, whatever its join count: multi-join
+        // counts references, not copies.
+        for pid in members.iter_distinct() {
             if *pid.node() == local_node {
                 local.push(pid.serial());
             } else {
@@ -673,7 +679,7 @@ impl Scope {
                     .push(pid.serial());
             }
         }
-        let count = members.len();
+        let count = members.distinct_len();
         node.deliver_local_many(local, &envelope, self.shared.options.broadcast_timeout);
         for (to_node, serials) in remote {
             let n = serials.len() as u64;

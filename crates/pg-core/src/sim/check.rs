@@ -40,8 +40,9 @@ impl std::error::Error for Violation {}
 pub fn view(scope: &Scope) -> View {
     let mut out = View::new();
     for (group, members) in scope.snapshot() {
-        for pid in members.iter() {
-            let count = scope.join_count(&pid, group.as_str());
+        // Counts come from the read snapshot, so the checks cover what
+        // readers see, not only the table.
+        for (pid, count) in members.iter_counted() {
             out.insert((group.clone(), pid), count);
         }
     }
@@ -52,8 +53,7 @@ pub fn view(scope: &Scope) -> View {
 pub fn own_part(scope: &Scope) -> View {
     let mut out = View::new();
     for group in scope.which_local_groups() {
-        for pid in scope.local_members(group.as_str()).iter() {
-            let count = scope.join_count(&pid, group.as_str());
+        for (pid, count) in scope.local_members(group.as_str()).iter_counted() {
             out.insert((group.clone(), pid), count);
         }
     }
