@@ -50,6 +50,39 @@ fn multi_join(c: &mut Criterion) {
     grp.finish();
 }
 
+/// One process joins and leaves a group that already holds 10k / 100k / 1M
+/// other members (the W8 shape), with a read snapshot taken after every
+/// change and held until the next, as the runtime publishes one: each
+/// change then pays its copy-on-write. The cost must not grow with the
+/// group (the target: 1M no more than 2x 10k).
+fn big_group(c: &mut Criterion) {
+    let mut grp = c.benchmark_group("big_group_pair");
+    for size in [10_000u64, 100_000, 1_000_000] {
+        let n = node("a");
+        let (mut s, _) = scope(&n);
+        let g = group("g");
+        for chunk in (1..=size).collect::<Vec<_>>().chunks(10_000) {
+            let pids: Vec<_> = chunk.iter().map(|&i| pid(&n, i)).collect();
+            s.join_pids(&g, &pids).unwrap();
+            drain_events(&mut s);
+        }
+        let p = pid(&n, size + 1);
+        let gs = [g];
+        let mut published = s.members("g");
+        grp.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                s.join(&p, &gs).unwrap();
+                published = s.members("g");
+                s.leave(&p, &gs).unwrap();
+                published = s.members("g");
+                drain_events(&mut s);
+            })
+        });
+        black_box(&published);
+    }
+    grp.finish();
+}
+
 /// A process in 10 groups exits (timed alone; the joins are set-up).
 fn exit_ten_groups(c: &mut Criterion) {
     let n = node("a");
@@ -233,6 +266,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = join_leave, multi_join, exit_ten_groups, read_members, differential_sync, digest_compare
+    targets = join_leave, multi_join, big_group, exit_ten_groups, read_members, differential_sync, digest_compare
 }
 criterion_main!(benches);

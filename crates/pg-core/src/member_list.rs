@@ -71,6 +71,7 @@ impl ListSnapshot {
         CountedKeys {
             keys: self.keys.iter(),
             counts: self.counts.iter(),
+            counted_left: self.counts.len(),
         }
     }
 }
@@ -79,13 +80,21 @@ impl ListSnapshot {
 pub(crate) struct CountedKeys<'a> {
     keys: pvec::Iter<'a, MemberKey>,
     counts: pvec::Iter<'a, u32>,
+    /// Members still to come that carry a count; the rest are joined once,
+    /// so the walk past them never touches `counts`.
+    counted_left: usize,
 }
 
 impl Iterator for CountedKeys<'_> {
     type Item = (MemberKey, u32);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let key = self.keys.next()?;
+        if self.counted_left == 0 {
+            return Some((key, 1));
+        }
+        self.counted_left -= 1;
         Some((key, self.counts.next().unwrap_or(1)))
     }
 

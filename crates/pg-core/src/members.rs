@@ -64,7 +64,7 @@ impl Members {
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             counted: self.iter_counted(),
-            current: None,
+            repeat: (MemberKey::new(0, 0), 0),
             remaining: self.len(),
         }
     }
@@ -135,11 +135,22 @@ pub struct IterCounted<'a> {
     nodes: &'a [Option<NodeId>],
 }
 
+impl IterCounted<'_> {
+    #[inline]
+    fn next_key(&mut self) -> Option<(MemberKey, u32)> {
+        match self.local.next() {
+            Some(item) => Some(item),
+            None => self.remote.next(),
+        }
+    }
+}
+
 impl Iterator for IterCounted<'_> {
     type Item = (Pid, u32);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let (key, count) = self.local.next().or_else(|| self.remote.next())?;
+        let (key, count) = self.next_key()?;
         Some((pid_of(self.nodes, key), count))
     }
 
@@ -151,6 +162,7 @@ impl Iterator for IterCounted<'_> {
 
 impl ExactSizeIterator for IterCounted<'_> {}
 
+#[inline]
 fn pid_of(nodes: &[Option<NodeId>], key: MemberKey) -> Pid {
     // Invariant: a snapshot pairs member lists with the node table of the
     // same instant, and a slot is cleared only after its last member left
@@ -165,30 +177,25 @@ fn pid_of(nodes: &[Option<NodeId>], key: MemberKey) -> Pid {
 pub struct Iter<'a> {
     counted: IterCounted<'a>,
     /// The member being repeated and how many more times.
-    current: Option<(Pid, u32)>,
+    repeat: (MemberKey, u32),
     remaining: usize,
 }
 
 impl Iterator for Iter<'_> {
     type Item = Pid;
 
+    #[inline]
     fn next(&mut self) -> Option<Pid> {
-        if let Some((pid, left)) = &mut self.current {
-            if *left > 1 {
-                *left -= 1;
-                self.remaining = self.remaining.saturating_sub(1);
-                return Some(pid.clone());
-            }
-            let (pid, _) = self.current.take()?;
-            self.remaining = self.remaining.saturating_sub(1);
-            return Some(pid);
-        }
-        let (pid, count) = self.counted.next()?;
+        let key = if self.repeat.1 > 0 {
+            self.repeat.1 -= 1;
+            self.repeat.0
+        } else {
+            let (key, count) = self.counted.next_key()?;
+            self.repeat = (key, count - 1);
+            key
+        };
         self.remaining = self.remaining.saturating_sub(1);
-        if count > 1 {
-            self.current = Some((pid.clone(), count - 1));
-        }
-        Some(pid)
+        Some(pid_of(self.counted.nodes, key))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

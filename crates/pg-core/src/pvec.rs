@@ -291,7 +291,25 @@ pub(crate) struct Iter<'a, T> {
 impl<T: Copy> Iterator for Iter<'_, T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
+        if let Some(&value) = self.leaf.next() {
+            self.remaining -= 1;
+            return Some(value);
+        }
+        self.next_leaf()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<T: Copy> Iter<'_, T> {
+    /// Moves to the next leaf and returns its first element (the slow path
+    /// of `next`, once per leaf).
+    #[cold]
+    fn next_leaf(&mut self) -> Option<T> {
         loop {
             if let Some(&value) = self.leaf.next() {
                 self.remaining -= 1;
@@ -308,10 +326,6 @@ impl<T: Copy> Iterator for Iter<'_, T> {
                 Node::Branch(grandchildren) => self.stack.push((&grandchildren[..], 0)),
             }
         }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
     }
 }
 
