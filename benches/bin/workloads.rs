@@ -13,6 +13,8 @@ use bytes::Bytes;
 use pg_core::{GroupName, NodeId};
 use pg_runtime::{MemoryNetwork, Node, NodeOptions, Process, Scope, ScopeOptions};
 
+mod scale;
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -27,24 +29,54 @@ fn main() {
     // The workloads run in a task on the runtime's workers, as user code
     // does: a task woken by another task of the same worker runs next on
     // it, without waking a thread parked on the other CPU.
+    // `pg-workloads W8 M2` runs only the workloads named (by prefix).
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let run =
+        move |name: &str| only.is_empty() || only.iter().any(|o| name.starts_with(o.as_str()));
     rt.block_on(async {
-        tokio::spawn(async {
-            w1();
-            w2();
-            w2c().await;
-            w3();
-            w4();
-            w5();
-            w6().await;
-            w7().await;
-            m1();
+        tokio::spawn(async move {
+            // First, while the heap holds nothing freed that it could reuse.
+            if run("M2") {
+                scale::m2();
+            }
+            if run("W1") {
+                w1();
+            }
+            if run("W2") {
+                w2();
+                w2c().await;
+            }
+            if run("W3") {
+                w3();
+            }
+            if run("W4") {
+                w4();
+            }
+            if run("W5") {
+                w5();
+            }
+            if run("W6") {
+                w6().await;
+            }
+            if run("W7") {
+                w7().await;
+            }
+            if run("M1") {
+                m1();
+            }
+            if run("W8") {
+                scale::w8();
+            }
+            if run("F1") || run("X1") {
+                scale::fill_and_exit().await;
+            }
         })
         .await
         .unwrap();
     });
 }
 
-fn fresh(mailbox: usize) -> (Node, Scope) {
+pub(crate) fn fresh(mailbox: usize) -> (Node, Scope) {
     let id = NodeId::parse_name("bench", 1).unwrap();
     let node = Node::start_as(
         id.clone(),
@@ -67,18 +99,18 @@ fn fresh(mailbox: usize) -> (Node, Scope) {
     (node, scope)
 }
 
-fn g(name: &str) -> GroupName {
+pub(crate) fn g(name: &str) -> GroupName {
     GroupName::new(name).unwrap()
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn micros(d: Duration) -> f64 {
+pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -349,7 +381,7 @@ async fn w7() {
     }
 }
 
-fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
