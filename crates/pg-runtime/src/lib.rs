@@ -54,6 +54,7 @@
 
 mod config;
 mod error;
+mod mailbox;
 mod memory;
 mod node;
 mod process;

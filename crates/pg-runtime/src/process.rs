@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::mailbox::{Mailbox, TryPutError};
 use crate::node::{Deliveries, NodeInner};
 
 /// A message in a mailbox: who sent it, under which topic, and the payload
@@ -68,9 +69,16 @@ struct Overflow {
     draining: bool,
 }
 
+/// Where one message goes, and whether it got there at once.
+enum Routed {
+    Done,
+    Full(Envelope),
+    Closed,
+}
+
 /// The delivery side of a process, kept in the node's process table.
 pub(crate) struct ProcessSlot {
-    mailbox: mpsc::Sender<Envelope>,
+    mailbox: Arc<Mailbox>,
     topics: Mutex<FxHashMap<Arc<str>, TopicRoute>>,
     /// Number of listeners, so the common case (none) takes no lock.
     listeners: AtomicUsize,
@@ -89,15 +97,33 @@ impl ProcessSlot {
         self.topics.lock().get(topic).map(|(_, tx)| tx.clone())
     }
 
-    fn channel_for(&self, topic: &str) -> mpsc::Sender<Envelope> {
-        self.listener_for(topic)
-            .unwrap_or_else(|| self.mailbox.clone())
+    fn try_route(&self, envelope: Envelope) -> Routed {
+        match self.listener_for(&envelope.topic) {
+            Some(tx) => match tx.try_send(envelope) {
+                Ok(()) => Routed::Done,
+                Err(TrySendError::Full(envelope)) => Routed::Full(envelope),
+                Err(TrySendError::Closed(_)) => Routed::Closed,
+            },
+            None => match self.mailbox.try_put(envelope) {
+                Ok(()) => Routed::Done,
+                Err(TryPutError::Full(envelope)) => Routed::Full(envelope),
+                Err(TryPutError::Closed) => Routed::Closed,
+            },
+        }
     }
 
-    fn try_route(&self, envelope: Envelope) -> Result<(), TrySendError<Envelope>> {
+    /// Delivers `envelope` waiting for room until `at`; `Ok(false)` if the
+    /// process (or its listener) is gone, `Err` on timeout.
+    async fn route_until(&self, at: Instant, envelope: Envelope) -> Result<bool, ()> {
         match self.listener_for(&envelope.topic) {
-            Some(tx) => tx.try_send(envelope),
-            None => self.mailbox.try_send(envelope),
+            Some(tx) => tokio::time::timeout_at(at, tx.send(envelope))
+                .await
+                .map(|sent| sent.is_ok())
+                .map_err(drop),
+            None => tokio::time::timeout_at(at, self.mailbox.put(envelope))
+                .await
+                .map(|put| put.is_ok())
+                .map_err(drop),
         }
     }
 
@@ -116,9 +142,9 @@ impl ProcessSlot {
         let mut overflow = self.overflow.lock();
         if overflow.queue.is_empty() {
             match self.try_route(envelope) {
-                Ok(()) => return deliveries.delivered(),
-                Err(TrySendError::Closed(_)) => return deliveries.failed(1, "no_process"),
-                Err(TrySendError::Full(envelope)) => {
+                Routed::Done => return deliveries.delivered(),
+                Routed::Closed => return deliveries.failed(1, "no_process"),
+                Routed::Full(envelope) => {
                     overflow.queue.push_back((deadline(timeout), envelope));
                 }
             }
@@ -148,14 +174,21 @@ impl ProcessSlot {
                     }
                 }
             };
-            let tx = self.channel_for(&envelope.topic);
-            match tokio::time::timeout_at(at, tx.send(envelope)).await {
-                Ok(Ok(())) => deliveries.delivered(),
-                Ok(Err(_)) => deliveries.failed(1, "no_process"),
-                Err(_) => deliveries.failed(1, "mailbox_timeout"),
+            match self.route_until(at, envelope).await {
+                Ok(true) => deliveries.delivered(),
+                Ok(false) => deliveries.failed(1, "no_process"),
+                Err(()) => deliveries.failed(1, "mailbox_timeout"),
             }
             self.overflow.lock().queue.pop_front();
         }
+    }
+}
+
+impl Drop for ProcessSlot {
+    /// The node let go of the process (it ended, or the node shut down):
+    /// its receiver drains what is queued, then sees the end.
+    fn drop(&mut self) {
+        self.mailbox.close_senders();
     }
 }
 
@@ -172,7 +205,7 @@ fn deadline(timeout: Duration) -> Instant {
 /// this node and, through the protocol, on every other.
 pub struct Process {
     pid: Pid,
-    mailbox: mpsc::Receiver<Envelope>,
+    mailbox: Arc<Mailbox>,
     /// Weak, so shutting the node down closes the mailbox.
     slot: Weak<ProcessSlot>,
     node: Weak<NodeInner>,
@@ -186,9 +219,9 @@ impl Process {
         node: Weak<NodeInner>,
     ) -> (Self, Arc<ProcessSlot>) {
         let capacity = capacity.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
+        let mailbox = Arc::new(Mailbox::new(capacity));
         let slot = Arc::new(ProcessSlot {
-            mailbox: tx,
+            mailbox: Arc::clone(&mailbox),
             topics: Mutex::new(FxHashMap::default()),
             listeners: AtomicUsize::new(0),
             next_listener: AtomicU64::new(0),
@@ -197,7 +230,7 @@ impl Process {
         });
         let process = Self {
             pid,
-            mailbox: rx,
+            mailbox,
             slot: Arc::downgrade(&slot),
             node,
             capacity,
@@ -213,12 +246,12 @@ impl Process {
     /// The next message not taken by a topic listener; `None` once the node
     /// has shut down.
     pub async fn recv(&mut self) -> Option<Envelope> {
-        self.mailbox.recv().await
+        self.mailbox.take().await
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Envelope> {
-        self.mailbox.try_recv().ok()
+        self.mailbox.try_take()
     }
 
     /// Sends `payload` under `topic` to `to` (see [`Node::send`](crate::Node::send)).
@@ -258,6 +291,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        self.mailbox.close_receiver();
         if let Some(node) = self.node.upgrade() {
             node.process_exited(&self.pid);
         }
