@@ -232,6 +232,14 @@ impl Node {
         Ok(Instance::new(scope, process, self.clone()))
     }
 
+    /// Waits until this node has cleaned up after every process that ended
+    /// before the call. A process's end is applied shortly after it, in
+    /// batches, so that dropping many processes never blocks the caller;
+    /// code that must observe the cleanup (a test) awaits this.
+    pub async fn flush_exits(&self) {
+        self.runtime.flush_exits().await;
+    }
+
     /// Stops the node gracefully: peers drop its members at once.
     pub fn shutdown(&self) {
         self.runtime.shutdown();

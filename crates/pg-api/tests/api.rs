@@ -193,6 +193,7 @@ async fn process_exit_releases_and_cleans_up() {
     let pg = p.open("app:pg").unwrap();
     pg.join(["a", "b"]).unwrap();
     drop(p);
+    node.flush_exits().await;
     assert!(observer.which_groups().unwrap().is_empty());
     assert_eq!(
         pg.join("a").unwrap_err().kind(),

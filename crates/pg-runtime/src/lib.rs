@@ -46,7 +46,8 @@
 //! let message = worker.recv().await.expect("a message");
 //! assert_eq!((&*message.topic, &message.payload[..]), ("task", &b"42"[..]));
 //!
-//! drop(worker); // the process ends: its memberships go
+//! drop(worker); // the process ends: its memberships go, shortly after
+//! scope.flush_exits().await;
 //! assert!(scope.members("workers").is_empty());
 //! # Ok(())
 //! # }
@@ -54,6 +55,7 @@
 
 mod config;
 mod error;
+mod exits;
 mod mailbox;
 mod memory;
 mod node;

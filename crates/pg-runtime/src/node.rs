@@ -177,6 +177,20 @@ impl Node {
         Ok(Scope::from_shared(shared))
     }
 
+    /// Waits until every scope of this node has cleaned up after every
+    /// process that ended before the call (see [`Scope::flush_exits`]).
+    pub async fn flush_exits(&self) {
+        let scopes: Vec<Scope> = self
+            .inner
+            .scopes()
+            .into_iter()
+            .map(Scope::from_shared)
+            .collect();
+        for scope in scopes {
+            scope.flush_exits().await;
+        }
+    }
+
     /// The open scope `id`.
     pub fn scope(&self, id: &str) -> Result<Scope, Error> {
         self.inner
@@ -246,7 +260,8 @@ impl NodeInner {
 
     pub(crate) fn process_exited(&self, pid: &Pid) {
         self.processes.write().remove(&pid.serial());
-        for scope in self.scopes() {
+        // Only queues the cleanup (no writer lock): safe under this lock.
+        for scope in self.scopes.read().values() {
             scope.process_exited(pid);
         }
     }

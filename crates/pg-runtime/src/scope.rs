@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use pg_core::{Event, Frame, GroupName, Members, NodeId, Pid};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::Notify;
 
 use crate::config::ScopeOptions;
 use crate::error::Error;
+use crate::exits::ExitQueue;
 use crate::node::NodeInner;
 use crate::process::Envelope;
 use crate::process::ProcessTable;
@@ -67,6 +68,7 @@ struct ScopeMetrics {
     overloaded: metrics::Counter,
     subscribers_lagged: metrics::Counter,
     frames_unsent: metrics::Counter,
+    exit_backlog: metrics::Gauge,
 }
 
 impl ScopeMetrics {
@@ -82,6 +84,7 @@ impl ScopeMetrics {
             overloaded: metrics::counter!("pg_overloaded_total", &[label()]),
             subscribers_lagged: metrics::counter!("pg_subscribers_lagged_total", &[label()]),
             frames_unsent: metrics::counter!("pg_frames_unsent_total", &[label()]),
+            exit_backlog: metrics::gauge!("pg_exit_backlog", &[label()]),
         }
     }
 }
@@ -107,6 +110,8 @@ pub(crate) struct ScopeShared {
     warned: AtomicBool,
     view: View,
     wake: Notify,
+    /// Ended processes this scope has yet to clean up after.
+    exits: ExitQueue,
     next_subscriber: AtomicU64,
     closed: AtomicBool,
     /// On tokio's clock, so health can be tested in paused time.
@@ -171,12 +176,14 @@ impl ScopeShared {
             warned: AtomicBool::new(false),
             view: View::default(),
             wake: Notify::new(),
+            exits: ExitQueue::default(),
             next_subscriber: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             created: tokio::time::Instant::now(),
             counters: Counters::default(),
         });
         shared.links.runtime.spawn(timer_loop(Arc::clone(&shared)));
+        shared.links.runtime.spawn(exit_loop(Arc::clone(&shared)));
         shared
     }
 
@@ -390,18 +397,29 @@ impl ScopeShared {
     }
 
     /// A local process ended: its memberships and subscriptions go.
+    /// Queues the cleanup of an ended process; the exit task applies it
+    /// (see `exits.rs`). Never waits for the writer.
     pub(crate) fn process_exited(&self, pid: &Pid) {
-        self.step(|c| {
+        self.exits.push(pid.clone());
+    }
+
+    /// Cleans up after a batch of ended processes in one step: their
+    /// memberships, and the subscriptions they owned.
+    fn apply_exits(core: &mut CoreState, batch: &[Pid]) {
+        for pid in batch {
             // Invariant: the node only reports its own processes.
-            let _ = c.scope.exit(pid);
-            c.subscribers.retain(|s| {
-                let owned = s.owner.as_ref() == Some(pid);
+            let _ = core.scope.exit(pid);
+        }
+        if core.subscribers.iter().any(|s| s.owner.is_some()) {
+            let ended: FxHashSet<&Pid> = batch.iter().collect();
+            core.subscribers.retain(|s| {
+                let owned = s.owner.as_ref().is_some_and(|o| ended.contains(o));
                 if owned {
                     s.close(false);
                 }
                 !owned
             });
-        });
+        }
     }
 
     pub(crate) fn saw_broadcast(&self) {
@@ -419,6 +437,7 @@ impl ScopeShared {
         }
         drop(core);
         self.wake.notify_one();
+        self.exits.wake();
     }
 }
 
@@ -458,6 +477,29 @@ async fn timer_loop(shared: Arc<ScopeShared>) {
             }
             None => notified.await,
         }
+    }
+}
+
+/// Cleans up after ended processes, a bounded batch per writer step,
+/// yielding between batches so other callers get the writer promptly.
+async fn exit_loop(shared: Arc<ScopeShared>) {
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let batch = shared.exits.take_batch();
+        if batch.is_empty() {
+            shared.metrics.exit_backlog.set(0.0);
+            shared.exits.wait_ready().await;
+            continue;
+        }
+        shared.step(|c| ScopeShared::apply_exits(c, &batch));
+        shared.exits.applied(batch.len());
+        shared
+            .metrics
+            .exit_backlog
+            .set(shared.exits.backlog() as f64);
+        tokio::task::yield_now().await;
     }
 }
 
@@ -576,6 +618,20 @@ impl Scope {
             Ok::<_, Error>((sub, c.scope.snapshot()))
         })??;
         Ok((Subscription::new(sub, Arc::downgrade(shared)), snapshot))
+    }
+
+    /// Waits until this scope has cleaned up after every process that ended
+    /// before the call. A process's end is applied shortly after it (its
+    /// memberships and subscriptions go in a batch with other exits, on
+    /// this node at once, on the others through the protocol); code that
+    /// must observe it, like a test, awaits this instead of polling.
+    pub async fn flush_exits(&self) {
+        self.shared.exits.flush().await;
+    }
+
+    /// Ended processes this scope has yet to clean up after.
+    pub fn exit_backlog(&self) -> u64 {
+        self.shared.exits.backlog()
     }
 
     /// Ends every subscription owned by `owner` in this scope (after the

@@ -243,6 +243,7 @@ fn replay_is_exact_under_commands_from_threads() {
             want.extend(held);
             keep.push(procs);
         }
+        rt.block_on(scope.flush_exits());
         settle(&scope);
         let members = counted(&scope.members(group.as_str()));
         assert_eq!(members, want, "case {case}: the scope holds the model");
@@ -308,6 +309,9 @@ fn replay_is_exact_across_three_nodes_and_a_partition() {
                 let (held, procs) = worker.join().unwrap();
                 want.extend(held);
                 keep.push(procs);
+            }
+            for scope in &scopes {
+                scope.flush_exits().await;
             }
             eventually("every node holds the union of the parts", || {
                 scopes

@@ -52,6 +52,9 @@ async fn process_end_cleans_up_memberships_and_subscriptions() {
     scope.join(p.pid(), &[g("a"), g("b")]).unwrap();
     let (mut owned, _) = scope.monitor(&g("a"), Some(p.pid())).unwrap();
     drop(p);
+    // The exit is queued, not applied inside drop; flush_exits awaits it.
+    scope.flush_exits().await;
+    assert_eq!(scope.exit_backlog(), 0);
     assert!(scope.which_groups().is_empty());
     assert_eq!(
         owned.recv().await,
@@ -65,7 +68,55 @@ async fn process_end_cleans_up_memberships_and_subscriptions() {
         p.pid().clone()
     });
     let pid = handle.await.unwrap();
+    scope.flush_exits().await;
     assert!(scope.members("t").is_empty(), "{pid} left with its task");
+}
+
+/// Dropping 100k processes only queues their cleanup; a join right after
+/// is applied (and visible) before that cleanup, which then completes in
+/// batches, leaving the later join in place.
+#[tokio::test(flavor = "current_thread")]
+async fn a_join_does_not_wait_for_100k_exits() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let n = 100_000;
+    let procs: Vec<_> = (0..n).map(|_| node.spawn()).collect();
+    let groups: Vec<_> = (0..10).map(|i| g(&format!("room{i}"))).collect();
+    for (i, p) in procs.iter().enumerate() {
+        scope
+            .join(p.pid(), std::slice::from_ref(&groups[i % 10]))
+            .unwrap();
+    }
+    let (mut sub, _) = scope.monitor(&groups[0], None).unwrap();
+    drop(procs);
+    assert_eq!(
+        scope.exit_backlog(),
+        n as u64,
+        "drop cleaned nothing up itself"
+    );
+    let late = node.spawn();
+    scope.join(late.pid(), &[groups[0].clone()]).unwrap();
+    assert_eq!(
+        scope.members("room0").len(),
+        n / 10 + 1,
+        "the join did not wait"
+    );
+    scope.flush_exits().await;
+    assert_eq!(scope.members("room0").to_vec(), vec![late.pid().clone()]);
+    assert_eq!(scope.which_groups().len(), 1);
+    // The subscriber saw the join first, then the exits, exactly.
+    let first = sub.recv().await.unwrap();
+    assert_eq!(
+        (first.kind, first.members.clone()),
+        (EventKind::Joined, vec![(late.pid().clone(), 1)])
+    );
+    let mut left = 0;
+    while let Some(event) = sub.try_recv() {
+        let event = event.unwrap();
+        assert_eq!(event.kind, EventKind::Left);
+        left += event.references();
+    }
+    assert_eq!(left, n as u64 / 10);
 }
 
 #[tokio::test(start_paused = true)]
