@@ -145,6 +145,34 @@ impl Instance {
         self.scope.leave(&self.pid, &groups).map_err(Into::into)
     }
 
+    /// Joins many processes of this node to `group` in one step, as Erlang's
+    /// `pg:join(Scope, Group, [Pid])`: a service re-homing its connections
+    /// joins them all with one call. `pg.join` on `group` is checked once,
+    /// as this instance's principal. Repeating a pid joins it that many
+    /// times. All or nothing: a pid of another node or of an ended process,
+    /// or a limit, fails the whole batch and changes nothing.
+    pub fn join_pids(&self, group: &str, pids: &[Pid]) -> Result<(), PgError> {
+        self.live()?;
+        let group = self.group(group, Permission::Join)?;
+        if pids.is_empty() {
+            return Err(PgError::invalid("no process named"));
+        }
+        self.scope.join_pids(&group, pids).map_err(Into::into)
+    }
+
+    /// Takes one join reference of each of `pids` (processes of this node)
+    /// out of `group` in one step, as Erlang's `pg:leave(Scope, Group,
+    /// [Pid])`; `pg.leave` on `group` is checked once. Fails only if none of
+    /// them was a member.
+    pub fn leave_pids(&self, group: &str, pids: &[Pid]) -> Result<(), PgError> {
+        self.live()?;
+        let group = self.group(group, Permission::Leave)?;
+        if pids.is_empty() {
+            return Err(PgError::invalid("no process named"));
+        }
+        self.scope.leave_pids(&group, pids).map_err(Into::into)
+    }
+
     /// Members of `group` on every node (empty for an unknown group). As in
     /// Erlang's `pg`, a process that joined `n` times is listed `n` times;
     /// [`Members::iter_counted`] gives each once with its count.

@@ -337,3 +337,69 @@ async fn release_ends_the_instance_subscriptions() {
     assert!(sub.recv().await.is_ok(), "queued before the release");
     assert!(sub.recv().await.is_err(), "then closed");
 }
+
+/// Counts permission checks, allowing all but `pg.join` on "denied".
+struct CountingPolicy(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl pg_api::Policy for CountingPolicy {
+    fn allows(&self, _: &str, permission: pg_api::Permission, resource: &str) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        !(permission == pg_api::Permission::Join && resource == "denied")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_joins_of_many_processes_check_permission_once() {
+    let checked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let node = Node::builder()
+        .name("n")
+        .scope("app:pg", ScopeOptions::default())
+        .policy(CountingPolicy(std::sync::Arc::clone(&checked)))
+        .start()
+        .unwrap();
+    let service = node.spawn("service");
+    let pg = service.open("app:pg").unwrap();
+    let conns: Vec<_> = (0..1000).map(|_| node.spawn("conn")).collect();
+    let mut pids: Vec<_> = conns.iter().map(|c| c.pid().clone()).collect();
+    pids.push(pids[0].clone()); // repeated: joins twice
+    let checks = checked.load(std::sync::atomic::Ordering::Relaxed);
+    pg.join_pids("room:1", &pids).unwrap();
+    assert_eq!(
+        checked.load(std::sync::atomic::Ordering::Relaxed) - checks,
+        1,
+        "one permission check for the whole batch"
+    );
+    let members = pg.get_members("room:1").unwrap();
+    assert_eq!((members.len(), members.distinct_len()), (1001, 1000));
+    assert_eq!(members.count_of(&pids[0]), 2);
+
+    // Denied, empty, or with an ended process: an error, and nothing changes.
+    assert_eq!(
+        pg.join_pids("denied", &pids).unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        pg.join_pids("room:2", &[]).unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
+    let ended = node.spawn("gone");
+    let ended_pid = ended.pid().clone();
+    drop(ended);
+    let err = pg
+        .join_pids("room:2", &[pids[1].clone(), ended_pid])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(
+        pg.get_members("room:2").unwrap().is_empty(),
+        "all or nothing"
+    );
+    assert_eq!(pg.which_groups().unwrap().len(), 1);
+
+    pg.leave_pids("room:1", &pids).unwrap();
+    assert!(pg.get_members("room:1").unwrap().is_empty());
+    assert_eq!(
+        pg.leave_pids("room:1", &pids).unwrap_err().kind(),
+        ErrorKind::Invalid,
+        "none of them was a member"
+    );
+}
