@@ -148,8 +148,9 @@ impl Instance {
     /// Joins many processes of this node to `group` in one step, as Erlang's
     /// `pg:join(Scope, Group, [Pid])`: a service re-homing its connections
     /// joins them all with one call. `pg.join` on `group` is checked once,
-    /// as this instance's principal. Repeating a pid joins it that many
-    /// times. All or nothing: a pid of another node or of an ended process,
+    /// as this instance's principal, whatever the principals of the pids
+    /// (as in Erlang, any process may join others). Repeating a pid joins
+    /// it that many times. All or nothing: a pid of another node or of an ended process,
     /// or a limit, fails the whole batch and changes nothing.
     pub fn join_pids(&self, group: &str, pids: &[Pid]) -> Result<(), PgError> {
         self.live()?;
@@ -162,8 +163,8 @@ impl Instance {
 
     /// Takes one join reference of each of `pids` (processes of this node)
     /// out of `group` in one step, as Erlang's `pg:leave(Scope, Group,
-    /// [Pid])`; `pg.leave` on `group` is checked once. Fails only if none of
-    /// them was a member.
+    /// [Pid])`; `pg.leave` on `group` is checked once. Best effort: fails
+    /// if none of them was a member, or if a pid is of another node.
     pub fn leave_pids(&self, group: &str, pids: &[Pid]) -> Result<(), PgError> {
         self.live()?;
         let group = self.group(group, Permission::Leave)?;

@@ -12,7 +12,8 @@ use crate::node::Node;
 
 /// A process: a pid, a mailbox, and the principal its calls are checked
 /// as. Dropping it ends it: every membership, subscription and scope
-/// instance it holds goes, on every node.
+/// instance it holds goes, on every node, shortly after (the cleanup is
+/// queued and applied in batches; [`Node::flush_exits`] awaits it).
 pub struct Process {
     inner: pg_runtime::Process,
     principal: Arc<str>,

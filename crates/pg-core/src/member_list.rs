@@ -274,17 +274,36 @@ mod tests {
         list.iter().map(|(k, c)| (k.0, c)).collect()
     }
 
+    fn check_positions(list: &MemberList) -> Result<(), TestCaseError> {
+        for (k, e) in &list.entries {
+            prop_assert_eq!(list.list.keys.get(e.pos as usize), Some(*k));
+            prop_assert_eq!(e.count > 1, (e.pos as usize) < list.list.counts.len());
+        }
+        prop_assert_eq!(list.entries.len(), list.list.keys.len());
+        Ok(())
+    }
+
     proptest! {
         /// Any mix of joins and leaves leaves the list equal to a counting
-        /// model, with positions consistent, and earlier snapshots intact.
+        /// model, with positions consistent, and earlier snapshots intact;
+        /// the prefill spreads members over several leaves and levels, so
+        /// swaps cross them.
         #[test]
         fn matches_a_counting_model(
-            ops in proptest::collection::vec((any::<bool>(), 0u64..40, 1u32..4), 0..300),
+            prefill in prop_oneof![Just(0u64), 1u64..300, 2000u64..2500],
+            ops in proptest::collection::vec((any::<bool>(), 0u64..2600, 1u32..4), 0..300),
         ) {
             let mut list = MemberList::default();
             let mut model: BTreeMap<u64, u32> = BTreeMap::new();
+            for serial in 0..prefill {
+                let key = MemberKey::new(1, serial);
+                list.add(key, 1 + (serial % 3 == 0) as u32);
+                model.insert(key.0, 1 + (serial % 3 == 0) as u32);
+            }
             let mut snapshots = Vec::new();
             for (i, (join, serial, n)) in ops.into_iter().enumerate() {
+                // Mostly members that exist, so leaves and re-joins hit.
+                let serial = if prefill > 0 && serial % 2 == 0 { serial % prefill } else { serial };
                 let key = MemberKey::new(1, serial);
                 if join {
                     let new = list.add(key, n);
@@ -303,16 +322,16 @@ mod tests {
                         }
                     }
                 }
-                prop_assert_eq!(contents(&list.list), model.clone());
+                prop_assert_eq!(list.count(key), model.get(&key.0).copied().unwrap_or(0));
                 prop_assert_eq!(list.total(), model.values().map(|&c| u64::from(c)).sum::<u64>());
-                for (k, e) in &list.entries {
-                    prop_assert_eq!(list.list.keys.get(e.pos as usize), Some(*k));
-                    prop_assert_eq!(e.count > 1, (e.pos as usize) < list.list.counts.len());
-                }
-                if i % 7 == 0 {
+                if i % 50 == 0 {
+                    prop_assert_eq!(contents(&list.list), model.clone());
+                    check_positions(&list)?;
                     snapshots.push((list.snapshot(), model.clone()));
                 }
             }
+            prop_assert_eq!(contents(&list.list), model.clone());
+            check_positions(&list)?;
             for (snapshot, want) in snapshots {
                 prop_assert_eq!(contents(&snapshot), want);
             }

@@ -113,8 +113,10 @@ impl Default for Members {
 }
 
 impl fmt::Debug for Members {
+    /// Each distinct member with its count (never expanded: a count may be
+    /// in the billions).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        f.debug_map().entries(self.iter_counted()).finish()
     }
 }
 

@@ -15,9 +15,9 @@
 //! seven members allocates a 528-byte chunk (our groups are mostly small and
 //! memory per membership is a target), and its branches of 64 children make
 //! every path copy bump 64 reference counts per level. Here a lone leaf
-//! grows like a `Vec` (a one-member group costs one small allocation) and a
-//! path copy at a million members touches three branches of 16 children
-//! and one leaf of 128 elements.
+//! grows like a `Vec` (a one-member group costs two small allocations: the
+//! shared header and the buffer) and a path copy at a million members
+//! touches four branches of 16 children and one leaf of 128 elements.
 
 use std::fmt;
 use std::sync::Arc;
@@ -225,8 +225,9 @@ impl<T: Copy> PVec<T> {
             && items.capacity() > 16
             && items.len() < items.capacity() / 4
         {
+            // A power of two, so later growth lands on LEAF exactly.
             let len = items.len();
-            unshare(items, LEAF).shrink_to(len * 2);
+            unshare(items, LEAF).shrink_to((len * 2).next_power_of_two());
         }
         value
     }

@@ -24,8 +24,16 @@ use tokio::sync::Notify;
 pub(crate) const EXIT_BATCH: usize = 128;
 
 #[derive(Default)]
+struct Pending {
+    pids: VecDeque<Pid>,
+    /// The scope closed: nothing will be applied any more, so nothing is
+    /// kept and nobody waits.
+    closed: bool,
+}
+
+#[derive(Default)]
 pub(crate) struct ExitQueue {
-    pending: Mutex<VecDeque<Pid>>,
+    pending: Mutex<Pending>,
     /// Wakes the exit task: something was queued, or the scope closed.
     ready: Notify,
     /// Pids ever queued, and ever applied: `flush` waits for the second to
@@ -37,22 +45,44 @@ pub(crate) struct ExitQueue {
 }
 
 impl ExitQueue {
-    /// Queues an ended process (never blocks on the writer).
+    /// Queues an ended process (never blocks on the writer); dropped if
+    /// the scope has closed.
     pub(crate) fn push(&self, pid: Pid) {
-        self.pending.lock().push_back(pid);
+        let mut pending = self.pending.lock();
+        if pending.closed {
+            return;
+        }
+        pending.pids.push_back(pid);
+        // Counted under the lock, so `queued` follows the queue's order
+        // and `applied` never runs ahead of it.
         self.queued.fetch_add(1, Ordering::AcqRel);
+        drop(pending);
         self.ready.notify_one();
     }
 
     /// Up to [`EXIT_BATCH`] queued pids, oldest first.
     pub(crate) fn take_batch(&self) -> Vec<Pid> {
         let mut pending = self.pending.lock();
-        let n = pending.len().min(EXIT_BATCH);
-        let batch = pending.drain(..n).collect();
-        if pending.is_empty() && pending.capacity() > 4 * EXIT_BATCH {
-            *pending = VecDeque::new();
+        let n = pending.pids.len().min(EXIT_BATCH);
+        let batch = pending.pids.drain(..n).collect();
+        if pending.pids.is_empty() && pending.pids.capacity() > 4 * EXIT_BATCH {
+            pending.pids = VecDeque::new();
         }
         batch
+    }
+
+    /// The scope closed: drop what is queued, refuse what comes, and
+    /// release every `flush` waiter (nothing will be applied any more).
+    pub(crate) fn close(&self) {
+        let dropped = {
+            let mut pending = self.pending.lock();
+            pending.closed = true;
+            std::mem::take(&mut pending.pids)
+        };
+        self.applied
+            .fetch_add(dropped.len() as u64, Ordering::AcqRel);
+        self.ready.notify_one();
+        self.progressed.notify_waiters();
     }
 
     /// Records that `n` taken pids were cleaned up.
@@ -67,14 +97,15 @@ impl ExitQueue {
         queued.saturating_sub(self.applied.load(Ordering::Acquire))
     }
 
-    /// Waits until every process queued before the call is cleaned up.
+    /// Waits until every process queued before the call is cleaned up (or
+    /// the scope closed).
     pub(crate) async fn flush(&self) {
         let target = self.queued.load(Ordering::Acquire);
         loop {
             let progressed = self.progressed.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
-            if self.applied.load(Ordering::Acquire) >= target {
+            if self.applied.load(Ordering::Acquire) >= target || self.pending.lock().closed {
                 return;
             }
             progressed.await;
@@ -84,10 +115,5 @@ impl ExitQueue {
     /// Waits for something to do.
     pub(crate) async fn wait_ready(&self) {
         self.ready.notified().await;
-    }
-
-    /// Wakes the exit task (to see that its scope closed).
-    pub(crate) fn wake(&self) {
-        self.ready.notify_one();
     }
 }

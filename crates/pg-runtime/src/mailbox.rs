@@ -209,6 +209,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_receiver_waiting_sees_the_end_when_the_node_lets_go() {
+        let mailbox = Arc::new(Mailbox::new(4));
+        let receiver = tokio::spawn({
+            let mailbox = Arc::clone(&mailbox);
+            async move { mailbox.take().await }
+        });
+        tokio::task::yield_now().await;
+        mailbox.close_senders();
+        assert!(receiver.await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_receiver_waiting_wakes_on_a_message() {
         let mailbox = Arc::new(Mailbox::new(4));
         let receiver = tokio::spawn({

@@ -202,7 +202,10 @@ fn deadline(timeout: Duration) -> Instant {
 
 /// A lightweight process: a [`Pid`] and a mailbox. Dropping it ends the
 /// process: every membership and subscription it holds is cleaned up, on
-/// this node and, through the protocol, on every other.
+/// this node and, through the protocol, on every other. The cleanup is
+/// asynchronous (queued, applied in batches by each scope; see
+/// [`Scope::flush_exits`](crate::Scope::flush_exits)), so dropping never
+/// waits for the scope's writer.
 pub struct Process {
     pid: Pid,
     mailbox: Arc<Mailbox>,

@@ -437,7 +437,7 @@ impl ScopeShared {
         }
         drop(core);
         self.wake.notify_one();
-        self.exits.wake();
+        self.exits.close();
     }
 }
 

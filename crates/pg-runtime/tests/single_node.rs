@@ -591,3 +591,65 @@ async fn a_full_mailbox_keeps_order_and_bounds_what_waits() {
     assert_eq!(slow.recv().await.unwrap().payload[0], 42);
     assert_eq!(node.deliveries().delivered, 6);
 }
+
+/// While 30k exits are cleaned up on a multi-threaded runtime, joins from
+/// another task keep completing between batches: some complete while the
+/// cleanup is under way (backlog strictly between none and all).
+#[test]
+fn joins_interleave_with_the_batches_of_a_mass_exit() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = single(NodeOptions::default());
+        let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+        let n = 30_000u64;
+        let procs: Vec<_> = (0..n).map(|_| node.spawn()).collect();
+        let groups: Vec<_> = (0..5).map(|i| g(&format!("room{i}"))).collect();
+        for p in &procs {
+            scope.join(p.pid(), &groups).unwrap();
+        }
+        let probe = node.spawn();
+        let probe_group = [g("probe")];
+        drop(procs);
+        let mut during = 0;
+        let mut probes = 0;
+        while scope.exit_backlog() > 0 {
+            scope.join(probe.pid(), &probe_group).unwrap();
+            let backlog = scope.exit_backlog();
+            scope.leave(probe.pid(), &probe_group).unwrap();
+            probes += 1;
+            if backlog > 0 && backlog < n {
+                during += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            during > 0,
+            "no join completed mid-cleanup ({probes} probes)"
+        );
+        scope.flush_exits().await;
+        assert!(scope.which_groups().is_empty());
+    });
+}
+
+/// After shutdown nothing is cleaned up any more, and waiting for the
+/// cleanup returns instead of hanging.
+#[tokio::test(flavor = "current_thread")]
+async fn flush_exits_returns_after_shutdown() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let procs: Vec<_> = (0..10).map(|_| node.spawn()).collect();
+    for p in &procs {
+        scope.join(p.pid(), &[g("w")]).unwrap();
+    }
+    drop(procs); // queued; the exit task has not run yet
+    node.shutdown();
+    let late = node.spawn();
+    drop(late); // after shutdown: not queued at all
+    scope.flush_exits().await;
+    node.flush_exits().await;
+    assert_eq!(scope.exit_backlog(), 0);
+}
