@@ -2,10 +2,12 @@
 //! over QUIC with mutual TLS on 127.0.0.1, certificates generated on the
 //! fly, driven through a scenario: churn with multi-joins, broadcasts
 //! counted at the receivers, a partition (fault injection) and its heal, a
-//! SIGKILL, a graceful shutdown, a restart. After every phase, every live
-//! node's view must equal the union of the live processes' memberships
-//! (so no member of a dead node remains), and every broadcast must reach
-//! exactly its members. A report (JSON) and a plot (SVG, members seen per
+//! SIGKILL, a graceful shutdown, a restart, then a SIGKILL and restart of
+//! the seed (the smallest name, seeded at nobody) and a new node seeded at
+//! it. After every phase, every live node has every other as a peer, and
+//! its view equals the union of the live processes' memberships (so no
+//! member of a dead node remains), and every broadcast must reach exactly
+//! its members. A report (JSON) and a plot (SVG, members seen per
 //! node over time) are written to the output directory.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -134,7 +136,7 @@ pub(crate) fn run(args: RealArgs) -> anyhow::Result<()> {
         phases: Vec::new(),
         broadcasts: (0, 0),
     };
-    let bar = indicatif::ProgressBar::new(7);
+    let bar = indicatif::ProgressBar::new(8);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -261,6 +263,32 @@ impl Run {
         }
         self.converge("restart", Duration::from_secs(20))?;
         bar.inc(1);
+
+        // 8. SIGKILL the seed (the smallest name, which has no seed of its
+        // own) and restart it on its address: the others must find it
+        // again, and a node seeded at it must join the one cluster.
+        bar.set_message("seed restart");
+        self.nodes[0].child.kill()?;
+        let _ = self.nodes[0].child.wait();
+        self.nodes[0].alive = false;
+        let name = self.nodes[0].name.clone();
+        self.expected.remove_node(&name);
+        self.converge("seed killed", Duration::from_secs(10))?;
+        let node = self.start_node(ca, &name, ports[0], &[])?;
+        self.nodes[0] = node;
+        self.spawn(0, 10)?;
+        for _ in 0..50 {
+            self.random_op()?;
+        }
+        self.converge("seed restarted", Duration::from_secs(30))?;
+        if n > 2 {
+            let quitting = n - 2;
+            let node = self.start_node(ca, &format!("n{quitting}"), free_ports(1)?[0], &[seed])?;
+            self.nodes[quitting] = node;
+            self.spawn(quitting, 5)?;
+            self.converge("node seeded at the restarted seed", Duration::from_secs(30))?;
+        }
+        bar.inc(1);
         Ok(())
     }
 
@@ -352,7 +380,8 @@ impl Run {
     /// Whether every live node's view equals the expected union; records a
     /// sample of members seen per node.
     fn converged(&mut self) -> anyhow::Result<bool> {
-        let mut all = true;
+        // Every live node has every other live node as a peer.
+        let mut all = self.full_mesh()?;
         let at = self.started.elapsed().as_millis();
         for node in self.live() {
             let mut seen = 0;

@@ -42,6 +42,7 @@ mod backoff;
 mod breaker;
 mod certs;
 mod config;
+pub mod dial;
 mod error;
 mod mesh;
 mod tls;

@@ -12,8 +12,9 @@
 //!   close: it shut down) the peer is reported down at once. Two nodes that
 //!   dial each other keep the connection dialed by the smaller name.
 //! - **Discovery.** Seeds (a random subset of at most `discovery_fanout`
-//!   at once), then peer exchange on every new connection; every address
-//!   ever learnt is redialed with backoff while its node is not connected.
+//!   at once), then peer exchange on every new connection. Who is dialed
+//!   and when is decided by the sans-IO [`DialPolicy`](crate::dial): no
+//!   address a node may need is ever given up, so a mesh always heals.
 //! - **Faults.** Per-peer circuit breakers skip sends to a failing peer;
 //!   failed writes are retried on a fresh stream with backoff; malformed
 //!   or oversized input closes the connection with a logged, counted
@@ -22,7 +23,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -36,6 +37,7 @@ use crate::backoff::Backoff;
 use crate::breaker::CircuitBreaker;
 use crate::certs::{NODE_SERVER_NAME, TlsIdentity, certificate_node_name};
 use crate::config::NetConfig;
+use crate::dial::{DialConfig, DialOutcome, DialPolicy};
 use crate::error::NetError;
 use crate::tls;
 use crate::wire::{self, Hello, NET_PROTOCOL_VERSION, NetMessage};
@@ -61,24 +63,10 @@ const HANDSHAKE_MAX: usize = 64 * 1024;
 const MAX_PEERS_PER_MESSAGE: usize = 1024;
 /// Addresses remembered at most (peer exchange cannot grow it further).
 const MAX_KNOWN_ADDRESSES: usize = 16 * 1024;
-/// Failed dials before an address only heard of through peer exchange is
-/// given up (addresses of seeds and of nodes once connected never are).
-const HEARD_DIAL_ATTEMPTS: u32 = 8;
+/// Longest wait between dials of an address that never answered.
+const UNREACHED_DIAL_MAX: Duration = Duration::from_secs(30);
 /// Room left in a frame for everything but the payload.
 const FRAME_OVERHEAD: usize = 4096;
-
-/// What to expect at an address being dialed, which decides when to stop.
-#[derive(Debug, Clone)]
-enum Dial {
-    /// A configured seed: until some node is connected from it.
-    Seed,
-    /// A node once connected: until it is connected again (anywhere) or
-    /// announces another address.
-    Known(NodeName),
-    /// A node only heard of: as `Known`, but given up after
-    /// `HEARD_DIAL_ATTEMPTS` failures.
-    Heard(NodeName),
-}
 
 /// A change of a peer, handed to the runtime in the order it happened.
 enum PeerEvent {
@@ -159,8 +147,10 @@ struct Mesh {
     peers: Mutex<FxHashMap<NodeName, Link>>,
     /// Where each node ever met listens.
     listen_of: Mutex<FxHashMap<NodeName, SocketAddr>>,
-    /// Addresses with a dial loop running.
-    dialing: Mutex<FxHashSet<SocketAddr>>,
+    /// Who to dial and when (sans-IO); the dial task drives it.
+    dial: Mutex<DialPolicy>,
+    /// Wakes the dial task: the policy may have something due sooner.
+    dial_wake: tokio::sync::Notify,
     /// The last scope frame encoded, reused for the next peer it goes to.
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
@@ -219,15 +209,38 @@ impl QuicTransport {
             )));
         }
         let (events, events_rx) = mpsc::unbounded_channel();
+        let listen = config.advertise.unwrap_or(local);
+        let jitter = me.incarnation ^ u64::from(local.port());
+        // A node's own address among its seeds (one config for all pods)
+        // is not dialed.
+        let seeds: Vec<SocketAddr> = config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|a| *a != listen)
+            .collect();
+        let dial = DialPolicy::new(
+            me.name.clone(),
+            &seeds,
+            DialConfig {
+                base: config.retry_base_delay,
+                max: config.retry_max_delay,
+                unreached_max: UNREACHED_DIAL_MAX.max(config.retry_max_delay),
+                yield_delay: config.retry_max_delay,
+                fanout: config.discovery_fanout,
+                seed: jitter,
+            },
+            clock(),
+        );
         let hello = Hello {
             version: NET_PROTOCOL_VERSION,
             cluster: config.cluster.clone(),
             node: me.clone(),
-            listen: Some(config.advertise.unwrap_or(local)),
+            listen: Some(listen),
         };
         Ok(Arc::new(Self {
             mesh: Arc::new(Mesh {
-                jitter_seed: AtomicU64::new(me.incarnation ^ u64::from(local.port())),
+                jitter_seed: AtomicU64::new(jitter),
                 config,
                 hello,
                 endpoint,
@@ -235,7 +248,8 @@ impl QuicTransport {
                 inbound: OnceLock::new(),
                 peers: Mutex::new(FxHashMap::default()),
                 listen_of: Mutex::new(FxHashMap::default()),
-                dialing: Mutex::new(FxHashSet::default()),
+                dial: Mutex::new(dial),
+                dial_wake: tokio::sync::Notify::new(),
                 encoded: Mutex::new(None),
                 counters: Counters::default(),
                 closed: AtomicBool::new(false),
@@ -261,10 +275,13 @@ impl QuicTransport {
             .collect()
     }
 
-    /// Dials `addr` now (and keeps redialing it with backoff while its node
-    /// is not connected).
+    /// Adds `addr` as a seed: dialed now, and again with backoff until a
+    /// node answers there (and whenever this node has no peer left).
     pub fn dial(&self, addr: SocketAddr) {
-        Mesh::redial(&self.mesh, addr, Dial::Seed);
+        if Some(addr) != self.mesh.hello.listen {
+            self.mesh.dial.lock().add_seed(addr, clock());
+            self.mesh.dial_wake.notify_one();
+        }
     }
 
     /// Fault injection: cuts the link to node `name` (any run) and refuses
@@ -273,6 +290,7 @@ impl QuicTransport {
     /// down and, after unblocking, come back.
     pub fn block(&self, name: &NodeName) {
         self.mesh.blocked.lock().insert(name.clone());
+        self.mesh.dial.lock().handle_blocked(name);
         let link = self.mesh.peers.lock().get(name).cloned();
         if let Some(link) = link {
             link.conn
@@ -283,13 +301,9 @@ impl QuicTransport {
     /// Ends fault injection for node `name`: the link comes back.
     pub fn unblock(&self, name: &NodeName) {
         self.mesh.blocked.lock().remove(name);
-        let addr = self.mesh.listen_of.lock().get(name).copied();
-        // As after any disconnection, the smaller name dials.
-        if let Some(addr) = addr
-            && self.mesh.hello.node.name < *name
-        {
-            Mesh::redial(&self.mesh, addr, Dial::Known(name.clone()));
-        }
+        // As after any disconnection: both redial, the smaller name first.
+        self.mesh.dial.lock().handle_unblocked(name, clock());
+        self.mesh.dial_wake.notify_one();
     }
 
     /// The mesh's counters.
@@ -339,26 +353,10 @@ impl Transport for QuicTransport {
         }
         let mesh = Arc::clone(&self.mesh);
         self.mesh.runtime.spawn(Mesh::accept_loop(mesh));
-        // Contact a capped random subset of the seeds now, the rest a
-        // little later: a cluster restarting at once does not dial N².
-        let mut seeds = self.mesh.config.seeds.clone();
-        let mut rng = fastrand::Rng::with_seed(self.mesh.jitter_seed.load(Ordering::Relaxed));
-        rng.shuffle(&mut seeds);
-        let now = seeds.len().min(self.mesh.config.discovery_fanout.max(1));
-        let later = seeds.split_off(now);
-        for addr in seeds {
-            Mesh::redial(&self.mesh, addr, Dial::Seed);
-        }
-        if !later.is_empty() {
-            let mesh = Arc::clone(&self.mesh);
-            let delay = self.mesh.config.retry_max_delay;
-            self.mesh.runtime.spawn(async move {
-                tokio::time::sleep(delay).await;
-                for addr in later {
-                    Mesh::redial(&mesh, addr, Dial::Seed);
-                }
-            });
-        }
+        // The policy dialed a capped random subset of the seeds first: a
+        // cluster restarting at once does not dial N².
+        let mesh = Arc::clone(&self.mesh);
+        self.mesh.runtime.spawn(Mesh::dial_loop(mesh));
     }
 
     fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
@@ -374,6 +372,7 @@ impl Transport for QuicTransport {
         self.mesh
             .endpoint
             .close(code::SHUTDOWN.into(), b"node shutting down");
+        self.mesh.dial_wake.notify_one();
     }
 }
 
@@ -541,7 +540,7 @@ impl Mesh {
         Mesh::register(mesh, conn, hello, false).await
     }
 
-    async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<(), Failure> {
+    async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<NodeName, Failure> {
         let mut conn_seen = None;
         let result = Mesh::dial_inner(mesh, addr, &mut conn_seen).await;
         Failure::classify(result, conn_seen.as_ref())
@@ -551,7 +550,7 @@ impl Mesh {
         mesh: &Arc<Mesh>,
         addr: SocketAddr,
         conn_seen: &mut Option<quinn::Connection>,
-    ) -> Result<(), String> {
+    ) -> Result<NodeName, String> {
         let timeout = mesh.config.protocol_timeout;
         let connecting = mesh
             .endpoint
@@ -582,7 +581,8 @@ impl Mesh {
                     conn.close(code::REJECTED.into(), reason.as_bytes());
                     return Err(reason);
                 }
-                Mesh::register(mesh, conn, hello, true).await
+                let name = hello.node.name.clone();
+                Mesh::register(mesh, conn, hello, true).await.map(|()| name)
             }
             Some(NetMessage::Reject { reason }) => {
                 tracing::warn!(node = %mesh.hello.node, %addr, %reason, "refused by the peer");
@@ -633,55 +633,50 @@ impl Mesh {
         }
     }
 
-    /// Dials `addr` until what `dial` expects there is connected, with
-    /// backoff between attempts. One loop per address.
-    fn redial(mesh: &Arc<Mesh>, addr: SocketAddr, dial: Dial) {
-        if mesh.closed.load(Ordering::Acquire) || Some(addr) == mesh.hello.listen {
-            return;
-        }
-        if !mesh.dialing.lock().insert(addr) {
-            return;
-        }
-        let m = Arc::clone(mesh);
-        mesh.runtime.spawn(async move {
-            let seed = m.jitter_seed.fetch_add(1, Ordering::Relaxed);
-            let mut backoff = Backoff::new(m.config.retry_base_delay, m.config.retry_max_delay, seed);
-            let mut failures = 0;
-            while !m.closed.load(Ordering::Acquire) && m.still_wanted(addr, &dial) {
-                match Mesh::dial_once(&m, addr).await {
-                    Ok(()) => break,
-                    Err(Failure::Benign) => {}
-                    Err(Failure::Refused(reason)) => {
-                        failures += 1;
-                        bump(&m.counters.handshakes_failed, "pg_net_handshakes_failed_total", 1);
-                        tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
-                        if matches!(dial, Dial::Heard(_)) && failures >= HEARD_DIAL_ATTEMPTS {
-                            tracing::info!(node = %m.hello.node, %addr, "giving up an address heard of but never reached");
-                            break;
+    /// Dials what the policy says is due, reports each outcome back, and
+    /// sleeps until the next deadline or a new input.
+    async fn dial_loop(mesh: Arc<Mesh>) {
+        loop {
+            if mesh.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let notified = mesh.dial_wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (due, next) = {
+                let mut policy = mesh.dial.lock();
+                (policy.poll_dials(clock()), policy.poll_timeout())
+            };
+            for addr in due {
+                let m = Arc::clone(&mesh);
+                mesh.runtime.spawn(async move {
+                    let outcome = match Mesh::dial_once(&m, addr).await {
+                        Ok(name) => DialOutcome::Connected(name),
+                        Err(Failure::Benign) => DialOutcome::Failed,
+                        Err(Failure::Refused(reason)) => {
+                            bump(
+                                &m.counters.handshakes_failed,
+                                "pg_net_handshakes_failed_total",
+                                1,
+                            );
+                            tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
+                            DialOutcome::Failed
                         }
+                    };
+                    m.dial.lock().handle_dial_result(addr, outcome, clock());
+                    m.dial_wake.notify_one();
+                });
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = &mut notified => {}
                     }
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            m.dialing.lock().remove(&addr);
-        });
-    }
-
-    fn still_wanted(&self, addr: SocketAddr, dial: &Dial) -> bool {
-        match dial {
-            Dial::Seed => !self.connected_at(addr),
-            Dial::Known(name) | Dial::Heard(name) if self.blocked.lock().contains(name) => false,
-            Dial::Known(name) | Dial::Heard(name) => {
-                !self.peers.lock().contains_key(name)
-                    && self.listen_of.lock().get(name).is_none_or(|a| *a == addr)
+                None => notified.await,
             }
         }
-    }
-
-    fn connected_at(&self, addr: SocketAddr) -> bool {
-        let listen_of = self.listen_of.lock();
-        let peers = self.peers.lock();
-        peers.keys().any(|name| listen_of.get(name) == Some(&addr))
     }
 
     /// Makes a handshaken connection the link to its node, or closes it.
@@ -762,6 +757,7 @@ impl Mesh {
                 None => true,
             };
             peers.insert(peer.name.clone(), link.clone());
+            mesh.dial.lock().handle_connected(&peer.name, hello.listen);
             // Queued under the lock, so ups and downs reach the runtime in
             // the order the links changed.
             if report {
@@ -839,14 +835,10 @@ impl Mesh {
             let _ = self.events.send(PeerEvent::Down(peer.clone()));
         }
         tracing::info!(node = %self.hello.node, %peer, %reason, "peer disconnected");
-        let addr = self.listen_of.lock().get(&peer.name).copied();
-        // The smaller name redials (the other waits), so a healed link
-        // comes back as one connection.
-        if let Some(addr) = addr
-            && self.hello.node.name < peer.name
-        {
-            Mesh::redial(&self, addr, Dial::Known(peer.name.clone()));
-        }
+        // Both sides redial (the smaller name first): a link comes back
+        // whoever restarted, and whatever their seeds.
+        self.dial.lock().handle_disconnected(&peer.name, clock());
+        self.dial_wake.notify_one();
     }
 
     // ----- streams ----------------------------------------------------
@@ -1021,18 +1013,17 @@ impl Mesh {
                 },
             ),
             NetMessage::Peers { peers } => {
+                let now = clock();
                 for (name, addr) in peers.into_iter().take(MAX_PEERS_PER_MESSAGE) {
                     if name == self.hello.node.name {
                         continue;
                     }
                     self.remember(&name, addr);
-                    let connected = self.peers.lock().contains_key(&name);
-                    // The smaller name dials, so two nodes that hear of each
-                    // other do not both dial.
-                    if !connected && self.hello.node.name < name {
-                        Mesh::redial(self, addr, Dial::Heard(name));
-                    }
+                    // The policy dials it if not connected, the smaller
+                    // name first.
+                    self.dial.lock().handle_heard(&name, addr, now);
                 }
+                self.dial_wake.notify_one();
             }
             NetMessage::Deliver { from, .. } => {
                 return Err(format!("payload from {from}, a process of another node"));
@@ -1102,12 +1093,13 @@ enum Failure {
 }
 
 impl Failure {
-    fn classify(
-        result: Result<(), String>,
+    fn classify<T>(
+        result: Result<T, String>,
         conn: Option<&quinn::Connection>,
-    ) -> Result<(), Failure> {
-        let Err(reason) = result else {
-            return Ok(());
+    ) -> Result<T, Failure> {
+        let reason = match result {
+            Ok(value) => return Ok(value),
+            Err(reason) => reason,
         };
         let benign = conn
             .and_then(quinn::Connection::close_reason)
@@ -1124,4 +1116,10 @@ impl Failure {
             Failure::Refused(reason)
         })
     }
+}
+
+/// The time given to the dial policy: tokio's clock (the OS clock, except
+/// in paused-time tests).
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -1,7 +1,8 @@
 //! `pg-node`: a node process for `cargo xtask cluster-sim`.
 //!
 //! `pg-node <config.yaml>` starts a node from a configuration file (see
-//! docs/configuration.md) and takes one command per line on stdin,
+//! docs/configuration.md), logs to stderr (level from `PG_LOG`, `warn` by
+//! default, e.g. `PG_LOG=info,pg_net=debug`) and takes one command per line on stdin,
 //! answering one line on stdout:
 //!
 //! | command | answer |
@@ -45,6 +46,16 @@ struct Member {
 }
 
 fn main() {
+    // The library's warnings (refused handshakes, dropped frames, lagging
+    // subscribers) reach the operator on stderr; PG_LOG filters them
+    // (`info`, `pg_net=debug`, ...), `warn` by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     if let Err(e) = run() {
         eprintln!("pg-node: {e}");
         std::process::exit(1);

@@ -1,0 +1,359 @@
+//! Who to dial, and when: the mesh's dial policy, without IO.
+//!
+//! The rule it keeps: *if two live nodes of one cluster can reach each other
+//! and either knows the other's address (as a seed, from peer exchange, or
+//! from a past connection), they end up connected within a bounded time
+//! after the network lets them*, whatever their names, seed lists, restart
+//! order, and however long a cut lasted.
+//!
+//! So no address a node may need is ever given up:
+//! - a node once connected, or heard of through peer exchange, is redialed
+//!   while it is not connected, with capped exponential backoff and jitter.
+//!   Names decide only who dials *first*: the smaller name at once, the
+//!   larger after [`DialConfig::yield_delay`], so a healed link usually
+//!   comes back as one connection (two crossing dials are resolved by the
+//!   handshake anyway);
+//! - an address never reached backs off more slowly (up to
+//!   [`DialConfig::unreached_max`]), so a flood of made-up addresses costs
+//!   little; hearing of it again (peer exchange re-announces addresses on
+//!   every new connection) dials it again soon;
+//! - seeds are dialed at start (a capped random subset at once, the rest a
+//!   little later) until some node answers there, and all of them again
+//!   whenever the node has no peer left.
+//!
+//! Memory is bounded: at most [`MAX_KNOWN`] node addresses are remembered,
+//! so peer exchange cannot grow the tables without limit.
+//!
+//! Driving it: feed `handle_*` with what happened (`now` passed in), take
+//! the addresses to dial from [`DialPolicy::poll_dials`], report each
+//! attempt's end with [`DialPolicy::handle_dial_result`], and sleep until
+//! [`DialPolicy::poll_timeout`] or the next input.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pg_core::NodeName;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::backoff::Backoff;
+
+/// Node addresses remembered at most.
+pub const MAX_KNOWN: usize = 16 * 1024;
+
+/// Dials running at once at most (a flood of addresses is dialed a batch
+/// at a time).
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Timing of the dial policy.
+#[derive(Debug, Clone)]
+pub struct DialConfig {
+    /// First delay after a failed dial.
+    pub base: Duration,
+    /// Longest delay between dials of a node that was reached before (or a
+    /// seed).
+    pub max: Duration,
+    /// Longest delay between dials of an address never reached.
+    pub unreached_max: Duration,
+    /// How long the larger name of two waits before dialing the smaller,
+    /// leaving it the first try.
+    pub yield_delay: Duration,
+    /// Seeds dialed at once at start; the others after `max`.
+    pub fanout: usize,
+    /// Seed of the jitter.
+    pub seed: u64,
+}
+
+impl Default for DialConfig {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            unreached_max: Duration::from_secs(30),
+            yield_delay: Duration::from_secs(1),
+            fanout: 3,
+            seed: 1,
+        }
+    }
+}
+
+/// One address being dialed.
+#[derive(Debug)]
+struct Target {
+    /// A configured seed (or an address given to `dial`).
+    seed: bool,
+    /// The node known to listen here, if any.
+    node: Option<NodeName>,
+    /// Whether a node was ever connected from this address.
+    reached: bool,
+    next_at: Instant,
+    in_flight: bool,
+    backoff: Backoff,
+}
+
+/// The dial policy of one node (see the module docs).
+#[derive(Debug)]
+pub struct DialPolicy {
+    me: NodeName,
+    config: DialConfig,
+    seeds: Vec<SocketAddr>,
+    /// Where each node known listens.
+    listen_of: FxHashMap<NodeName, SocketAddr>,
+    /// Nodes that answered at an address (a seed's node, a past link).
+    reached: FxHashSet<SocketAddr>,
+    connected: FxHashSet<NodeName>,
+    /// Nodes refused on purpose (fault injection).
+    blocked: FxHashSet<NodeName>,
+    targets: FxHashMap<SocketAddr, Target>,
+    jitter: u64,
+}
+
+/// How a dial ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// A link to this node is up (through this dial or a crossing one).
+    Connected(NodeName),
+    /// No link came of it.
+    Failed,
+}
+
+impl DialPolicy {
+    /// A policy for node `me` with `seeds`; the first seeds are due at once.
+    pub fn new(me: NodeName, seeds: &[SocketAddr], config: DialConfig, now: Instant) -> Self {
+        let mut policy = Self {
+            me,
+            jitter: config.seed,
+            config,
+            seeds: Vec::new(),
+            listen_of: FxHashMap::default(),
+            reached: FxHashSet::default(),
+            connected: FxHashSet::default(),
+            blocked: FxHashSet::default(),
+            targets: FxHashMap::default(),
+        };
+        let mut seeds = seeds.to_vec();
+        seeds.dedup();
+        fastrand::Rng::with_seed(policy.jitter).shuffle(&mut seeds);
+        let later = now + policy.config.max;
+        for (i, addr) in seeds.iter().enumerate() {
+            let at = if i < policy.config.fanout.max(1) {
+                now
+            } else {
+                later
+            };
+            policy.want_seed(*addr, at);
+        }
+        policy.seeds = seeds;
+        policy
+    }
+
+    /// Adds a seed at run time; it is due at once.
+    pub fn add_seed(&mut self, addr: SocketAddr, now: Instant) {
+        if !self.seeds.contains(&addr) {
+            self.seeds.push(addr);
+        }
+        self.want_seed(addr, now);
+    }
+
+    /// A link to `name` is up; `listen` is where it says it listens.
+    pub fn handle_connected(&mut self, name: &NodeName, listen: Option<SocketAddr>) {
+        self.connected.insert(name.clone());
+        if let Some(addr) = listen {
+            self.remember(name, addr);
+            self.reached.insert(addr);
+        }
+    }
+
+    /// The link to `name` went down: redial it (the smaller name first).
+    /// With no peer left, the seeds are dialed again too.
+    pub fn handle_disconnected(&mut self, name: &NodeName, now: Instant) {
+        self.connected.remove(name);
+        self.want_node(name, now);
+        if self.connected.is_empty() {
+            for addr in self.seeds.clone() {
+                self.want_seed(addr, now);
+            }
+        }
+    }
+
+    /// A peer says `name` listens at `addr` (peer exchange).
+    pub fn handle_heard(&mut self, name: &NodeName, addr: SocketAddr, now: Instant) {
+        if *name == self.me || !self.remember(name, addr) {
+            return;
+        }
+        let first = now + self.first_delay(name);
+        if let Some(target) = self.targets.get_mut(&addr)
+            && !target.in_flight
+            && !target.reached
+        {
+            // Heard again: an address backing off slowly gets a fresh try.
+            target.backoff.reset();
+            target.next_at = target.next_at.min(first);
+        }
+        self.want_node(name, now);
+    }
+
+    /// Stops dialing `name` and refuses it until `handle_unblocked`.
+    pub fn handle_blocked(&mut self, name: &NodeName) {
+        self.blocked.insert(name.clone());
+    }
+
+    /// Dials `name` again (the smaller name first).
+    pub fn handle_unblocked(&mut self, name: &NodeName, now: Instant) {
+        self.blocked.remove(name);
+        self.want_node(name, now);
+    }
+
+    /// A dial of `addr` handed out by `poll_dials` ended.
+    pub fn handle_dial_result(&mut self, addr: SocketAddr, outcome: DialOutcome, now: Instant) {
+        let max = self.config.max;
+        if let DialOutcome::Connected(name) = &outcome {
+            self.reached.insert(addr);
+            if let Some(target) = self.targets.get_mut(&addr) {
+                target.node.get_or_insert_with(|| name.clone());
+            }
+        }
+        let reached = self.reached.contains(&addr);
+        let Some(target) = self.targets.get_mut(&addr) else {
+            return;
+        };
+        target.in_flight = false;
+        target.reached |= reached;
+        match outcome {
+            DialOutcome::Connected(_) => target.backoff.reset(),
+            DialOutcome::Failed => {
+                // The backoff is capped at `unreached_max`; seeds and nodes
+                // once reached keep to the shorter `max`.
+                let mut delay = target.backoff.next_delay();
+                if target.seed || target.reached {
+                    delay = delay.min(max);
+                }
+                target.next_at = now + delay;
+            }
+        }
+    }
+
+    /// The addresses to dial now (each is then in flight until
+    /// `handle_dial_result`); at most [`MAX_IN_FLIGHT`] dials run at once.
+    #[must_use]
+    pub fn poll_dials(&mut self, now: Instant) -> Vec<SocketAddr> {
+        self.prune();
+        let in_flight = self.targets.values().filter(|t| t.in_flight).count();
+        let room = MAX_IN_FLIGHT.saturating_sub(in_flight);
+        let mut due: Vec<(Instant, SocketAddr)> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| !t.in_flight && t.next_at <= now)
+            .map(|(addr, t)| (t.next_at, *addr))
+            .collect();
+        due.sort_unstable();
+        due.truncate(room);
+        for (_, addr) in &due {
+            if let Some(target) = self.targets.get_mut(addr) {
+                target.in_flight = true;
+            }
+        }
+        due.into_iter().map(|(_, addr)| addr).collect()
+    }
+
+    /// When the next dial is due, if any is waiting.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.targets
+            .iter()
+            .filter(|(addr, t)| !t.in_flight && self.wanted(**addr, t))
+            .map(|(_, t)| t.next_at)
+            .min()
+    }
+
+    /// Where `name` listens, if known.
+    pub fn listen_of(&self, name: &NodeName) -> Option<SocketAddr> {
+        self.listen_of.get(name).copied()
+    }
+
+    /// Addresses with a dial pending or in flight.
+    pub fn pending(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Records where `name` listens; false if the table is full.
+    fn remember(&mut self, name: &NodeName, addr: SocketAddr) -> bool {
+        if self.listen_of.len() >= MAX_KNOWN && !self.listen_of.contains_key(name) {
+            return false;
+        }
+        self.listen_of.insert(name.clone(), addr);
+        true
+    }
+
+    /// The smaller name dials first; the larger leaves it a head start.
+    fn first_delay(&self, name: &NodeName) -> Duration {
+        if self.me < *name {
+            Duration::ZERO
+        } else {
+            self.config.yield_delay
+        }
+    }
+
+    fn want_node(&mut self, name: &NodeName, now: Instant) {
+        if self.connected.contains(name) || self.blocked.contains(name) {
+            return;
+        }
+        let Some(&addr) = self.listen_of.get(name) else {
+            return;
+        };
+        let at = now + self.first_delay(name);
+        let reached = self.reached.contains(&addr);
+        let target = self.target(addr, at);
+        target.node = Some(name.clone());
+        target.reached |= reached;
+        if !target.in_flight {
+            target.next_at = target.next_at.min(at);
+        }
+    }
+
+    fn want_seed(&mut self, addr: SocketAddr, at: Instant) {
+        let target = self.target(addr, at);
+        target.seed = true;
+        if !target.in_flight {
+            target.next_at = target.next_at.min(at);
+        }
+    }
+
+    fn target(&mut self, addr: SocketAddr, at: Instant) -> &mut Target {
+        let (base, max) = (self.config.base, self.config.unreached_max);
+        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let seed = self.jitter;
+        self.targets.entry(addr).or_insert_with(|| Target {
+            seed: false,
+            node: None,
+            reached: false,
+            next_at: at,
+            in_flight: false,
+            backoff: Backoff::new(base, max, seed),
+        })
+    }
+
+    /// Whether a dial of `addr` is still needed: its node (or, for a seed
+    /// whose node is unknown, any node answering there) is not connected.
+    fn wanted(&self, addr: SocketAddr, target: &Target) -> bool {
+        match &target.node {
+            Some(name) => {
+                !self.connected.contains(name)
+                    && !self.blocked.contains(name)
+                    && (target.seed || self.listen_of.get(name) == Some(&addr))
+            }
+            None => target.seed,
+        }
+    }
+
+    /// Drops targets no longer needed (in-flight ones end with their dial).
+    fn prune(&mut self) {
+        let unwanted: Vec<SocketAddr> = self
+            .targets
+            .iter()
+            .filter(|(addr, t)| !t.in_flight && !self.wanted(**addr, t))
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in unwanted {
+            self.targets.remove(&addr);
+        }
+    }
+}
