@@ -59,8 +59,6 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Largest handshake message: a hello is small, and it is read before the
 /// peer is known.
 const HANDSHAKE_MAX: usize = 64 * 1024;
-/// Entries of one peer-exchange message taken into account.
-const MAX_PEERS_PER_MESSAGE: usize = 1024;
 /// Addresses remembered at most (peer exchange cannot grow it further).
 const MAX_KNOWN_ADDRESSES: usize = 16 * 1024;
 /// Longest wait between dials of an address that never answered.
@@ -795,7 +793,11 @@ impl Mesh {
             let others = peers.values().filter(|l| l.node != peer).cloned().collect();
             (known, others)
         };
-        let _ = link.membership.try_send(NetMessage::Peers { peers: known });
+        // In lists the receiver accepts, however large the cluster.
+        for chunk in known.chunks(wire::MAX_PEERS) {
+            let peers = chunk.to_vec();
+            let _ = link.membership.try_send(NetMessage::Peers { peers });
+        }
         if let Some(listen) = hello.listen {
             for other in others {
                 let news = vec![(peer.name.clone(), listen)];
@@ -1014,7 +1016,8 @@ impl Mesh {
             ),
             NetMessage::Peers { peers } => {
                 let now = clock();
-                for (name, addr) in peers.into_iter().take(MAX_PEERS_PER_MESSAGE) {
+                // At most MAX_PEERS: a longer list does not decode.
+                for (name, addr) in peers {
                     if name == self.hello.node.name {
                         continue;
                     }
@@ -1037,22 +1040,19 @@ impl Mesh {
 }
 
 /// Why a message could not be read from a stream.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ReadError {
     /// The bytes were not a valid message (the peer misbehaves).
-    Wire(wire::WireError),
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
     /// The stream or connection failed.
-    Stream(String),
+    #[error("stream failed")]
+    Stream(#[source] quinn::ReadExactError),
 }
 
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Wire(e) => write!(f, "{e}"),
-            ReadError::Stream(e) => write!(f, "{e}"),
-        }
-    }
-}
+/// Bytes read into a message body at a time: a body grows as its bytes
+/// arrive, so an announced length costs nothing until it is sent.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads one length-prefixed message; `None` when the stream ends cleanly
 /// between messages.
@@ -1064,14 +1064,18 @@ async fn read_message(
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(ReadError::Stream(e.to_string())),
+        Err(e) => return Err(ReadError::Stream(e)),
     }
-    let len = wire::body_len(prefix, max).map_err(ReadError::Wire)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| ReadError::Stream(e.to_string()))?;
-    wire::decode(&body).map(Some).map_err(ReadError::Wire)
+    let len = wire::body_len(prefix, max)?;
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    while body.len() < len {
+        let start = body.len();
+        body.resize(start + (len - start).min(READ_CHUNK), 0);
+        recv.read_exact(&mut body[start..])
+            .await
+            .map_err(ReadError::Stream)?;
+    }
+    Ok(Some(wire::decode(&body)?))
 }
 
 async fn write_message(

@@ -13,6 +13,10 @@ use thiserror::Error;
 /// scope protocol inside `Scope` messages has its own version byte.
 pub const NET_PROTOCOL_VERSION: u16 = 1;
 
+/// Most `(node, address)` entries one peer-exchange message may carry;
+/// a longer list is refused while decoding, before it is allocated.
+pub const MAX_PEERS: usize = 1024;
+
 /// Application protocol negotiated by TLS (ALPN).
 pub const ALPN: &[u8] = b"pg-rs/1";
 
@@ -65,7 +69,8 @@ pub enum NetMessage {
     /// Peer exchange: nodes the sender is connected to, and where they
     /// listen.
     Peers {
-        /// `(node, listen address)` pairs.
+        /// `(node, listen address)` pairs, at most [`MAX_PEERS`].
+        #[serde(deserialize_with = "bounded_peers")]
         peers: Vec<(NodeName, SocketAddr)>,
     },
 }
@@ -81,9 +86,51 @@ pub enum WireError {
         /// The configured maximum.
         max: usize,
     },
-    /// The body is not a valid message.
-    #[error("malformed message: {0}")]
-    Malformed(String),
+    /// The body is not a valid message (including a peer list longer
+    /// than [`MAX_PEERS`]).
+    #[error("malformed message")]
+    Malformed(#[source] postcard::Error),
+    /// A valid message followed by bytes that belong to none.
+    #[error("{count} bytes after the message")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// Deserializes a peer list, refusing one longer than [`MAX_PEERS`] from
+/// its announced length, before allocating anything for it.
+fn bounded_peers<'de, D>(deserializer: D) -> Result<Vec<(NodeName, SocketAddr)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<(NodeName, SocketAddr)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_PEERS} peers")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > MAX_PEERS {
+                return Err(serde::de::Error::invalid_length(announced, &self));
+            }
+            let mut out = Vec::with_capacity(announced);
+            while let Some(entry) = seq.next_element()? {
+                if out.len() == MAX_PEERS {
+                    return Err(serde::de::Error::invalid_length(MAX_PEERS + 1, &self));
+                }
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(Bounded)
 }
 
 /// Appends `message`, length-prefixed, to `out`.
@@ -107,13 +154,10 @@ pub fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, WireError> {
 
 /// Decodes one message body (without its prefix), rejecting trailing bytes.
 pub fn decode(body: &[u8]) -> Result<NetMessage, WireError> {
-    let (message, rest) = postcard::take_from_bytes::<NetMessage>(body)
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (message, rest) =
+        postcard::take_from_bytes::<NetMessage>(body).map_err(WireError::Malformed)?;
     if !rest.is_empty() {
-        return Err(WireError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(WireError::TrailingBytes { count: rest.len() });
     }
     Ok(message)
 }
@@ -180,6 +224,31 @@ mod tests {
         encode_into(&sample()[1], &mut buf);
         let mut body = buf[4..].to_vec();
         body.push(0);
+        assert_eq!(decode(&body), Err(WireError::TrailingBytes { count: 1 }));
+    }
+
+    #[test]
+    fn a_peer_list_over_the_bound_is_refused_while_decoding() {
+        let peer = (NodeName::new("a").unwrap(), "127.0.0.1:1".parse().unwrap());
+        for (n, ok) in [(MAX_PEERS, true), (MAX_PEERS + 1, false)] {
+            let mut buf = Vec::new();
+            encode_into(
+                &NetMessage::Peers {
+                    peers: vec![peer.clone(); n],
+                },
+                &mut buf,
+            );
+            assert_eq!(decode(&buf[4..]).is_ok(), ok, "{n} peers");
+        }
+        // A forged length of a billion entries followed by nothing: refused
+        // from the length alone.
+        let mut body = vec![5u8]; // variant index of Peers
+        let mut len = 1_000_000_000u64;
+        while len >= 0x80 {
+            body.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        body.push(len as u8);
         assert!(matches!(decode(&body), Err(WireError::Malformed(_))));
     }
 

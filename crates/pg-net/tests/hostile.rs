@@ -1,0 +1,145 @@
+//! A hostile peer: a client with a valid certificate of the cluster that
+//! speaks the wire format, but lies. Each attack is refused and counted,
+//! costs the node no more memory than the bytes really sent, and the node
+//! keeps serving its other peers.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{LIMIT, config, eventually, g, start};
+use pg_core::{NodeId, NodeName};
+use pg_net::{DevCa, Hello, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, NetMessage, wire};
+
+/// The tag of the membership stream (see mesh.rs).
+const STREAM_MEMBERSHIP: u8 = 0;
+
+/// A handshaken connection to `addr` as node `name`.
+async fn handshake(ca: &DevCa, name: &str, addr: SocketAddr) -> quinn::Connection {
+    let identity = ca.issue(name).unwrap();
+    let client = pg_net::client_config(&identity, &config("test", &[])).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let conn = endpoint
+        .connect(addr, NODE_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = NetMessage::Hello(Hello {
+        version: NET_PROTOCOL_VERSION,
+        cluster: "test".into(),
+        node: NodeId::parse_name(name, 1).unwrap(),
+        listen: None,
+    });
+    let mut buf = Vec::new();
+    wire::encode_into(&hello, &mut buf);
+    send.write_all(&buf).await.unwrap();
+    let _ = send.finish();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let len = wire::body_len(prefix, 1 << 20).unwrap();
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.unwrap();
+    assert!(matches!(wire::decode(&body), Ok(NetMessage::Welcome(_))));
+    conn
+}
+
+/// Opens a membership stream on `conn` and writes `bytes` to it.
+async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> quinn::SendStream {
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&[STREAM_MEMBERSHIP]).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+    let b = start(
+        "b",
+        &ca.issue("b").unwrap(),
+        config("test", &[a.transport.local_addr()]),
+    );
+    eventually("a and b connected", LIMIT, || a.node.peers().len() == 1).await;
+    let addr = a.transport.local_addr();
+    let still_serving = |round: u64| {
+        let (b_scope, a_scope) = (b.scope.clone(), a.scope.clone());
+        let p = b.node.spawn();
+        let group = g(&format!("alive-{round}"));
+        b_scope.join(p.pid(), std::slice::from_ref(&group)).unwrap();
+        async move {
+            eventually("a still hears from b", LIMIT, || {
+                a_scope.members(group.as_str()).len() == 1
+            })
+            .await;
+            drop(p);
+        }
+    };
+
+    // 1. A length prefix of u32::MAX: refused before any allocation.
+    let conn = handshake(&ca, "h", addr).await;
+    let _stream = send_raw(&conn, &u32::MAX.to_le_bytes()).await;
+    let reason = conn.closed().await;
+    assert!(reason.to_string().contains("limit"), "closed: {reason}");
+    assert_eq!(a.transport.stats().oversized, 1);
+    still_serving(1).await;
+
+    // 2. A flood of peer addresses: refused while decoding (one list over
+    // the bound), nothing dialed.
+    let conn = handshake(&ca, "h", addr).await;
+    let flood: Vec<(NodeName, SocketAddr)> = (0..(wire::MAX_PEERS as u32 * 4))
+        .map(|i| {
+            let name = NodeName::new(&format!("fake{i}")).unwrap();
+            (
+                name,
+                SocketAddr::from(([10, 9, (i >> 8) as u8, i as u8], 9)),
+            )
+        })
+        .collect();
+    let mut buf = Vec::new();
+    wire::encode_into(&NetMessage::Peers { peers: flood }, &mut buf);
+    let _stream = send_raw(&conn, &buf).await;
+    conn.closed().await;
+    assert_eq!(a.transport.stats().malformed, 1);
+    eventually("the hostile peer gone, b kept", LIMIT, || {
+        a.node.peers().len() == 1
+    })
+    .await;
+    still_serving(2).await;
+
+    // 3. Many streams each announcing the largest allowed frame and never
+    // sending it: reading costs what arrives, not what is announced.
+    let conn = handshake(&ca, "h", addr).await;
+    let max = config("test", &[]).max_frame_size as u32;
+    let before = resident_bytes();
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        streams.push(send_raw(&conn, &max.to_le_bytes()).await);
+    }
+    still_serving(3).await;
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 32 << 20,
+        "16 announced frames of {max} bytes grew the node by {grown} bytes"
+    );
+    conn.close(0u32.into(), b"done");
+    drop(streams);
+
+    // The honest peer stays; nothing was dialed for the flood.
+    eventually("only b left", LIMIT, || a.node.peers().len() == 1).await;
+    assert_eq!(b.node.peers().len(), 1);
+}
