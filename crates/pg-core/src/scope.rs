@@ -619,30 +619,25 @@ impl Scope {
         }
     }
 
+    /// Compares a digest with what is held and asks the origins of newer
+    /// parts for them. The digest's entry for this node's own part is not
+    /// acted on: it may be older only because our deltas or sync to the
+    /// sender are crossing the digest, which nothing here can tell apart
+    /// from a loss. The sender learns our version from our own digest
+    /// (the reply to this one, or our next), which travels behind all our
+    /// earlier frames on the ordered link, and pulls if it is still behind.
     fn on_digest(&mut self, from: &NodeId, reply: bool, parts: Vec<PartVersion>, now: Instant) {
         self.stats.digests_received += 1;
-        let local = self.local_node().clone();
-        let local_seq = self.table.seq(LOCAL_SLOT);
-        let mut holds_us = false;
-        let mut push = false;
         for PartVersion { node, seq } in parts {
-            if node == local {
-                holds_us = true;
-                push |= seq < local_seq;
-                continue;
-            }
             let is_up = self.peers.get(&node.name).map(|p| &p.node) == Some(&node);
             if !is_up {
+                // Our own entry, or a run that is not up here.
                 continue;
             }
             let held = self.table.slot_of(&node).map(|s| self.table.seq(s));
             if held.is_none_or(|h| h < seq) {
                 self.request_sync(&node, now);
             }
-        }
-        push |= !holds_us && self.table.part_memberships(LOCAL_SLOT) > 0;
-        if push {
-            self.send_own_sync(from);
         }
         if !reply {
             self.send_digest(from, true);
