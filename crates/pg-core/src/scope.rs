@@ -541,7 +541,13 @@ impl Scope {
 
     fn on_sync(&mut self, from: &NodeId, seq: u64, known: Option<u64>, groups: Vec<SyncGroup>) {
         let repairing = self.peer_flag(from, |p| p.repairing);
-        let held_before = self.table.slot_of(from).is_some();
+        let held_seq = self.table.slot_of(from).map(|slot| self.table.seq(slot));
+        let held_before = held_seq.is_some();
+        // A sync older than the part held left before a frame of the same
+        // run that already arrived (the network reordered them): what it
+        // says of us is out of date. The sender's version never goes
+        // back, so a sync it sends after dropping our part is never older.
+        let overtaken = held_seq.is_some_and(|held| seq < held);
         let slot = match self.table.slot_of(from) {
             Some(slot)
                 if seq < self.table.seq(slot) || (seq == self.table.seq(slot) && !repairing) =>
@@ -572,9 +578,15 @@ impl Scope {
         // before this sync (it dropped ours on a down we did not see); not
         // when our own push to a new peer is merely crossing this one. A
         // stale `known` is never answered: our deltas are on their way, and
-        // answering would ping-pong full syncs while both sides change.
+        // answering would ping-pong full syncs while both sides change. Nor
+        // is an overtaken sync: a reordered frame must not cost a full sync.
+        // (A duplicate at the version held is answered: it cannot be told
+        // from the sender dropping our part on a down we did not see.)
         let sent = self.peer_flag(from, |p| p.part_sent);
-        if known.is_none() && (!sent || held_before) && self.table.part_memberships(LOCAL_SLOT) > 0
+        if known.is_none()
+            && !overtaken
+            && (!sent || held_before)
+            && self.table.part_memberships(LOCAL_SLOT) > 0
         {
             self.send_own_sync(from);
         }

@@ -780,6 +780,42 @@ fn a_digest_reply_crossing_our_sync_does_not_push() {
     assert!(transmits(&mut a).is_empty());
 }
 
+/// Seed 203950: over a reordering network, b receives a's sync at
+/// version 2 and then, late, a's older sync at version 1, both saying
+/// a lacks b's part. The late one is out of date: b must not answer it.
+#[test]
+fn an_overtaken_sync_is_not_answered() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x")]).unwrap();
+    b.handle_node_up(a.clone()); // b pushes its part
+    assert_eq!(transmits(&mut b).len(), 1);
+    let sync = |seq| Frame::Sync {
+        seq,
+        known: None,
+        groups: vec![],
+    };
+    // Crossing b's push: not answered.
+    b.handle_frame(&a, sync(2), now);
+    assert!(transmits(&mut b).is_empty());
+    b.handle_frame(&a, sync(1), now);
+    assert!(transmits(&mut b).is_empty(), "answered an overtaken sync");
+    assert_eq!(b.stats().syncs_stale, 1);
+    // Overtaken by a delta works the same way.
+    b.handle_frame(
+        &a,
+        Frame::Delta {
+            base: 2,
+            seq: 3,
+            ops: vec![],
+        },
+        now,
+    );
+    b.handle_frame(&a, sync(2), now);
+    assert!(transmits(&mut b).is_empty(), "answered an overtaken sync");
+}
+
 #[test]
 fn node_down_drops_its_members_with_multiplicity() {
     let (mut a, now) = scope("a");
