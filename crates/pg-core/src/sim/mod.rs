@@ -110,11 +110,14 @@ pub struct NetStats {
     pub frames_duplicated: u64,
     /// Frames sent, by kind.
     pub by_kind: FrameCounts,
-    /// Syncs sent in answer to a `SyncRequest` or `Discover` whose sender,
-    /// when it asked, did not hold the answering node's current part. Such
-    /// a request was needed when it left, so its answer goes out even if
-    /// the asker caught up meanwhile (a reordered delta filling the gap, a
-    /// duplicated request): a request cannot be recalled.
+    /// Syncs sent in answer to a request for the receiver's part (a
+    /// `SyncRequest`, a `Discover`, or a `Sync` with `known: None`) whose
+    /// sender, when it asked, did not hold the receiver's current part.
+    /// Such a request was needed when it left, so its answer goes out even
+    /// if the asker caught up meanwhile (a reordered delta filling the gap,
+    /// a duplicated request): a request cannot be recalled. A sync older
+    /// than the receiver's copy of its sender's part does not count: the
+    /// receiver can tell it is out of date and must not answer it.
     pub requested_syncs: u64,
 }
 
@@ -612,6 +615,17 @@ impl Cluster {
                 };
                 self.net_stats.frames_delivered += 1;
                 let one_way = matches!(frame, Frame::Sync { .. });
+                // An overtaken sync is recognisably out of date: its answer
+                // is not excused.
+                let needed_request = needed_request
+                    && match &frame {
+                        Frame::Sync { seq, .. } => self.nodes[to]
+                            .scope
+                            .as_ref()
+                            .and_then(|s| s.parts().find(|p| p.node == from))
+                            .is_none_or(|held| held.seq <= *seq),
+                        _ => true,
+                    };
                 let now = self.now();
                 if let Some(scope) = self.nodes[to].scope.as_mut() {
                     scope.handle_frame(&from, frame, now);
@@ -729,8 +743,11 @@ impl Cluster {
                     bytes
                 }
             };
-            let needed_request = matches!(&*frame, Frame::SyncRequest | Frame::Discover)
-                && !self.holds_current_part(i, &to);
+            let asks = matches!(
+                &*frame,
+                Frame::SyncRequest | Frame::Discover | Frame::Sync { known: None, .. }
+            );
+            let needed_request = asks && !self.holds_current_part(i, &to);
             self.send(i, &from, &to, bytes, needed_request);
         }
         self.arm_timer(i);

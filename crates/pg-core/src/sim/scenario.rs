@@ -235,11 +235,12 @@ impl<'a> Run<'a> {
         let quiet_to = self.cluster.net_stats().by_kind;
         let answered = self.cluster.net_stats().requested_syncs - answered_from;
         // Nothing but digests, with one exception that no protocol can
-        // avoid: a request that left while its sender really lacked the
-        // part (the faulty network may still hold it, reordered behind the
-        // delta that fills the gap, or duplicated) is answered. Requests
-        // made after convergence, pushes and answers to anything else are
-        // all violations.
+        // avoid: a request (a sync with `known: None` included) that left
+        // while its sender really lacked the part is answered, even if the
+        // faulty network delivers it late (reordered behind the frame that
+        // filled the gap) or twice. Requests made after convergence,
+        // pushes, answers to out-of-date syncs and answers to anything else
+        // are all violations.
         let repairs = |c: super::FrameCounts| (c.deltas, c.sync_requests, c.discovers);
         let syncs = quiet_to.syncs - quiet_from.syncs;
         if repairs(quiet_to) != repairs(quiet_from) || syncs > answered {
