@@ -3,9 +3,12 @@
 //! The deterministic mode drives pg-core nodes through `pg_core::sim`:
 //! a faulty phase (loss, duplication, reordering, partitions, crashes and
 //! restarts), then a healing phase that must converge within a bound. Each
-//! seed reproduces its run exactly; a failure prints the seed.
+//! seed reproduces its run exactly, whatever `--jobs` is; a failure prints
+//! the seed and the command that replays it.
 
 use std::io::{IsTerminal, Stderr, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::bail;
@@ -26,6 +29,10 @@ pub(crate) struct Args {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
+    /// With --deterministic: run seeds on this many threads (default: one
+    /// per CPU). The results do not depend on it.
+    #[arg(long)]
+    jobs: Option<usize>,
     /// With --deterministic: report how traffic per node grows with the
     /// cluster size (10, 100, 1000 nodes) at fixed membership.
     #[arg(long)]
@@ -56,43 +63,116 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     })
 }
 
+/// What one seed of the deterministic sweep came to.
+enum Outcome {
+    Passed(Box<scenario::Report>),
+    Failed(Box<scenario::Failure>),
+    /// The simulator or the code under test panicked: a bug all the same,
+    /// reported with its seed instead of taking the sweep down.
+    Panicked(String),
+}
+
+/// Runs one seed, catching a panic so a sweep on many threads still
+/// reports which seed it was.
+fn run_seed(nodes: usize, seed: u64) -> Outcome {
+    let config = ScenarioConfig::new(nodes, seed);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario::run(&config))) {
+        Ok(Ok(report)) => Outcome::Passed(Box::new(report)),
+        Ok(Err(failure)) => Outcome::Failed(Box::new(failure)),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            Outcome::Panicked(message)
+        }
+    }
+}
+
+/// The command that replays one seed.
+fn replay_command(nodes: usize, seed: u64) -> String {
+    format!("cargo xtask cluster-sim --deterministic --nodes {nodes} --seed {seed} --seeds 1")
+}
+
+/// The number of worker threads when `--jobs` is not given: one per CPU.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 fn deterministic(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut failures = Vec::new();
+    let total = args.seeds;
+    let first = args.seed;
+    let Some(end) = first.checked_add(total) else {
+        bail!("--seed {first} plus --seeds {total} is past the last seed");
+    };
+    let nodes = args.nodes;
+    let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
+    // More threads than seeds would only idle.
+    let workers = usize::try_from(total).map_or(jobs, |t| jobs.min(t.max(1)));
+    let mut failures: Vec<(u64, String)> = Vec::new();
     let mut converged = Vec::new();
     let mut frames = 0u64;
     let mut bytes = 0u64;
     let mut stderr = std::io::stderr();
-    for (i, seed) in (args.seed..args.seed + args.seeds).enumerate() {
-        let config = ScenarioConfig::new(args.nodes, seed);
-        match scenario::run(&config) {
-            Ok(report) => {
-                converged.push(report.converged_after);
-                frames += report.net.frames_sent;
-                bytes += report.net.bytes_sent;
-            }
-            Err(failure) => {
-                eprintln!("\nFAIL {failure}");
-                failures.push(seed);
-            }
+    // Workers take the next seed from a shared counter, so a slow seed does
+    // not hold up the others; results come back in completion order and
+    // everything printed at the end is independent of that order.
+    let next = AtomicU64::new(0);
+    let (tx, rx) = mpsc::channel::<(u64, Outcome)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let seed = first + i;
+                    if tx.send((seed, run_seed(nodes, seed))).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        progress(&mut stderr, i as u64 + 1, args.seeds, failures.len());
-    }
+        // Only the workers hold senders now: the loop ends when they do.
+        drop(tx);
+        for (done, (seed, outcome)) in rx.into_iter().enumerate() {
+            match outcome {
+                Outcome::Passed(report) => {
+                    converged.push(report.converged_after);
+                    frames += report.net.frames_sent;
+                    bytes += report.net.bytes_sent;
+                }
+                Outcome::Failed(failure) => {
+                    eprintln!("\nFAIL {failure}");
+                    failures.push((seed, failure.to_string()));
+                }
+                Outcome::Panicked(message) => {
+                    eprintln!(
+                        "\nFAIL seed {seed} ({nodes} nodes) panicked: {message} (reproduce: {})",
+                        replay_command(nodes, seed)
+                    );
+                    failures.push((seed, format!("panicked: {message}")));
+                }
+            }
+            progress(&mut stderr, done as u64 + 1, total, failures.len());
+        }
+    });
+    failures.sort_by_key(|&(seed, _)| seed);
     converged.sort();
     let runs = converged.len().max(1) as u64;
-    println!(
-        "deterministic cluster-sim: {} nodes, seeds {}..{}",
-        args.nodes,
-        args.seed,
-        args.seed + args.seeds
-    );
-    println!("  passed: {}/{}", converged.len(), args.seeds);
-    if let (Some(first), Some(last)) = (converged.first(), converged.last()) {
+    println!("deterministic cluster-sim: {nodes} nodes, seeds {first}..{end}, {workers} job(s)");
+    println!("  passed: {}/{}", converged.len(), total);
+    if let (Some(min), Some(max)) = (converged.first(), converged.last()) {
         println!(
             "  healing phase converged in (virtual): min {:?}, median {:?}, max {:?}",
-            first,
+            min,
             converged[converged.len() / 2],
-            last
+            max
         );
     }
     println!(
@@ -105,15 +185,13 @@ fn deterministic(args: &Args) -> anyhow::Result<()> {
         println!(
             "  invariants: convergence, no dead members, event replay = state, quiet after convergence: PASS"
         );
-        Ok(())
-    } else {
-        bail!(
-            "{} seed(s) failed: {:?} (rerun one with --deterministic --nodes {} --seed S --seeds 1)",
-            failures.len(),
-            failures,
-            args.nodes
-        )
+        return Ok(());
     }
+    println!("  failed seeds, each with the command that replays it:");
+    for (seed, _) in &failures {
+        println!("    {}", replay_command(nodes, *seed));
+    }
+    bail!("{} of {} seed(s) failed", failures.len(), total)
 }
 
 /// A progress bar on a terminal; a line per tenth of the run in a log.

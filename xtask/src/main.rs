@@ -3,7 +3,7 @@
 //!
 //! - `cargo xtask cluster-sim [--nodes N] [--seed S] [--out DIR]`: real node
 //!   processes over QUIC (the default)
-//! - `cargo xtask cluster-sim --deterministic [--seed S] [--seeds K] [--nodes N]`
+//! - `cargo xtask cluster-sim --deterministic [--seed S] [--seeds K] [--nodes N] [--jobs J]`
 //! - `cargo xtask bench`: the BENCHMARKS.md workloads, as JSON lines
 //! - `cargo xtask tidy`
 
@@ -12,6 +12,8 @@ mod cluster_real;
 mod cluster_sim;
 mod nodes;
 mod tidy;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -33,8 +35,22 @@ enum Command {
     Tidy,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Prints an error as one line (with its causes) and exits with status 1.
+/// Returning the error from `main` instead would print its `Debug` form,
+/// which adds a stack backtrace whenever `RUST_BACKTRACE` is set, so an
+/// expected outcome such as a failing seed would read like a crash.
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::ClusterSim(args) => cluster_sim::run(&args),
         Command::Bench => bench::run(),
         Command::Tidy => {

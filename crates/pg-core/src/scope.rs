@@ -542,7 +542,13 @@ impl Scope {
 
     fn on_sync(&mut self, from: &NodeId, seq: u64, known: Option<u64>, groups: Vec<SyncGroup>) {
         let repairing = self.peer_flag(from, |p| p.repairing);
-        let held_before = self.table.slot_of(from).is_some();
+        let held_seq = self.table.slot_of(from).map(|slot| self.table.seq(slot));
+        let held_before = held_seq.is_some();
+        // A sync older than the part held left before a frame of the same
+        // run that already arrived (the network reordered them): what it
+        // says of us is out of date. The sender's version never goes
+        // back, so a sync it sends after dropping our part is never older.
+        let overtaken = held_seq.is_some_and(|held| seq < held);
         let slot = match self.table.slot_of(from) {
             Some(slot)
                 if seq < self.table.seq(slot) || (seq == self.table.seq(slot) && !repairing) =>
@@ -573,9 +579,15 @@ impl Scope {
         // before this sync (it dropped ours on a down we did not see); not
         // when our own push to a new peer is merely crossing this one. A
         // stale `known` is never answered: our deltas are on their way, and
-        // answering would ping-pong full syncs while both sides change.
+        // answering would ping-pong full syncs while both sides change. Nor
+        // is an overtaken sync: a reordered frame must not cost a full sync.
+        // (A duplicate at the version held is answered: it cannot be told
+        // from the sender dropping our part on a down we did not see.)
         let sent = self.peer_flag(from, |p| p.part_sent);
-        if known.is_none() && (!sent || held_before) && self.table.part_memberships(LOCAL_SLOT) > 0
+        if known.is_none()
+            && !overtaken
+            && (!sent || held_before)
+            && self.table.part_memberships(LOCAL_SLOT) > 0
         {
             self.send_own_sync(from);
         }
@@ -620,30 +632,25 @@ impl Scope {
         }
     }
 
+    /// Compares a digest with what is held and asks the origins of newer
+    /// parts for them. The digest's entry for this node's own part is not
+    /// acted on: it may be older only because our deltas or sync to the
+    /// sender are crossing the digest, which nothing here can tell apart
+    /// from a loss. The sender learns our version from our own digest
+    /// (the reply to this one, or our next), which travels behind all our
+    /// earlier frames on the ordered link, and pulls if it is still behind.
     fn on_digest(&mut self, from: &NodeId, reply: bool, parts: Vec<PartVersion>, now: Instant) {
         self.stats.digests_received += 1;
-        let local = self.local_node().clone();
-        let local_seq = self.table.seq(LOCAL_SLOT);
-        let mut holds_us = false;
-        let mut push = false;
         for PartVersion { node, seq } in parts {
-            if node == local {
-                holds_us = true;
-                push |= seq < local_seq;
-                continue;
-            }
             let is_up = self.peers.get(&node.name).map(|p| &p.node) == Some(&node);
             if !is_up {
+                // Our own entry, or a run that is not up here.
                 continue;
             }
             let held = self.table.slot_of(&node).map(|s| self.table.seq(s));
             if held.is_none_or(|h| h < seq) {
                 self.request_sync(&node, now);
             }
-        }
-        push |= !holds_us && self.table.part_memberships(LOCAL_SLOT) > 0;
-        if push {
-            self.send_own_sync(from);
         }
         if !reply {
             self.send_digest(from, true);

@@ -692,7 +692,7 @@ fn enormous_durations_do_not_overflow() {
 }
 
 #[test]
-fn a_digest_repeating_our_entry_pushes_once() {
+fn a_digest_repeating_a_stale_entry_for_us_sends_nothing() {
     let (mut b, now) = scope("b");
     let a = node("a", 1);
     b.handle_node_up(a.clone());
@@ -708,7 +708,125 @@ fn a_digest_repeating_our_entry_pushes_once() {
         parts: vec![stale; 1000],
     };
     b.handle_frame(&a, digest, now);
+    assert!(
+        transmits(&mut b).is_empty(),
+        "the holder pulls; the origin never pushes on a digest"
+    );
+}
+
+// ----- issue 19: a converged cluster exchanges only digests ---------------
+//
+// Each test replays, between two scopes, the smallest exchange behind one
+// of the seeds that sent an extra sync after convergence.
+
+/// Seeds 201624, 204779, 206594: a's delta to b and b's anti-entropy
+/// digest cross. The digest shows a's part one version behind only because
+/// the delta is still on its way; a must not push its whole part for it.
+#[test]
+fn a_digest_crossing_our_delta_does_not_push() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    let delta = transmits(&mut a);
+    assert!(matches!(&*delta[0].frame, Frame::Delta { .. }));
+    // b's timer fires before the delta lands: its digest holds a at 0.
+    b.handle_timeout(now + ScopeConfig::default().anti_entropy_interval * 2);
+    let digest = transmits(&mut b);
+    assert!(matches!(
+        &*digest[0].frame,
+        Frame::Digest { reply: false, .. }
+    ));
+    b.handle_frame(a.local_node(), (*delta[0].frame).clone(), now);
+    assert!(transmits(&mut b).is_empty());
+    // The digest reaches a, which only answers with its own digest...
+    a.handle_frame(b.local_node(), (*digest[0].frame).clone(), now);
+    let reply = transmits(&mut a);
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    assert!(matches!(
+        &*reply[0].frame,
+        Frame::Digest { reply: true, .. }
+    ));
+    // ...which b, already up to date, does not act on.
+    b.handle_frame(a.local_node(), (*reply[0].frame).clone(), now);
+    assert!(transmits(&mut b).is_empty());
+    assert_eq!(b.members("x").to_vec(), vec![pa]);
+}
+
+/// Seed 200535: b saw a gap and asked a for its part; a's own digest left
+/// before the request arrived, and b's reply to it, built before a's sync
+/// landed, shows a's part stale. The sync is crossing the reply: no push.
+#[test]
+fn a_digest_reply_crossing_our_sync_does_not_push() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let pa = a.local_node().pid(1).unwrap();
+    a.join(&pa, &[g("x")]).unwrap();
+    let _lost = transmits(&mut a);
+    a.join(&pa, &[g("y")]).unwrap();
+    let second = transmits(&mut a);
+    b.handle_frame(a.local_node(), (*second[0].frame).clone(), now);
+    let request = transmits(&mut b);
+    assert!(matches!(&*request[0].frame, Frame::SyncRequest));
+    // a's anti-entropy digest leaves before the request arrives.
+    a.handle_timeout(now + ScopeConfig::default().anti_entropy_interval);
+    let digest = transmits(&mut a);
+    assert!(matches!(
+        &*digest[0].frame,
+        Frame::Digest { reply: false, .. }
+    ));
+    a.handle_frame(b.local_node(), (*request[0].frame).clone(), now);
+    let sync = transmits(&mut a);
+    assert!(matches!(&*sync[0].frame, Frame::Sync { seq: 2, .. }));
+    // b answers the digest while the sync is still in flight (its request
+    // is outstanding, so it does not ask again).
+    b.handle_frame(a.local_node(), (*digest[0].frame).clone(), now);
+    let reply = transmits(&mut b);
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    b.handle_frame(a.local_node(), (*sync[0].frame).clone(), now);
+    assert!(transmits(&mut b).is_empty());
+    assert_eq!(b.groups_of(&pa).len(), 2);
+    // The stale reply reaches a: nothing to send.
+    a.handle_frame(b.local_node(), (*reply[0].frame).clone(), now);
+    assert!(transmits(&mut a).is_empty());
+}
+
+/// Seed 203950: over a reordering network, b receives a's sync at
+/// version 2 and then, late, a's older sync at version 1, both saying
+/// a lacks b's part. The late one is out of date: b must not answer it.
+#[test]
+fn an_overtaken_sync_is_not_answered() {
+    let (mut b, now) = scope("b");
+    let a = node("a", 1);
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x")]).unwrap();
+    b.handle_node_up(a.clone()); // b pushes its part
     assert_eq!(transmits(&mut b).len(), 1);
+    let sync = |seq| Frame::Sync {
+        seq,
+        known: None,
+        groups: vec![],
+    };
+    // Crossing b's push: not answered.
+    b.handle_frame(&a, sync(2), now);
+    assert!(transmits(&mut b).is_empty());
+    b.handle_frame(&a, sync(1), now);
+    assert!(transmits(&mut b).is_empty(), "answered an overtaken sync");
+    assert_eq!(b.stats().syncs_stale, 1);
+    // Overtaken by a delta works the same way.
+    b.handle_frame(
+        &a,
+        Frame::Delta {
+            base: 2,
+            seq: 3,
+            ops: vec![],
+        },
+        now,
+    );
+    b.handle_frame(&a, sync(2), now);
+    assert!(transmits(&mut b).is_empty(), "answered an overtaken sync");
 }
 
 #[test]
@@ -794,18 +912,26 @@ fn digest_repairs_stale_parts_both_ways() {
     pump(&mut [&mut a, &mut b, &mut c], now);
     assert_eq!(a.members("x").to_vec(), vec![pc.clone()]);
 
-    // A digest showing a stale copy of the receiver's own part: it pushes.
+    // A digest showing a stale copy of the receiver's own part: the
+    // receiver answers with its digest only, and the stale holder pulls.
     let pa = a.local_node().pid(1).unwrap();
     a.join(&pa, &[g("y")]).unwrap();
     let _lost = transmits(&mut a);
     let digest = Frame::Digest {
-        reply: true,
+        reply: false,
         parts: b.parts().collect(),
     };
     a.handle_frame(b.local_node(), digest, now);
     let ts = transmits(&mut a);
-    assert_eq!(ts.len(), 1, "a reply digest is not answered with a digest");
-    assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert!(matches!(&*ts[0].frame, Frame::Digest { reply: true, .. }));
+    b.handle_frame(a.local_node(), (*ts[0].frame).clone(), now);
+    let ts = transmits(&mut b);
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert!(matches!(&*ts[0].frame, Frame::SyncRequest));
+    a.handle_frame(b.local_node(), (*ts[0].frame).clone(), now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(b.members("y").to_vec(), vec![pa]);
 }
 
 #[test]
@@ -907,24 +1033,37 @@ fn changes_without_peers_send_nothing_and_new_peers_get_a_sync() {
 }
 
 #[test]
-fn digest_missing_our_part_gets_it_only_if_it_has_members() {
-    let (mut b, now) = scope("b");
-    let a = node("a", 1);
-    b.handle_node_up(a.clone());
-    let _ = transmits(&mut b);
-    let digest = Frame::Digest {
-        reply: true,
-        parts: vec![],
-    };
-    b.handle_frame(&a, digest.clone(), now);
-    assert!(transmits(&mut b).is_empty(), "an empty part needs no sync");
+fn a_part_missing_from_a_digest_is_pulled_by_its_holder() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    a.handle_node_up(b.local_node().clone());
+    b.handle_node_up(a.local_node().clone());
     let pb = b.local_node().pid(1).unwrap();
     b.join(&pb, &[g("x")]).unwrap();
+    // Everything so far is lost: neither holds the other's part.
+    let _ = transmits(&mut a);
     let _ = transmits(&mut b);
-    b.handle_frame(&a, digest, now);
+    a.handle_timeout(now + ScopeConfig::default().anti_entropy_interval);
+    let digest = transmits(&mut a);
+    b.handle_frame(a.local_node(), (*digest[0].frame).clone(), now);
     let ts = transmits(&mut b);
-    assert_eq!(ts.len(), 1);
+    // b asks for a's part, and answers with its digest only.
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert!(matches!(&*ts[0].frame, Frame::SyncRequest));
+    assert!(matches!(&*ts[1].frame, Frame::Digest { reply: true, .. }));
+    a.handle_frame(b.local_node(), (*ts[0].frame).clone(), now);
+    a.handle_frame(b.local_node(), (*ts[1].frame).clone(), now);
+    // a answers the request, and pulls b's part, named in the digest.
+    let ts = transmits(&mut a);
+    assert_eq!(ts.len(), 2, "{ts:?}");
     assert!(matches!(&*ts[0].frame, Frame::Sync { .. }));
+    assert!(matches!(&*ts[1].frame, Frame::SyncRequest));
+    for t in ts {
+        b.handle_frame(a.local_node(), (*t.frame).clone(), now);
+    }
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(a.members("x").to_vec(), vec![pb]);
+    assert!(b.parts().any(|p| p.node == *a.local_node()));
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! after healing, every live node's view equals the union of the live
 //! nodes' own parts; no member of a dead node remains; the events of every
 //! node, replayed from empty, equal its state, and no event is emitted
-//! without a state change.
+//! without a state change; once converged, the cluster sends only digests
+//! (besides answering requests that were needed when they left, see
+//! [`NetStats::requested_syncs`]).
 //!
 //! ```
 //! use pg_core::sim::{Cluster, SimConfig};
@@ -108,6 +110,15 @@ pub struct NetStats {
     pub frames_duplicated: u64,
     /// Frames sent, by kind.
     pub by_kind: FrameCounts,
+    /// Syncs sent in answer to a request for the receiver's part (a
+    /// `SyncRequest`, a `Discover`, or a `Sync` with `known: None`) whose
+    /// sender, when it asked, did not hold the receiver's current part.
+    /// Such a request was needed when it left, so its answer goes out even
+    /// if the asker caught up meanwhile (a reordered delta filling the gap,
+    /// a duplicated request): a request cannot be recalled. A sync older
+    /// than the receiver's copy of its sender's part does not count: the
+    /// receiver can tell it is out of date and must not answer it.
+    pub requested_syncs: u64,
 }
 
 /// Frames sent, by kind.
@@ -145,6 +156,9 @@ enum Input {
         to: usize,
         to_incarnation: u64,
         bytes: Arc<[u8]>,
+        /// Whether the frame asks for the receiver's part while its
+        /// sender, when it sent it, lacked that part's current version.
+        needed_request: bool,
     },
     /// Tell both ends of every link whether it is up now.
     Liveness,
@@ -577,6 +591,7 @@ impl Cluster {
                 to,
                 to_incarnation,
                 bytes,
+                needed_request,
             } => {
                 let Some(&from_idx) = self.by_name.get(&from.name) else {
                     return;
@@ -600,11 +615,26 @@ impl Cluster {
                 };
                 self.net_stats.frames_delivered += 1;
                 let one_way = matches!(frame, Frame::Sync { .. });
+                // An overtaken sync is recognisably out of date: its answer
+                // is not excused.
+                let needed_request = needed_request
+                    && match &frame {
+                        Frame::Sync { seq, .. } => self.nodes[to]
+                            .scope
+                            .as_ref()
+                            .and_then(|s| s.parts().find(|p| p.node == from))
+                            .is_none_or(|held| held.seq <= *seq),
+                        _ => true,
+                    };
                 let now = self.now();
                 if let Some(scope) = self.nodes[to].scope.as_mut() {
                     scope.handle_frame(&from, frame, now);
                 }
+                let syncs_before = self.net_stats.by_kind.syncs;
                 self.drain(to, one_way);
+                if needed_request {
+                    self.net_stats.requested_syncs += self.net_stats.by_kind.syncs - syncs_before;
+                }
             }
             Input::Liveness => self.apply_liveness(),
             Input::StartScope { node, incarnation } => {
@@ -713,12 +743,37 @@ impl Cluster {
                     bytes
                 }
             };
-            self.send(i, &from, &to, bytes);
+            let asks = matches!(
+                &*frame,
+                Frame::SyncRequest | Frame::Discover | Frame::Sync { known: None, .. }
+            );
+            let needed_request = asks && !self.holds_current_part(i, &to);
+            self.send(i, &from, &to, bytes, needed_request);
         }
         self.arm_timer(i);
     }
 
-    fn send(&mut self, i: usize, from: &NodeId, to: &NodeId, bytes: Arc<[u8]>) {
+    /// Whether node `i` holds the current version of the part of node run
+    /// `of` (false if `of` is not a live run).
+    fn holds_current_part(&self, i: usize, of: &NodeId) -> bool {
+        let Some(&j) = self.by_name.get(&of.name) else {
+            return false;
+        };
+        let (Some(mine), Some(theirs)) = (&self.nodes[i].scope, &self.nodes[j].scope) else {
+            return false;
+        };
+        let current = theirs.version();
+        current.node == *of && mine.parts().any(|p| p == current)
+    }
+
+    fn send(
+        &mut self,
+        i: usize,
+        from: &NodeId,
+        to: &NodeId,
+        bytes: Arc<[u8]>,
+        needed_request: bool,
+    ) {
         self.net_stats.frames_sent += 1;
         self.net_stats.bytes_sent += bytes.len() as u64;
         self.per_node_sent[i].0 += 1;
@@ -761,6 +816,7 @@ impl Cluster {
                     to: j,
                     to_incarnation: to.incarnation,
                     bytes: bytes.clone(),
+                    needed_request,
                 },
             );
         }
