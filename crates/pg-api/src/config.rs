@@ -147,6 +147,7 @@ struct ScopeEntry {
     monitor_buffer: Option<usize>,
     max_groups: Option<usize>,
     max_members_per_group: Option<usize>,
+    max_join_count: Option<u32>,
     lifecycle: Option<Lifecycle>,
 }
 
@@ -437,6 +438,9 @@ fn scope_config(e: ScopeEntry) -> Result<ScopeConfig, FieldError> {
     }
     if let Some(n) = e.max_members_per_group {
         o.core.max_members_per_group = n;
+    }
+    if let Some(n) = e.max_join_count {
+        o.core.max_join_count = n;
     }
     // Mesh settings: validated here, applied to the node's mesh.
     let base = positive("retry_base_delay", e.retry_base_delay)?;

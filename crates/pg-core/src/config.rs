@@ -16,8 +16,14 @@ pub struct ScopeConfig {
     /// Most distinct groups in the scope (0 = unlimited). Default 0.
     pub max_groups: usize,
     /// Most members of one group, counting multi-joins (0 = unlimited).
-    /// Default 0.
+    /// Default 0. Also bounds each group of a peer's part: a peer that
+    /// sends more is refused as a protocol violation.
     pub max_members_per_group: usize,
+    /// Most times one process may be joined to one group (0 = the 32-bit
+    /// counter's limit). Bounds remote counts too: a peer announcing more
+    /// is refused as a protocol violation, never expanded into memory (a
+    /// member list repeats a pid once per join). Default 1 000 000.
+    pub max_join_count: u32,
     /// How many of the peers already connected at start-up are asked for
     /// their state at once (the rest follow through anti-entropy), so a
     /// cluster-wide restart does not become an N² storm. Default 3.
@@ -34,6 +40,7 @@ impl Default for ScopeConfig {
             protocol_timeout: Duration::from_secs(5),
             max_groups: 0,
             max_members_per_group: 0,
+            max_join_count: 1_000_000,
             discovery_fanout: 3,
             rng_seed: 0,
         }

@@ -57,6 +57,53 @@ pub enum Limit {
         /// The configured limit.
         limit: usize,
     },
+    /// `max_join_count`: joins of one process to one group.
+    MaxJoinCount {
+        /// The group.
+        group: GroupName,
+        /// The configured limit.
+        limit: u32,
+    },
+}
+
+/// What a peer sent that it must not have: the frame is refused whole (not
+/// applied, the part held of that peer unchanged), counted, and reported
+/// through [`Scope::poll_violation`](crate::Scope::poll_violation) so the
+/// runtime can log it and close the link.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Violation {
+    /// A join count above `max_join_count`.
+    #[error("{count} joins of process {serial} to group {group:?}, over max_join_count ({limit})")]
+    JoinCount {
+        /// The group.
+        group: GroupName,
+        /// The process serial.
+        serial: u64,
+        /// The count the peer's part would hold.
+        count: u64,
+        /// The configured limit.
+        limit: u32,
+    },
+    /// A part with more groups than `max_groups`.
+    #[error("a part of {groups} groups, over max_groups ({limit})")]
+    Groups {
+        /// Groups in the part.
+        groups: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A group of a part with more members than `max_members_per_group`.
+    #[error(
+        "{total} memberships of group {group:?} in one part, over max_members_per_group ({limit})"
+    )]
+    GroupMembers {
+        /// The group.
+        group: GroupName,
+        /// Memberships (with counts) the part holds in it.
+        total: u64,
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for Limit {
@@ -65,6 +112,9 @@ impl std::fmt::Display for Limit {
             Limit::MaxGroups { limit } => write!(f, "max_groups ({limit})"),
             Limit::MaxMembersPerGroup { group, limit } => {
                 write!(f, "max_members_per_group ({limit}) in group {group:?}")
+            }
+            Limit::MaxJoinCount { group, limit } => {
+                write!(f, "max_join_count ({limit}) in group {group:?}")
             }
         }
     }

@@ -9,7 +9,7 @@ use rand_xoshiro::rand_core::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 
 use crate::config::ScopeConfig;
-use crate::error::{CommandError, Limit};
+use crate::error::{CommandError, Limit, Violation};
 use crate::event::{Event, EventQueue};
 use crate::frame::{Frame, Op, PartVersion, SyncGroup};
 use crate::group::GroupName;
@@ -62,6 +62,8 @@ pub struct ScopeStats {
     pub digests_received: u64,
     /// Parts of peers not stored because every node slot is in use.
     pub parts_refused: u64,
+    /// Frames refused as protocol violations (see [`Violation`]).
+    pub violations: u64,
 }
 
 #[derive(Debug)]
@@ -105,6 +107,7 @@ pub struct Scope {
     pending_base: u64,
     transmits: VecDeque<Transmit>,
     events: EventQueue,
+    violations: VecDeque<(NodeId, Violation)>,
     timers: TimerTable,
     rng: Xoshiro256PlusPlus,
     discovering: bool,
@@ -146,6 +149,7 @@ impl Scope {
             pending_base: 0,
             transmits: VecDeque::new(),
             events: EventQueue::default(),
+            violations: VecDeque::new(),
             timers,
             discovering: true,
             stats: ScopeStats::default(),
@@ -321,6 +325,93 @@ impl Scope {
                 group: group.clone(),
             });
         }
+        let limit = self.max_join_count();
+        if count + added > u64::from(limit) {
+            return Err(CommandError::LimitExceeded(Limit::MaxJoinCount {
+                group: group.clone(),
+                limit,
+            }));
+        }
+        Ok(())
+    }
+
+    fn max_join_count(&self) -> u32 {
+        match self.config.max_join_count {
+            0 => u32::MAX,
+            limit => limit,
+        }
+    }
+
+    /// Checks a peer's frame against the configured bounds before anything
+    /// of it applies.
+    fn check_remote(&self, from: &NodeId, frame: &Frame) -> Result<(), Violation> {
+        let limit = self.max_join_count();
+        match frame {
+            Frame::Delta { ops, .. } => {
+                let slot = self.table.slot_of(from);
+                // Joins of one member within the delta add up.
+                let mut added: FxHashMap<(&GroupName, u64), u64> = FxHashMap::default();
+                for op in ops {
+                    if let Op::Join {
+                        group,
+                        serial,
+                        count,
+                    } = op
+                    {
+                        // A lone op (the common delta) needs no tally.
+                        let sum = if ops.len() == 1 {
+                            u64::from(*count)
+                        } else {
+                            let sum = added.entry((group, *serial)).or_default();
+                            *sum += u64::from(*count);
+                            *sum
+                        };
+                        let held = slot.map_or(0, |s| self.table.count(s, *serial, group.as_str()));
+                        let total = u64::from(held) + sum;
+                        if total > u64::from(limit) {
+                            return Err(Violation::JoinCount {
+                                group: group.clone(),
+                                serial: *serial,
+                                count: total,
+                                limit,
+                            });
+                        }
+                    }
+                }
+            }
+            Frame::Sync { groups, .. } => {
+                let max_groups = self.config.max_groups;
+                if max_groups > 0 && groups.len() > max_groups {
+                    return Err(Violation::Groups {
+                        groups: groups.len(),
+                        limit: max_groups,
+                    });
+                }
+                let max_members = self.config.max_members_per_group;
+                for SyncGroup { group, members } in groups {
+                    let mut total = 0u64;
+                    for &(serial, count) in members {
+                        if count > limit {
+                            return Err(Violation::JoinCount {
+                                group: group.clone(),
+                                serial,
+                                count: u64::from(count),
+                                limit,
+                            });
+                        }
+                        total += u64::from(count);
+                    }
+                    if max_members > 0 && total > max_members as u64 {
+                        return Err(Violation::GroupMembers {
+                            group: group.clone(),
+                            total,
+                            limit: max_members,
+                        });
+                    }
+                }
+            }
+            Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
+        }
         Ok(())
     }
 
@@ -461,6 +552,14 @@ impl Scope {
         }
         if frame.validate().is_err() {
             self.stats.frames_invalid += 1;
+            return;
+        }
+        if let Err(violation) = self.check_remote(from, &frame) {
+            self.stats.violations += 1;
+            // Bounded: a peer gets its link closed at its first violation.
+            if self.violations.len() < 64 {
+                self.violations.push_back((from.clone(), violation));
+            }
             return;
         }
         match frame {
@@ -710,6 +809,13 @@ impl Scope {
             self.flush_delta();
         }
         self.transmits.pop_front()
+    }
+
+    /// The next protocol violation of a peer, if any: a frame refused whole
+    /// because it broke a configured bound. The runtime logs it and closes
+    /// the link to that peer.
+    pub fn poll_violation(&mut self) -> Option<(NodeId, Violation)> {
+        self.violations.pop_front()
     }
 
     /// The next event for local subscribers, if any.

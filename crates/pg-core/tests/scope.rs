@@ -643,9 +643,21 @@ fn invalid_frames_from_memory_are_dropped_not_applied() {
     assert!(b.which_groups().is_empty());
 }
 
+/// No bound on join counts (`max_join_count: 0`), as the 32-bit counter
+/// allows.
+fn unbounded(name: &str) -> (Scope, Instant) {
+    scope_with(
+        name,
+        ScopeConfig {
+            max_join_count: 0,
+            ..ScopeConfig::default()
+        },
+    )
+}
+
 #[test]
 fn huge_join_counts_make_small_events() {
-    let (mut b, now) = scope("b");
+    let (mut b, now) = unbounded("b");
     let a = node("a", 1);
     b.handle_node_up(a.clone());
     let sync = Frame::Sync {
@@ -1067,8 +1079,8 @@ fn a_part_missing_from_a_digest_is_pulled_by_its_holder() {
 }
 
 #[test]
-fn a_remote_join_count_overflow_is_inconsistent_not_a_panic() {
-    let (mut b, now) = scope("b");
+fn a_remote_join_count_overflow_is_refused_not_a_panic() {
+    let (mut b, now) = unbounded("b");
     let a = node("a", 1);
     b.handle_node_up(a.clone());
     b.handle_frame(
@@ -1092,7 +1104,9 @@ fn a_remote_join_count_overflow_is_inconsistent_not_a_panic() {
     b.handle_frame(&a, join(1), now);
     assert_eq!(b.join_count(&a.pid(1).unwrap(), "x"), u32::MAX);
     b.handle_frame(&a, join(2), now);
-    assert_eq!(b.stats().deltas_inconsistent, 1);
+    // Past the 32-bit counter: a violation, refused whole.
+    assert_eq!(b.stats().violations, 1);
+    assert!(b.poll_violation().is_some());
     assert_eq!(b.join_count(&a.pid(1).unwrap(), "x"), u32::MAX);
 }
 
@@ -1118,4 +1132,101 @@ fn a_link_reset_resends_parts_both_ways_without_churn() {
     // A reset for a peer that is not up does nothing.
     a.handle_link_reset(&node("zz", 1), now);
     assert!(transmits(&mut a).is_empty());
+}
+
+#[test]
+fn join_counts_over_the_bound_are_refused_locally_and_from_peers() {
+    let config = ScopeConfig {
+        max_join_count: 3,
+        max_groups: 2,
+        max_members_per_group: 4,
+        ..ScopeConfig::default()
+    };
+    let (mut b, now) = scope_with("b", config);
+    // Locally: a limit, and nothing changes.
+    let pb = b.local_node().pid(1).unwrap();
+    b.join(&pb, &[g("x"), g("x"), g("x")]).unwrap();
+    assert!(matches!(
+        b.join(&pb, &[g("x")]),
+        Err(CommandError::LimitExceeded(Limit::MaxJoinCount {
+            limit: 3,
+            ..
+        }))
+    ));
+    assert_eq!(b.join_count(&pb, "x"), 3);
+    let _ = events(&mut b);
+
+    // From a peer: the frame is refused whole, counted, and reported.
+    let a = node("a", 1);
+    b.handle_node_up(a.clone());
+    let _ = transmits(&mut b);
+    let sync = |seq, groups: Vec<SyncGroup>| Frame::Sync {
+        seq,
+        known: Some(0),
+        groups,
+    };
+    let group = |name: &str, members: Vec<(u64, u32)>| SyncGroup {
+        group: g(name),
+        members,
+    };
+    b.handle_frame(&a, sync(1, vec![group("y", vec![(1, 2)])]), now);
+    assert_eq!(
+        b.join_count(&a.pid(1).unwrap(), "y"),
+        2,
+        "within bounds: applied"
+    );
+    assert_eq!(events(&mut b).len(), 1);
+    let refused = [
+        sync(2, vec![group("y", vec![(1, 4)])]),
+        sync(
+            2,
+            vec![
+                group("p", vec![(1, 1)]),
+                group("q", vec![(1, 1)]),
+                group("y", vec![(1, 1)]),
+            ],
+        ),
+        sync(2, vec![group("y", vec![(1, 3), (2, 2)])]),
+        Frame::Delta {
+            base: 1,
+            seq: 2,
+            ops: vec![
+                Op::Join {
+                    group: g("y"),
+                    serial: 1,
+                    count: 1,
+                },
+                Op::Join {
+                    group: g("y"),
+                    serial: 1,
+                    count: 1,
+                },
+            ],
+        },
+        Frame::Delta {
+            base: 1,
+            seq: 2,
+            ops: vec![Op::Join {
+                group: g("z"),
+                serial: 7,
+                count: u32::MAX,
+            }],
+        },
+    ];
+    for (i, frame) in refused.into_iter().enumerate() {
+        b.handle_frame(&a, frame, now);
+        assert_eq!(b.stats().violations, i as u64 + 1);
+        let (peer, violation) = b.poll_violation().unwrap();
+        assert_eq!(peer, a);
+        assert!(!violation.to_string().is_empty());
+        assert!(events(&mut b).is_empty(), "frame {i}: nothing applied");
+        assert_eq!(b.join_count(&a.pid(1).unwrap(), "y"), 2, "frame {i}");
+        assert_eq!(
+            b.parts().find(|p| p.node == a).unwrap().seq,
+            1,
+            "frame {i}: version kept"
+        );
+    }
+    assert!(b.poll_violation().is_none());
+    assert!(b.members("z").is_empty());
 }

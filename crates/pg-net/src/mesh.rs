@@ -361,6 +361,17 @@ impl Transport for QuicTransport {
         self.mesh.send(to, message)
     }
 
+    fn disconnect(&self, peer: &NodeId, reason: &str) {
+        let link = self.mesh.peers.lock().get(&peer.name).cloned();
+        if let Some(link) = link
+            && link.node == *peer
+        {
+            // Bounded like any close reason on the wire.
+            let reason: String = reason.chars().take(200).collect();
+            link.conn.close(code::PROTOCOL.into(), reason.as_bytes());
+        }
+    }
+
     fn detach(&self) {
         if self.mesh.closed.swap(true, Ordering::AcqRel) {
             return;

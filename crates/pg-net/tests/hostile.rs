@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{LIMIT, config, eventually, g, start};
-use pg_core::{NodeId, NodeName};
+use pg_core::{Frame, NodeId, NodeName, SyncGroup};
 use pg_net::{DevCa, Hello, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, NetMessage, wire};
 
 /// The tag of the membership stream (see mesh.rs).
@@ -138,6 +138,39 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
     );
     conn.close(0u32.into(), b"done");
     drop(streams);
+
+    // 4. A join count far over max_join_count, in a well-formed sync: a
+    // protocol violation, refused whole (never expanded into a member
+    // list), and the link closed.
+    let conn = handshake(&ca, "h", addr).await;
+    let h = NodeId::parse_name("h", 1).unwrap();
+    eventually("the hostile peer is up in the scope", LIMIT, || {
+        a.node.peers().contains(&h)
+    })
+    .await;
+    let sync = Frame::Sync {
+        seq: 1,
+        known: Some(0),
+        groups: vec![SyncGroup {
+            group: g("victim"),
+            members: vec![(1, u32::MAX)],
+        }],
+    };
+    let mut buf = Vec::new();
+    let message = NetMessage::Scope {
+        scope: "s".into(),
+        frame: sync.encode().into(),
+    };
+    wire::encode_into(&message, &mut buf);
+    let _stream = send_raw(&conn, &buf).await;
+    let reason = conn.closed().await;
+    assert!(
+        reason.to_string().contains("max_join_count"),
+        "closed: {reason}"
+    );
+    assert_eq!(a.scope.protocol_stats().violations, 1);
+    assert!(a.scope.members("victim").is_empty());
+    still_serving(4).await;
 
     // The honest peer stays; nothing was dialed for the flood.
     eventually("only b left", LIMIT, || a.node.peers().len() == 1).await;

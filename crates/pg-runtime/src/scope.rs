@@ -68,6 +68,7 @@ struct ScopeMetrics {
     overloaded: metrics::Counter,
     subscribers_lagged: metrics::Counter,
     frames_unsent: metrics::Counter,
+    violations: metrics::Counter,
     exit_backlog: metrics::Gauge,
 }
 
@@ -84,6 +85,7 @@ impl ScopeMetrics {
             overloaded: metrics::counter!("pg_overloaded_total", &[label()]),
             subscribers_lagged: metrics::counter!("pg_subscribers_lagged_total", &[label()]),
             frames_unsent: metrics::counter!("pg_frames_unsent_total", &[label()]),
+            violations: metrics::counter!("pg_protocol_violations_total", &[label()]),
             exit_backlog: metrics::gauge!("pg_exit_backlog", &[label()]),
         }
     }
@@ -287,6 +289,15 @@ impl ScopeShared {
             self.metrics.subscriber_lag.set(lag as f64);
         }
         core.events = events;
+        // A peer that broke a bound: its frame was refused whole; the link
+        // goes, so it reconnects and starts over (or stays refused).
+        while let Some((peer, violation)) = core.scope.poll_violation() {
+            tracing::warn!(scope = %self.id, %peer, %violation, "protocol violation: frame refused, closing the link");
+            self.metrics.violations.increment(1);
+            self.links
+                .transport
+                .disconnect(&peer, &violation.to_string());
+        }
         // Sent under the lock, so frames leave in version order.
         while let Some(t) = core.scope.poll_transmit() {
             let message = Wire::Scope {

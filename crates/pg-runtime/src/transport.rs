@@ -78,4 +78,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Leaves the network: peers are told this node is down at once
     /// (graceful shutdown).
     fn detach(&self);
+    /// Closes the link to `peer`, which broke the protocol (`reason` says
+    /// how); the peer is then reported down as for any lost link. Called
+    /// under a scope's writer lock: it must not block or call back into
+    /// [`Inbound`]. The default does nothing (a transport without links).
+    fn disconnect(&self, peer: &NodeId, reason: &str) {
+        let _ = (peer, reason);
+    }
 }
