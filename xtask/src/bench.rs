@@ -3,9 +3,10 @@
 //! and notes on stderr), in the schema `../shared/tools/bench-compare`
 //! reads.
 //!
-//! The single-node workloads W1-W7 and M1 run in the `pg-workloads`
-//! binary of the benches crate. The cluster workloads C1-C4 run three
-//! `pg-node` processes over QUIC with mutual TLS on 127.0.0.1, driven
+//! The single-node workloads W1-W8, M1, M2 (and F1/X1, the fill and mass
+//! exit at 1M memberships) run in the `pg-workloads` binary of the benches
+//! crate. The cluster workloads C1-C5 run three `pg-node` processes (and a
+//! fourth for C5's cold sync) over QUIC with mutual TLS on 127.0.0.1, driven
 //! over their stdin; every figure is timed inside the nodes (or across
 //! them on the shared wall clock), never through the control channel.
 
@@ -24,11 +25,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
     eprintln!("bench: building the workloads (release)...");
     let workloads = build_binary(&root, "pg-benches", "pg-workloads", true)?;
     let node = build_binary(&root, "pg-api", "pg-node", true)?;
-    eprintln!("bench: single-node workloads W1-W7, M1 (about 10 s)");
+    eprintln!("bench: single-node workloads W1-W8, M1, M2, F1, X1 (about a minute)");
     if !Command::new(&workloads).status()?.success() {
         bail!("pg-workloads failed");
     }
-    eprintln!("bench: cluster workloads C1-C4 (three node processes over QUIC + mTLS)");
+    eprintln!("bench: cluster workloads C1-C5 (node processes over QUIC + mTLS)");
     let dir = node
         .parent()
         .map_or_else(|| root.join("target"), Path::to_path_buf)
@@ -76,7 +77,7 @@ fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let ca = DevCa::generate("bench")?;
     std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
-    let ports = free_ports(4)?;
+    let ports = free_ports(5)?;
     let seed = [SocketAddr::from(([127, 0, 0, 1], ports[0]))];
     let mut a = start_node(dir, binary, &ca, "a", ports[0], &[])?;
     let mut b = start_node(dir, binary, &ca, "b", ports[1], &seed)?;
@@ -204,7 +205,26 @@ fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
         }));
         let _ = c.child.wait();
     }
-    for node in [&mut a, &mut b] {
+
+    // C5: A holds 1M memberships (100k processes x 10 of 10k groups, M1's
+    // shape); a fresh node D starts, seeded at A: time from its start
+    // until it lists all of them, and its resident memory then.
+    let first: usize = a.ok("size")?.parse()?;
+    a.ok("spawn 100000")?;
+    a.ok(&format!("bulk join10_batched {first} 100000 10000"))?;
+    let total = count(&mut a)?;
+    until("C5 B has A's million", || Ok(count(&mut b)? == total))?;
+    let start = Instant::now();
+    let mut d = start_node(dir, binary, &ca, "d", ports[4], &seed)?;
+    d.ok("spawn 1")?;
+    until("C5 D lists everything", || Ok(count(&mut d)? == total))?;
+    let converged_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let d_memory: u64 = d.ok("rss")?.parse()?;
+    json(serde_json::json!({
+        "system": "pg-rs", "workload": "C5_cold_sync", "memberships": total,
+        "converged_ms": converged_ms, "d_memory_total_bytes": d_memory,
+    }));
+    for node in [&mut a, &mut b, &mut d] {
         let _ = node.cmd("quit");
         let _ = node.child.wait();
     }

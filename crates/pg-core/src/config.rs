@@ -24,6 +24,11 @@ pub struct ScopeConfig {
     /// is refused as a protocol violation, never expanded into memory (a
     /// member list repeats a pid once per join). Default 1 000 000.
     pub max_join_count: u32,
+    /// Member entries per frame when this node's part is sent whole: a
+    /// larger part travels as several [`Frame::SyncPart`](crate::Frame::SyncPart)s
+    /// (1 to [`MAX_SYNC_PART_ENTRIES`](crate::MAX_SYNC_PART_ENTRIES)).
+    /// Default 32 768 (about 0.5 MB a frame).
+    pub sync_part_entries: usize,
     /// How many of the peers already connected at start-up are asked for
     /// their state at once (the rest follow through anti-entropy), so a
     /// cluster-wide restart does not become an N² storm. Default 3.
@@ -41,6 +46,7 @@ impl Default for ScopeConfig {
             max_groups: 0,
             max_members_per_group: 0,
             max_join_count: 1_000_000,
+            sync_part_entries: 32_768,
             discovery_fanout: 3,
             rng_seed: 0,
         }

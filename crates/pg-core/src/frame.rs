@@ -16,7 +16,7 @@ use crate::id::{MAX_PID_SERIAL, NodeId};
 
 /// Version of the wire format spoken by this build. Bumped on every
 /// incompatible change to [`Frame`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// A message from one node's scope to the same scope on a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,23 @@ pub enum Frame {
         reply: bool,
         /// One entry per part held.
         parts: Vec<PartVersion>,
+    },
+    /// One piece of a [`Frame::Sync`] too large for one frame (see
+    /// `sync_parts.rs`): the receiver applies the sync once it holds all
+    /// `total` pieces. Each piece is canonical on its own; a group may
+    /// continue in the next piece.
+    SyncPart {
+        /// Version of the part.
+        seq: u64,
+        /// As in [`Frame::Sync`].
+        known: Option<u64>,
+        /// This piece's position, below `total`.
+        index: u32,
+        /// Pieces of this sync (2 to [`MAX_SYNC_PARTS`](crate::MAX_SYNC_PARTS)).
+        total: u32,
+        /// Members by group, at most
+        /// [`MAX_SYNC_PART_ENTRIES`](crate::MAX_SYNC_PART_ENTRIES) in all.
+        groups: Vec<SyncGroup>,
     },
 }
 
@@ -176,6 +193,30 @@ impl Frame {
                         .all(|g| g.members.windows(2).all(|w| w[0].0 < w[1].0));
                 if !sorted {
                     return bad("sync groups or members out of order or repeated");
+                }
+            }
+            Frame::SyncPart {
+                index,
+                total,
+                groups,
+                ..
+            } => {
+                if *total < 2 || *total > crate::sync_parts::MAX_SYNC_PARTS || index >= total {
+                    return bad("sync piece numbering out of range");
+                }
+                let entries: usize = groups.iter().map(|g| g.members.len()).sum();
+                if entries > crate::sync_parts::MAX_SYNC_PART_ENTRIES {
+                    return bad("sync piece with too many entries");
+                }
+                let ok = groups
+                    .iter()
+                    .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));
+                let sorted = groups.windows(2).all(|w| w[0].group < w[1].group)
+                    && groups
+                        .iter()
+                        .all(|g| g.members.windows(2).all(|w| w[0].0 < w[1].0));
+                if !ok || !sorted {
+                    return bad("sync piece not canonical");
                 }
             }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}

@@ -61,6 +61,7 @@ mod members;
 mod membership;
 mod pvec;
 mod scope;
+mod sync_parts;
 mod timer;
 
 #[cfg(feature = "sim")]
@@ -74,3 +75,4 @@ pub use group::{GroupName, MAX_GROUP_NAME_LEN};
 pub use id::{MAX_NODE_NAME_LEN, MAX_PID_SERIAL, NodeId, NodeName, Pid};
 pub use members::{Iter as MembersIter, IterCounted as MembersIterCounted, Members};
 pub use scope::{Scope, ScopeStats, Transmit};
+pub use sync_parts::{MAX_SYNC_PART_ENTRIES, MAX_SYNC_PARTS};

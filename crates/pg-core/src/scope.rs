@@ -16,6 +16,7 @@ use crate::group::GroupName;
 use crate::id::{NodeId, NodeName, Pid};
 use crate::members::Members;
 use crate::membership::{LOCAL_SLOT, Membership};
+use crate::sync_parts::{self, Assembly, Piece};
 use crate::timer::{Timer, TimerTable};
 
 /// A frame to send to one peer. Frames for several peers share one
@@ -77,6 +78,8 @@ struct Peer {
     /// Whether the part held of this peer failed to match one of its
     /// deltas: its deltas are ignored until a sync replaces the part.
     repairing: bool,
+    /// The pieces of a split sync from this peer run received so far.
+    assembly: Option<Assembly>,
 }
 
 /// One scope of process groups on one node: its membership view and the
@@ -410,9 +413,66 @@ impl Scope {
                     }
                 }
             }
+            Frame::SyncPart { groups, .. } => {
+                // Each piece's counts at once; the whole part's groups and
+                // totals once assembled (as a Sync).
+                for SyncGroup { group, members } in groups {
+                    if let Some(&(serial, count)) = members.iter().find(|&&(_, c)| c > limit) {
+                        return Err(Violation::JoinCount {
+                            group: group.clone(),
+                            serial,
+                            count: u64::from(count),
+                            limit,
+                        });
+                    }
+                }
+            }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
         }
         Ok(())
+    }
+
+    /// Refuses a peer's frame as a violation: counted and reported.
+    fn refuse(&mut self, from: &NodeId, violation: Violation) {
+        self.stats.violations += 1;
+        // Bounded: a peer gets its link closed at its first violation.
+        if self.violations.len() < 64 {
+            self.violations.push_back((from.clone(), violation));
+        }
+    }
+
+    fn on_sync_part(&mut self, from: &NodeId, frame: Frame) {
+        let Frame::SyncPart {
+            seq,
+            known,
+            index,
+            total,
+            groups,
+        } = frame
+        else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&from.name) else {
+            return;
+        };
+        let whole = match Assembly::add(&mut peer.assembly, seq, known, index, total, groups) {
+            Piece::Pending => return,
+            Piece::Stale => {
+                self.stats.syncs_stale += 1;
+                return;
+            }
+            Piece::Complete(whole) => whole,
+        };
+        if whole.validate().is_err() {
+            self.stats.frames_invalid += 1;
+            return;
+        }
+        if let Err(violation) = self.check_remote(from, &whole) {
+            return self.refuse(from, violation);
+        }
+        if let Frame::Sync { seq, known, groups } = whole {
+            self.on_sync(from, seq, known, groups);
+        }
     }
 
     fn local_join(&mut self, serial: u64, group: &GroupName) {
@@ -490,6 +550,7 @@ impl Scope {
                 sync_requested_at: None,
                 part_sent: false,
                 repairing: false,
+                assembly: None,
             },
         );
         if !self.discovering {
@@ -555,16 +616,12 @@ impl Scope {
             return;
         }
         if let Err(violation) = self.check_remote(from, &frame) {
-            self.stats.violations += 1;
-            // Bounded: a peer gets its link closed at its first violation.
-            if self.violations.len() < 64 {
-                self.violations.push_back((from.clone(), violation));
-            }
-            return;
+            return self.refuse(from, violation);
         }
         match frame {
             Frame::Delta { base, seq, ops } => self.on_delta(from, base, seq, ops, now),
             Frame::Sync { seq, known, groups } => self.on_sync(from, seq, known, groups),
+            Frame::SyncPart { .. } => self.on_sync_part(from, frame),
             Frame::SyncRequest => self.send_own_sync(from),
             Frame::Discover => {
                 self.send_own_sync(from);
@@ -865,12 +922,36 @@ impl Scope {
             peer.part_sent = true;
         }
         let known = self.table.slot_of(to).map(|s| self.table.seq(s));
-        let frame = Frame::Sync {
-            seq: self.table.seq(LOCAL_SLOT),
-            known,
-            groups: self.table.local_sync_groups(),
-        };
-        self.queue(to, frame);
+        let seq = self.table.seq(LOCAL_SLOT);
+        let mut parts = sync_parts::split(
+            self.table.local_sync_groups(),
+            self.config.sync_part_entries,
+        );
+        if parts.len() == 1 {
+            let groups = parts.pop().unwrap_or_default();
+            return self.queue(to, Frame::Sync { seq, known, groups });
+        }
+        // More than MAX_SYNC_PARTS pieces cannot be numbered: the pieces
+        // grow instead (each still under the frame limit at the default
+        // entry size for all but enormous parts).
+        if parts.len() > sync_parts::MAX_SYNC_PARTS as usize {
+            let per_part =
+                self.table
+                    .part_memberships(LOCAL_SLOT)
+                    .div_ceil(u64::from(sync_parts::MAX_SYNC_PARTS)) as usize;
+            parts = sync_parts::split(self.table.local_sync_groups(), per_part.max(1));
+        }
+        let total = parts.len() as u32;
+        for (index, groups) in parts.into_iter().enumerate() {
+            let frame = Frame::SyncPart {
+                seq,
+                known,
+                index: index as u32,
+                total,
+                groups,
+            };
+            self.queue(to, frame);
+        }
     }
 
     fn send_digest(&mut self, to: &NodeId, reply: bool) {

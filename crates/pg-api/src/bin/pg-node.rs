@@ -28,7 +28,9 @@
 //! | `monitor_times` | `ok <µs> ...` (and forgets them) |
 //! | `count` | `ok <memberships seen, all groups>` |
 //! | `local_count` | `ok <memberships of this node's processes>` |
-//! | `bulk <join\|leave\|join_batched\|leave_batched\|exit> <first> <n> <groups>` | `ok <ms>` |
+//! | `bulk <join\|leave\|join_batched\|leave_batched\|join10_batched\|exit> <first> <n> <groups>` | `ok <ms>` |
+//! | `size` | `ok <processes spawned through spawn>` |
+//! | `rss` | `ok <resident bytes of this node process>` |
 //! | `broadcaster` | `ok <pid>` (a process that collects acks) |
 //! | `echo <k> <group> <pid>` | `ok` (k processes in group, acking each message to pid) |
 //! | `rounds <n> <group> <acks>` | `ok <ms>` (n broadcasts, each until acks acks) |
@@ -246,6 +248,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                             }
                         }
                     }
+                    "join10_batched" => {
+                        // M1's shape: process i joins groups (10 i + k) mod
+                        // groups, k < 10; one call per group.
+                        let rt = node.runtime();
+                        let sc = rt.scope(&scope)?;
+                        let mut by_group: Vec<Vec<Pid>> = vec![Vec::new(); groups];
+                        for i in range {
+                            let pid = member_at(&members, i)?.instance.pid().clone();
+                            for k in 0..10 {
+                                by_group[(i * 10 + k) % groups].push(pid.clone());
+                            }
+                        }
+                        for (g, pids) in by_group.iter().enumerate() {
+                            let name = pg_api::GroupName::new(&format!("m{g}"))?;
+                            sc.join_pids(&name, pids)?;
+                        }
+                    }
                     "exit" => {
                         for i in range {
                             members.get_mut(i).and_then(Option::take);
@@ -254,6 +273,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     other => return Err(format!("unknown bulk operation {other}").into()),
                 }
                 format!("ok {:.3}", t.elapsed().as_secs_f64() * 1000.0)
+            }
+            ["size"] => format!("ok {}", members.len()),
+            ["rss"] => {
+                let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+                let pages: u64 = statm
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                format!("ok {}", pages * 4096)
             }
             ["broadcaster"] => {
                 let process = node.spawn("sim");

@@ -140,7 +140,8 @@ impl FrameCounts {
     fn count(&mut self, frame: &Frame) {
         let counter = match frame {
             Frame::Delta { .. } => &mut self.deltas,
-            Frame::Sync { .. } => &mut self.syncs,
+            // A piece of a split sync counts as a sync frame.
+            Frame::Sync { .. } | Frame::SyncPart { .. } => &mut self.syncs,
             Frame::SyncRequest => &mut self.sync_requests,
             Frame::Discover => &mut self.discovers,
             Frame::Digest { .. } => &mut self.digests,
@@ -614,12 +615,12 @@ impl Cluster {
                     }
                 };
                 self.net_stats.frames_delivered += 1;
-                let one_way = matches!(frame, Frame::Sync { .. });
+                let one_way = matches!(frame, Frame::Sync { .. } | Frame::SyncPart { .. });
                 // An overtaken sync is recognisably out of date: its answer
                 // is not excused.
                 let needed_request = needed_request
                     && match &frame {
-                        Frame::Sync { seq, .. } => self.nodes[to]
+                        Frame::Sync { seq, .. } | Frame::SyncPart { seq, .. } => self.nodes[to]
                             .scope
                             .as_ref()
                             .and_then(|s| s.parts().find(|p| p.node == from))
@@ -745,7 +746,10 @@ impl Cluster {
             };
             let asks = matches!(
                 &*frame,
-                Frame::SyncRequest | Frame::Discover | Frame::Sync { known: None, .. }
+                Frame::SyncRequest
+                    | Frame::Discover
+                    | Frame::Sync { known: None, .. }
+                    | Frame::SyncPart { known: None, .. }
             );
             let needed_request = asks && !self.holds_current_part(i, &to);
             self.send(i, &from, &to, bytes, needed_request);

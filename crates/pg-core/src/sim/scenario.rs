@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::check::Violation;
 use super::{Cluster, NetConfig, NetStats, SimConfig, SimError};
-use crate::{GroupName, Pid};
+use crate::{GroupName, Pid, ScopeConfig};
 
 /// What a scenario does.
 #[derive(Debug, Clone)]
@@ -45,6 +45,13 @@ impl ScenarioConfig {
             sim: SimConfig {
                 nodes,
                 seed,
+                scope: ScopeConfig {
+                    // Parts of a few dozen memberships: most syncs travel
+                    // as several pieces, so lost, duplicated and reordered
+                    // pieces are part of every sweep.
+                    sync_part_entries: 8,
+                    ..SimConfig::default().scope
+                },
                 ..SimConfig::default()
             },
             faulty_net: NetConfig::faulty(),
