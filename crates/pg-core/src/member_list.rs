@@ -9,7 +9,7 @@
 //! Removal swaps with the last member. Positions live in a writer-only map,
 //! which readers never see.
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
 
 use crate::id::MAX_PID_SERIAL;
 use crate::pvec::{self, PVec};
@@ -37,12 +37,6 @@ impl MemberKey {
     pub(crate) fn serial(self) -> u64 {
         self.0 & MAX_PID_SERIAL
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    pos: u32,
-    count: u32,
 }
 
 /// The members of one side of a group, as readers see them: shares storage
@@ -105,11 +99,22 @@ impl Iterator for CountedKeys<'_> {
 
 impl ExactSizeIterator for CountedKeys<'_> {}
 
+/// The hash of a member key in the position index (Fx's multiply: keys
+/// are well spread already, slot in the high bits, serial in the low).
+fn hash(key: MemberKey) -> u64 {
+    key.0.wrapping_mul(0x517c_c1b7_2722_0a95).rotate_left(26)
+}
+
 /// One side of a group's members (writer's copy).
+///
+/// The index maps a member to its position without storing the member
+/// again: it holds only positions (4 bytes each), hashed and compared
+/// through the key vector, the way `indexmap` does. A member's count is
+/// 1 unless it sits in the counted prefix.
 #[derive(Default)]
 pub(crate) struct MemberList {
     list: ListSnapshot,
-    entries: FxHashMap<MemberKey, Entry>,
+    index: HashTable<u32>,
 }
 
 impl std::fmt::Debug for MemberList {
@@ -134,14 +139,34 @@ impl MemberList {
         self.list.keys.len()
     }
 
-    /// Join count of `key` (0 if not a member).
-    pub(crate) fn count(&self, key: MemberKey) -> u32 {
-        self.entries.get(&key).map_or(0, |e| e.count)
-    }
-
     /// Each distinct member with its join count.
     pub(crate) fn iter(&self) -> CountedKeys<'_> {
         self.list.iter()
+    }
+
+    /// The position of `key`, if a member.
+    fn position(&self, key: MemberKey) -> Option<u32> {
+        let keys = &self.list.keys;
+        self.index
+            .find(hash(key), |&pos| keys.get(pos as usize) == Some(key))
+            .copied()
+    }
+
+    /// The count of the member at `pos`.
+    fn count_at(&self, pos: u32) -> u32 {
+        self.list.counts.get(pos as usize).unwrap_or(1)
+    }
+
+    /// Join count of `key` (0 if not a member).
+    pub(crate) fn count(&self, key: MemberKey) -> u32 {
+        self.position(key).map_or(0, |pos| self.count_at(pos))
+    }
+
+    /// Points the index entry of the member at `from` to `to`.
+    fn moved(&mut self, key: MemberKey, from: u32, to: u32) {
+        if let Some(pos) = self.index.find_mut(hash(key), |&p| p == from) {
+            *pos = to;
+        }
     }
 
     /// Adds `n` (>= 1) join references of `key`; says whether `key` is a new
@@ -149,19 +174,21 @@ impl MemberList {
     pub(crate) fn add(&mut self, key: MemberKey, n: u32) -> bool {
         debug_assert!(n > 0);
         self.list.total += u64::from(n);
-        match self.entries.get(&key).copied() {
-            Some(entry) => {
-                debug_assert!(entry.count.checked_add(n).is_some());
-                self.recount(key, entry, entry.count.saturating_add(n));
+        match self.position(key) {
+            Some(pos) => {
+                let count = self.count_at(pos);
+                debug_assert!(count.checked_add(n).is_some());
+                self.recount(key, pos, count, count.saturating_add(n));
                 false
             }
             None => {
                 let pos = self.list.keys.len() as u32;
                 self.list.keys.push(key);
-                let entry = Entry { pos, count: 1 };
-                self.entries.insert(key, entry);
+                let MemberList { list, index } = self;
+                let keys = &list.keys;
+                index.insert_unique(hash(key), pos, |&p| keys.get(p as usize).map_or(0, hash));
                 if n > 1 {
-                    self.recount(key, entry, n);
+                    self.recount(key, pos, 1, n);
                 }
                 true
             }
@@ -171,76 +198,76 @@ impl MemberList {
     /// Removes up to `n` join references of `key`; returns how many were
     /// removed and whether `key` is no longer a member.
     pub(crate) fn sub(&mut self, key: MemberKey, n: u32) -> (u32, bool) {
-        let Some(entry) = self.entries.get(&key).copied() else {
+        let Some(pos) = self.position(key) else {
             return (0, false);
         };
-        let removed = n.min(entry.count);
+        let count = self.count_at(pos);
+        let removed = n.min(count);
         if removed == 0 {
             return (0, false);
         }
         self.list.total -= u64::from(removed);
-        if removed < entry.count {
-            self.recount(key, entry, entry.count - removed);
+        if removed < count {
+            self.recount(key, pos, count, count - removed);
             return (removed, false);
         }
-        let pos = self.recount(key, entry, 1).pos;
-        let keys = &mut self.list.keys;
-        let last = keys.len() - 1;
-        if pos as usize != last
-            && let Some(moved) = keys.get(last)
-        {
-            keys.set(pos as usize, moved);
-            if let Some(e) = self.entries.get_mut(&moved) {
-                e.pos = pos;
-            }
+        // Out of the counted prefix first, then swap with the last.
+        let pos = self.recount(key, pos, count, 1);
+        if let Ok(entry) = self.index.find_entry(hash(key), |&p| p == pos) {
+            entry.remove();
         }
-        keys.pop();
-        self.entries.remove(&key);
-        if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
-            self.entries.shrink_to(self.entries.len() * 2);
+        let last = (self.list.keys.len() - 1) as u32;
+        if pos != last
+            && let Some(moved) = self.list.keys.get(last as usize)
+        {
+            self.list.keys.set(pos as usize, moved);
+            self.moved(moved, last, pos);
+        }
+        self.list.keys.pop();
+        if self.index.capacity() > 64 && self.index.len() < self.index.capacity() / 4 {
+            let MemberList { list, index } = self;
+            let keys = &list.keys;
+            index.shrink_to(index.len() * 2, |&p| keys.get(p as usize).map_or(0, hash));
         }
         (removed, true)
     }
 
-    /// Sets the join count of member `key` (currently `entry`) to `count`
-    /// (>= 1), moving it across the joined-more-than-once boundary when its
-    /// count crosses 1; returns its new entry.
-    fn recount(&mut self, key: MemberKey, entry: Entry, count: u32) -> Entry {
-        debug_assert!(count > 0);
-        let list = &mut self.list;
-        let multi = list.counts.len() as u32;
-        let pos = match (entry.count > 1, count > 1) {
-            (false, false) => entry.pos,
+    /// Sets the join count of member `key` (at `pos`, counted `count`) to
+    /// `new` (>= 1), moving it across the counted boundary when its count
+    /// crosses 1; returns its new position.
+    fn recount(&mut self, key: MemberKey, pos: u32, count: u32, new: u32) -> u32 {
+        debug_assert!(new > 0);
+        let multi = self.list.counts.len() as u32;
+        match (count > 1, new > 1) {
+            (false, false) => pos,
             (true, true) => {
-                list.counts.set(entry.pos as usize, count);
-                entry.pos
+                self.list.counts.set(pos as usize, new);
+                pos
             }
             // Promote: swap with the first joined-once member.
             (false, true) => {
-                self.swap_keys(entry.pos, multi);
-                self.list.counts.push(count);
+                self.swap_keys(pos, multi);
+                self.list.counts.push(new);
                 multi
             }
             // Demote: swap with the last joined-more-than-once member.
             (true, false) => {
                 let last = multi - 1;
-                if entry.pos != last
+                if pos != last
                     && let Some(last_count) = self.list.counts.get(last as usize)
                 {
-                    self.list.counts.set(entry.pos as usize, last_count);
+                    self.list.counts.set(pos as usize, last_count);
                 }
-                self.swap_keys(entry.pos, last);
+                self.swap_keys(pos, last);
                 self.list.counts.pop();
+                let _ = key;
                 last
             }
-        };
-        let entry = Entry { pos, count };
-        self.entries.insert(key, entry);
-        entry
+        }
     }
 
-    /// Swaps the members at positions `a` and `b`, keeping their entries'
-    /// positions right (counts are the caller's business).
+    /// Swaps the members at positions `a` and `b`, keeping the index right
+    /// (counts are the caller's business).
     fn swap_keys(&mut self, a: u32, b: u32) {
         if a == b {
             return;
@@ -251,11 +278,16 @@ impl MemberList {
         };
         keys.set(a as usize, kb);
         keys.set(b as usize, ka);
-        if let Some(e) = self.entries.get_mut(&ka) {
-            e.pos = b;
+        // Two entries change value; update by key hash and old position.
+        let (ha, hb) = (hash(ka), hash(kb));
+        if let Some(p) = self.index.find_mut(ha, |&p| p == a) {
+            *p = u32::MAX; // parked, so the next lookup cannot confuse the two
         }
-        if let Some(e) = self.entries.get_mut(&kb) {
-            e.pos = a;
+        if let Some(p) = self.index.find_mut(hb, |&p| p == b) {
+            *p = a;
+        }
+        if let Some(p) = self.index.find_mut(ha, |&p| p == u32::MAX) {
+            *p = b;
         }
     }
 }
@@ -275,11 +307,12 @@ mod tests {
     }
 
     fn check_positions(list: &MemberList) -> Result<(), TestCaseError> {
-        for (k, e) in &list.entries {
-            prop_assert_eq!(list.list.keys.get(e.pos as usize), Some(*k));
-            prop_assert_eq!(e.count > 1, (e.pos as usize) < list.list.counts.len());
+        prop_assert_eq!(list.index.len(), list.list.keys.len());
+        for (pos, key) in list.list.keys.iter().enumerate() {
+            prop_assert_eq!(list.position(key), Some(pos as u32));
+            let counted = pos < list.list.counts.len();
+            prop_assert_eq!(list.count(key) > 1, counted);
         }
-        prop_assert_eq!(list.entries.len(), list.list.keys.len());
         Ok(())
     }
 

@@ -41,6 +41,17 @@ impl Members {
         }
     }
 
+    /// The same snapshot restricted to the members of the node it was taken
+    /// on (what [`Scope::local_members`](crate::Scope::local_members) gives).
+    /// Copies nothing.
+    pub fn local_only(&self) -> Members {
+        Members {
+            local: self.local.clone(),
+            remote: ListSnapshot::default(),
+            nodes: Arc::clone(&self.nodes),
+        }
+    }
+
     /// Number of memberships: each process as many times as it joined
     /// (Erlang's `length(pg:get_members(G))`).
     pub fn len(&self) -> usize {

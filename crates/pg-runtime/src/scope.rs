@@ -261,8 +261,7 @@ impl ScopeShared {
             changed.dedup();
             for group in &changed {
                 let all = core.scope.members(group.as_str());
-                let local = core.scope.local_members(group.as_str());
-                self.view.publish(group, all, local);
+                self.view.publish(group, all);
             }
             self.view.set_epochs(
                 core.scope.groups_epoch(),

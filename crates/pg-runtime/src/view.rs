@@ -17,11 +17,11 @@ use parking_lot::{Mutex, RwLock};
 use pg_core::{GroupName, Members};
 use rustc_hash::FxHashMap;
 
-/// One group as readers see it.
+/// One group as readers see it: every node's members (this node's are
+/// taken from it on read, so a cell holds one snapshot, not two).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GroupView {
     pub(crate) all: Members,
-    pub(crate) local: Members,
 }
 
 type Cell = Arc<ArcSwap<GroupView>>;
@@ -43,8 +43,8 @@ pub(crate) struct View {
 
 impl View {
     /// Publishes `group`'s members (writer only).
-    pub(crate) fn publish(&self, group: &GroupName, all: Members, local: Members) {
-        let view = Arc::new(GroupView { all, local });
+    pub(crate) fn publish(&self, group: &GroupName, all: Members) {
+        let view = Arc::new(GroupView { all });
         if let Some(cell) = self.groups.read().get(group) {
             cell.store(view);
             return;
@@ -81,7 +81,7 @@ impl View {
     }
 
     pub(crate) fn local_members(&self, group: &str) -> Members {
-        self.group(group).local.clone()
+        self.group(group).all.local_only()
     }
 
     pub(crate) fn which_groups(&self) -> Arc<[GroupName]> {
@@ -90,7 +90,7 @@ impl View {
 
     pub(crate) fn which_local_groups(&self) -> Arc<[GroupName]> {
         self.cached(&self.local_cache, &self.local_epoch, |v| {
-            !v.local.is_empty()
+            !v.all.local_only().is_empty()
         })
     }
 
