@@ -221,7 +221,7 @@ fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     let converged_ms = start.elapsed().as_secs_f64() * 1000.0;
     let d_memory: u64 = d.ok("rss")?.parse()?;
     json(serde_json::json!({
-        "system": "pg-rs", "workload": "C5_cold_sync", "memberships": total,
+        "system": "pg-rs", "workload": "C5_cold_sync", "groups": 10000, "memberships": total,
         "converged_ms": converged_ms, "d_memory_total_bytes": d_memory,
     }));
     for node in [&mut a, &mut b, &mut d] {
