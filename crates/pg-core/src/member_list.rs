@@ -178,7 +178,7 @@ impl MemberList {
             Some(pos) => {
                 let count = self.count_at(pos);
                 debug_assert!(count.checked_add(n).is_some());
-                self.recount(key, pos, count, count.saturating_add(n));
+                self.recount(pos, count, count.saturating_add(n));
                 false
             }
             None => {
@@ -188,7 +188,7 @@ impl MemberList {
                 let keys = &list.keys;
                 index.insert_unique(hash(key), pos, |&p| keys.get(p as usize).map_or(0, hash));
                 if n > 1 {
-                    self.recount(key, pos, 1, n);
+                    self.recount(pos, 1, n);
                 }
                 true
             }
@@ -208,11 +208,11 @@ impl MemberList {
         }
         self.list.total -= u64::from(removed);
         if removed < count {
-            self.recount(key, pos, count, count - removed);
+            self.recount(pos, count, count - removed);
             return (removed, false);
         }
         // Out of the counted prefix first, then swap with the last.
-        let pos = self.recount(key, pos, count, 1);
+        let pos = self.recount(pos, count, 1);
         if let Ok(entry) = self.index.find_entry(hash(key), |&p| p == pos) {
             entry.remove();
         }
@@ -232,10 +232,10 @@ impl MemberList {
         (removed, true)
     }
 
-    /// Sets the join count of member `key` (at `pos`, counted `count`) to
+    /// Sets the join count of the member at `pos` (counted `count`) to
     /// `new` (>= 1), moving it across the counted boundary when its count
     /// crosses 1; returns its new position.
-    fn recount(&mut self, key: MemberKey, pos: u32, count: u32, new: u32) -> u32 {
+    fn recount(&mut self, pos: u32, count: u32, new: u32) -> u32 {
         debug_assert!(new > 0);
         let multi = self.list.counts.len() as u32;
         match (count > 1, new > 1) {
@@ -260,7 +260,6 @@ impl MemberList {
                 }
                 self.swap_keys(pos, last);
                 self.list.counts.pop();
-                let _ = key;
                 last
             }
         }
