@@ -178,7 +178,41 @@ pub enum DecodeError {
         /// The version this build speaks.
         supported: u8,
     },
-    /// The body does not decode, or violates a frame invariant.
-    #[error("malformed frame: {0}")]
-    Malformed(String),
+    /// The body is not the encoding of a frame.
+    #[error("malformed frame")]
+    Malformed(#[source] postcard::Error),
+    /// A frame followed by bytes that belong to none.
+    #[error("{count} bytes after the frame")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A well-encoded frame that breaks a frame invariant.
+    #[error("invalid frame: {0}")]
+    Invalid(#[from] FrameInvariant),
+}
+
+/// Which invariant of [`Frame`](crate::Frame) a frame breaks (see
+/// [`Frame::validate`](crate::Frame::validate)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum FrameInvariant {
+    /// A delta whose `seq` is not above its `base`.
+    #[error("delta does not advance the version")]
+    DeltaNotAdvancing,
+    /// A delta op with a zero count or a serial over 48 bits.
+    #[error("delta op with a zero count or an out-of-range serial")]
+    DeltaOp,
+    /// A sync (or sync piece) member with a zero count or a serial over 48
+    /// bits.
+    #[error("sync member with a zero count or an out-of-range serial")]
+    SyncMember,
+    /// Sync groups or members out of order, or repeated.
+    #[error("sync groups or members out of order or repeated")]
+    SyncOrder,
+    /// A sync piece numbered outside `0..total`, or `total` out of range.
+    #[error("sync piece numbering out of range")]
+    PieceNumbering,
+    /// A sync piece with more member entries than allowed.
+    #[error("sync piece with too many entries")]
+    PieceSize,
 }

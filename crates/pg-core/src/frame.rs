@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::DecodeError;
+use crate::error::{DecodeError, FrameInvariant};
 use crate::group::GroupName;
 use crate::id::{MAX_PID_SERIAL, NodeId};
 
@@ -149,12 +149,9 @@ impl Frame {
             });
         }
         let (frame, rest): (Frame, _) =
-            postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            postcard::take_from_bytes(body).map_err(DecodeError::Malformed)?;
         if !rest.is_empty() {
-            return Err(DecodeError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
+            return Err(DecodeError::TrailingBytes { count: rest.len() });
         }
         frame.validate()?;
         Ok(frame)
@@ -163,12 +160,29 @@ impl Frame {
     /// Checks the invariants decoding guarantees; frames built in memory
     /// (an in-process transport) are checked the same way on arrival.
     pub fn validate(&self) -> Result<(), DecodeError> {
-        let bad = |what: &str| Err(DecodeError::Malformed(what.to_owned()));
+        use FrameInvariant as Broken;
         let member_ok = |serial: u64, count: u32| serial <= MAX_PID_SERIAL && count > 0;
+        // Groups strictly by name, members strictly by serial, all valid.
+        let canonical = |groups: &[SyncGroup]| -> Result<(), Broken> {
+            let members_ok = groups
+                .iter()
+                .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));
+            if !members_ok {
+                return Err(Broken::SyncMember);
+            }
+            let sorted = groups.windows(2).all(|w| w[0].group < w[1].group)
+                && groups
+                    .iter()
+                    .all(|g| g.members.windows(2).all(|w| w[0].0 < w[1].0));
+            if !sorted {
+                return Err(Broken::SyncOrder);
+            }
+            Ok(())
+        };
         match self {
             Frame::Delta { base, seq, ops } => {
                 if base >= seq {
-                    return bad("delta does not advance the version");
+                    return Err(Broken::DeltaNotAdvancing.into());
                 }
                 let ok = ops.iter().all(|op| match op {
                     Op::Join { serial, count, .. } | Op::Leave { serial, count, .. } => {
@@ -177,24 +191,10 @@ impl Frame {
                     Op::Exit { serial } => *serial <= MAX_PID_SERIAL,
                 });
                 if !ok {
-                    return bad("delta op with a zero count or an out-of-range serial");
+                    return Err(Broken::DeltaOp.into());
                 }
             }
-            Frame::Sync { groups, .. } => {
-                let ok = groups
-                    .iter()
-                    .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));
-                if !ok {
-                    return bad("sync member with a zero count or an out-of-range serial");
-                }
-                let sorted = groups.windows(2).all(|w| w[0].group < w[1].group)
-                    && groups
-                        .iter()
-                        .all(|g| g.members.windows(2).all(|w| w[0].0 < w[1].0));
-                if !sorted {
-                    return bad("sync groups or members out of order or repeated");
-                }
-            }
+            Frame::Sync { groups, .. } => canonical(groups)?,
             Frame::SyncPart {
                 index,
                 total,
@@ -202,22 +202,13 @@ impl Frame {
                 ..
             } => {
                 if *total < 2 || *total > crate::sync_parts::MAX_SYNC_PARTS || index >= total {
-                    return bad("sync piece numbering out of range");
+                    return Err(Broken::PieceNumbering.into());
                 }
                 let entries: usize = groups.iter().map(|g| g.members.len()).sum();
                 if entries > crate::sync_parts::MAX_SYNC_PART_ENTRIES {
-                    return bad("sync piece with too many entries");
+                    return Err(Broken::PieceSize.into());
                 }
-                let ok = groups
-                    .iter()
-                    .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));
-                let sorted = groups.windows(2).all(|w| w[0].group < w[1].group)
-                    && groups
-                        .iter()
-                        .all(|g| g.members.windows(2).all(|w| w[0].0 < w[1].0));
-                if !ok || !sorted {
-                    return bad("sync piece not canonical");
-                }
+                canonical(groups)?;
             }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
         }
@@ -291,10 +282,10 @@ mod tests {
         ));
         let mut bytes = Frame::SyncRequest.encode();
         bytes.push(0);
-        assert!(matches!(
+        assert_eq!(
             Frame::decode(&bytes),
-            Err(DecodeError::Malformed(_))
-        ));
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
         let not_advancing = Frame::Delta {
             base: 5,
             seq: 5,

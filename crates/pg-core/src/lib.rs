@@ -68,7 +68,7 @@ mod timer;
 pub mod sim;
 
 pub use config::ScopeConfig;
-pub use error::{CommandError, DecodeError, IdError, Limit, Violation};
+pub use error::{CommandError, DecodeError, FrameInvariant, IdError, Limit, Violation};
 pub use event::{Event, EventKind};
 pub use frame::{Frame, Op, PROTOCOL_VERSION, PartVersion, SyncGroup};
 pub use group::{GroupName, MAX_GROUP_NAME_LEN};

@@ -39,17 +39,18 @@ use crate::certs::{NODE_SERVER_NAME, TlsIdentity, certificate_node_name};
 use crate::config::NetConfig;
 use crate::dial::{DialConfig, DialOutcome, DialPolicy};
 use crate::error::NetError;
+use crate::handshake::{Chain, Failure, HandshakeError, HelloError};
 use crate::tls;
 use crate::wire::{self, Hello, NET_PROTOCOL_VERSION, NetMessage};
 
 /// Application close codes, so the other side can log why.
-mod code {
-    pub(super) const SHUTDOWN: u32 = 0;
-    pub(super) const DUPLICATE: u32 = 1;
-    pub(super) const REJECTED: u32 = 2;
-    pub(super) const PROTOCOL: u32 = 3;
-    pub(super) const REPLACED: u32 = 4;
-    pub(super) const BLOCKED: u32 = 5;
+pub(crate) mod code {
+    pub(crate) const SHUTDOWN: u32 = 0;
+    pub(crate) const DUPLICATE: u32 = 1;
+    pub(crate) const REJECTED: u32 = 2;
+    pub(crate) const PROTOCOL: u32 = 3;
+    pub(crate) const REPLACED: u32 = 4;
+    pub(crate) const BLOCKED: u32 = 5;
 }
 
 const STREAM_MEMBERSHIP: u8 = 0;
@@ -488,8 +489,9 @@ impl Mesh {
             mesh.runtime.spawn(async move {
                 match Mesh::accept_one(&m, incoming).await {
                     Ok(()) | Err(Failure::Benign) => {}
-                    Err(Failure::Refused(reason)) => {
+                    Err(Failure::Refused(error)) => {
                         bump(&m.counters.handshakes_failed, "pg_net_handshakes_failed_total", 1);
+                        let reason = Chain(&error);
                         tracing::warn!(node = %m.hello.node, %reason, "refused an incoming connection");
                     }
                 }
@@ -507,28 +509,25 @@ impl Mesh {
         mesh: &Arc<Mesh>,
         incoming: quinn::Incoming,
         conn_seen: &mut Option<quinn::Connection>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandshakeError> {
         let timeout = mesh.config.protocol_timeout;
-        let remote = incoming.remote_address();
         let conn = tokio::time::timeout(timeout, incoming)
             .await
-            .map_err(|_| format!("{remote}: TLS handshake timed out"))?
-            .map_err(|e| format!("{remote}: {e}"))?;
+            .map_err(|_| HandshakeError::Timeout("the TLS handshake"))??;
         *conn_seen = Some(conn.clone());
         let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
             .await
-            .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
-            .map_err(|e| format!("{remote}: {e}"))?;
+            .map_err(|_| HandshakeError::Timeout("waiting for the hello"))??;
         let first = tokio::time::timeout(timeout, read_message(&mut recv, HANDSHAKE_MAX))
             .await
-            .map_err(|_| format!("{remote}: no hello within the protocol timeout"))?
-            .map_err(|e| format!("{remote}: {e}"))?;
+            .map_err(|_| HandshakeError::Timeout("waiting for the hello"))??;
         let Some(NetMessage::Hello(hello)) = first else {
             conn.close(code::PROTOCOL.into(), b"expected hello");
-            return Err(format!("{remote}: first message is not a hello"));
+            return Err(HandshakeError::Unexpected("a hello"));
         };
-        if let Err(reason) = mesh.check_hello(&hello, &conn) {
+        if let Err(refused) = mesh.check_hello(&hello, &conn) {
             bump(&mesh.counters.rejected, "pg_net_rejected_total", 1);
+            let reason = refused.to_string();
             let _ = write_message(
                 &mut send,
                 &NetMessage::Reject {
@@ -540,11 +539,9 @@ impl Mesh {
             // Give the reject a moment to leave before the close.
             let _ = tokio::time::timeout(timeout, send.stopped()).await;
             conn.close(code::REJECTED.into(), reason.as_bytes());
-            return Err(format!("{remote} ({}): {reason}", hello.node));
+            return Err(refused.into());
         }
-        write_message(&mut send, &NetMessage::Welcome(mesh.hello.clone()))
-            .await
-            .map_err(|e| format!("{remote}: {e}"))?;
+        write_message(&mut send, &NetMessage::Welcome(mesh.hello.clone())).await?;
         let _ = send.finish();
         Mesh::register(mesh, conn, hello, false).await
     }
@@ -559,47 +556,41 @@ impl Mesh {
         mesh: &Arc<Mesh>,
         addr: SocketAddr,
         conn_seen: &mut Option<quinn::Connection>,
-    ) -> Result<NodeName, String> {
+    ) -> Result<NodeName, HandshakeError> {
         let timeout = mesh.config.protocol_timeout;
-        let connecting = mesh
-            .endpoint
-            .connect(addr, NODE_SERVER_NAME)
-            .map_err(|e| e.to_string())?;
+        let connecting = mesh.endpoint.connect(addr, NODE_SERVER_NAME)?;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| HandshakeError::Timeout("connecting"))??;
         *conn_seen = Some(conn.clone());
         let exchange = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            write_message(&mut send, &NetMessage::Hello(mesh.hello.clone()))
-                .await
-                .map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_message(&mut send, &NetMessage::Hello(mesh.hello.clone())).await?;
             let _ = send.finish();
             // A certificate the peer refused shows here, on the first read.
-            read_message(&mut recv, HANDSHAKE_MAX)
-                .await
-                .map_err(|e| e.to_string())
+            Ok::<_, HandshakeError>(read_message(&mut recv, HANDSHAKE_MAX).await?)
         };
         let reply = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| "hello timed out".to_owned())??;
+            .map_err(|_| HandshakeError::Timeout("the hello exchange"))??;
         match reply {
             Some(NetMessage::Welcome(hello)) => {
-                if let Err(reason) = mesh.check_hello(&hello, &conn) {
-                    conn.close(code::REJECTED.into(), reason.as_bytes());
-                    return Err(reason);
+                if let Err(refused) = mesh.check_hello(&hello, &conn) {
+                    conn.close(code::REJECTED.into(), refused.to_string().as_bytes());
+                    return Err(refused.into());
                 }
                 let name = hello.node.name.clone();
                 Mesh::register(mesh, conn, hello, true).await.map(|()| name)
             }
             Some(NetMessage::Reject { reason }) => {
+                // The peer's words, bounded before they reach a log.
+                let reason: String = reason.chars().take(200).collect();
                 tracing::warn!(node = %mesh.hello.node, %addr, %reason, "refused by the peer");
-                Err(format!("refused by peer: {reason}"))
+                Err(HandshakeError::RefusedByPeer(reason))
             }
             _ => {
                 conn.close(code::PROTOCOL.into(), b"expected welcome");
-                Err("peer answered the hello with something else".into())
+                Err(HandshakeError::Unexpected("a welcome or a reject"))
             }
         }
     }
@@ -607,26 +598,24 @@ impl Mesh {
     /// Checks a peer's hello: version, cluster, and that the node name it
     /// claims is the one its certificate was issued to (a node cannot pose
     /// as another with its own valid certificate).
-    fn check_hello(&self, hello: &Hello, conn: &quinn::Connection) -> Result<(), String> {
+    fn check_hello(&self, hello: &Hello, conn: &quinn::Connection) -> Result<(), HelloError> {
         if hello.version != NET_PROTOCOL_VERSION {
-            return Err(format!(
-                "protocol version {} is not {NET_PROTOCOL_VERSION}",
-                hello.version
-            ));
+            return Err(HelloError::Version {
+                theirs: hello.version,
+                ours: NET_PROTOCOL_VERSION,
+            });
         }
         if hello.cluster != self.config.cluster {
-            let mut claimed = hello.cluster.clone();
-            claimed.truncate(64);
-            return Err(format!(
-                "cluster {claimed:?} is not {:?}",
-                self.config.cluster
-            ));
+            return Err(HelloError::Cluster {
+                theirs: hello.cluster.chars().take(64).collect(),
+                ours: self.config.cluster.clone(),
+            });
         }
         if hello.node.name == self.hello.node.name {
-            return Err(format!("{} is this node's own name", hello.node.name));
+            return Err(HelloError::OwnName(hello.node.name.clone()));
         }
         if self.blocked.lock().contains(&hello.node.name) {
-            return Err(format!("{} is blocked (fault injection)", hello.node.name));
+            return Err(HelloError::Blocked(hello.node.name.clone()));
         }
         let certified = conn
             .peer_identity()
@@ -634,11 +623,11 @@ impl Mesh {
             .and_then(|chain| chain.first().and_then(certificate_node_name));
         match certified {
             Some(name) if name == hello.node.name.as_str() => Ok(()),
-            Some(name) => Err(format!(
-                "certificate is issued to {name:?}, the hello claims {:?}",
-                hello.node.name.as_str()
-            )),
-            None => Err("no node name in the peer certificate".into()),
+            Some(name) => Err(HelloError::NameMismatch {
+                certified: name,
+                claimed: hello.node.name.as_str().to_owned(),
+            }),
+            None => Err(HelloError::NoCertifiedName),
         }
     }
 
@@ -662,12 +651,13 @@ impl Mesh {
                     let outcome = match Mesh::dial_once(&m, addr).await {
                         Ok(name) => DialOutcome::Connected(name),
                         Err(Failure::Benign) => DialOutcome::Failed,
-                        Err(Failure::Refused(reason)) => {
+                        Err(Failure::Refused(error)) => {
                             bump(
                                 &m.counters.handshakes_failed,
                                 "pg_net_handshakes_failed_total",
                                 1,
                             );
+                            let reason = Chain(&error);
                             tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
                             DialOutcome::Failed
                         }
@@ -694,7 +684,7 @@ impl Mesh {
         conn: quinn::Connection,
         hello: Hello,
         dialed: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandshakeError> {
         let peer = hello.node.clone();
         if let Some(listen) = hello.listen {
             mesh.remember(&peer.name, listen);
@@ -702,16 +692,17 @@ impl Mesh {
         let open = |kind: u8| {
             let conn = conn.clone();
             async move {
-                let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
-                stream.write_all(&[kind]).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(stream)
+                let mut stream = conn.open_uni().await?;
+                stream.write_all(&[kind]).await?;
+                Ok::<_, HandshakeError>(stream)
             }
         };
-        let streams =
-            async { Ok::<_, String>((open(STREAM_MEMBERSHIP).await?, open(STREAM_BULK).await?)) };
+        let streams = async {
+            Ok::<_, HandshakeError>((open(STREAM_MEMBERSHIP).await?, open(STREAM_BULK).await?))
+        };
         let (membership, bulk) = tokio::time::timeout(mesh.config.protocol_timeout, streams)
             .await
-            .map_err(|_| "opening streams timed out".to_owned())??;
+            .map_err(|_| HandshakeError::Timeout("opening the streams"))??;
         let me = &mesh.hello.node.name;
         let initiator = if dialed {
             me.clone()
@@ -1052,7 +1043,7 @@ impl Mesh {
 
 /// Why a message could not be read from a stream.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(crate) enum ReadError {
     /// The bytes were not a valid message (the peer misbehaves).
     #[error(transparent)]
     Wire(#[from] wire::WireError),
@@ -1096,41 +1087,6 @@ async fn write_message(
     let mut buf = Vec::new();
     wire::encode_into(message, &mut buf);
     send.write_all(&buf).await
-}
-
-/// How a handshake attempt ended badly.
-enum Failure {
-    /// The connection was closed because another one to the same node won
-    /// (both dialed at once): nothing is wrong.
-    Benign,
-    /// A real failure, with its reason.
-    Refused(String),
-}
-
-impl Failure {
-    fn classify<T>(
-        result: Result<T, String>,
-        conn: Option<&quinn::Connection>,
-    ) -> Result<T, Failure> {
-        let reason = match result {
-            Ok(value) => return Ok(value),
-            Err(reason) => reason,
-        };
-        let benign = conn
-            .and_then(quinn::Connection::close_reason)
-            .is_some_and(|r| match r {
-                quinn::ConnectionError::ApplicationClosed(close) => {
-                    close.error_code == code::DUPLICATE.into()
-                        || close.error_code == code::REPLACED.into()
-                }
-                _ => false,
-            });
-        Err(if benign {
-            Failure::Benign
-        } else {
-            Failure::Refused(reason)
-        })
-    }
 }
 
 /// The time given to the dial policy: tokio's clock (the OS clock, except
