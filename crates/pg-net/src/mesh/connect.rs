@@ -1,0 +1,224 @@
+//! Making connections: accepting and dialing, the hello exchange, and the
+//! dial task that follows the [`DialPolicy`](crate::dial::DialPolicy).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use pg_core::NodeName;
+use rustls::pki_types::CertificateDer;
+
+use super::streams::{read_message, write_message};
+use super::{HANDSHAKE_MAX, Mesh, bump, clock, code};
+use crate::certs::{NODE_SERVER_NAME, certificate_node_name};
+use crate::dial::DialOutcome;
+use crate::handshake::{Chain, Failure, HandshakeError, HelloError};
+use crate::wire::{Hello, NET_PROTOCOL_VERSION, NetMessage};
+
+impl Mesh {
+    pub(super) async fn accept_loop(mesh: Arc<Mesh>) {
+        while let Some(incoming) = mesh.endpoint.accept().await {
+            if mesh.closed.load(Ordering::Acquire) {
+                incoming.refuse();
+                continue;
+            }
+            let m = Arc::clone(&mesh);
+            mesh.runtime.spawn(async move {
+                match Mesh::accept_one(&m, incoming).await {
+                    Ok(()) | Err(Failure::Benign) => {}
+                    Err(Failure::Refused(error)) => {
+                        bump(&m.counters.handshakes_failed, "pg_net_handshakes_failed_total", 1);
+                        let reason = Chain(&error);
+                        tracing::warn!(node = %m.hello.node, %reason, "refused an incoming connection");
+                    }
+                }
+            });
+        }
+    }
+
+    pub(super) async fn accept_one(
+        mesh: &Arc<Mesh>,
+        incoming: quinn::Incoming,
+    ) -> Result<(), Failure> {
+        let mut conn_seen = None;
+        let result = Mesh::accept_inner(mesh, incoming, &mut conn_seen).await;
+        Failure::classify(result, conn_seen.as_ref())
+    }
+
+    pub(super) async fn accept_inner(
+        mesh: &Arc<Mesh>,
+        incoming: quinn::Incoming,
+        conn_seen: &mut Option<quinn::Connection>,
+    ) -> Result<(), HandshakeError> {
+        let timeout = mesh.config.protocol_timeout;
+        let conn = tokio::time::timeout(timeout, incoming)
+            .await
+            .map_err(|_| HandshakeError::Timeout("the TLS handshake"))??;
+        *conn_seen = Some(conn.clone());
+        let (mut send, mut recv) = tokio::time::timeout(timeout, conn.accept_bi())
+            .await
+            .map_err(|_| HandshakeError::Timeout("waiting for the hello"))??;
+        let first = tokio::time::timeout(timeout, read_message(&mut recv, HANDSHAKE_MAX))
+            .await
+            .map_err(|_| HandshakeError::Timeout("waiting for the hello"))??;
+        let Some(NetMessage::Hello(hello)) = first else {
+            conn.close(code::PROTOCOL.into(), b"expected hello");
+            return Err(HandshakeError::Unexpected("a hello"));
+        };
+        if let Err(refused) = mesh.check_hello(&hello, &conn) {
+            bump(&mesh.counters.rejected, "pg_net_rejected_total", 1);
+            let reason = refused.to_string();
+            let _ = write_message(
+                &mut send,
+                &NetMessage::Reject {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            let _ = send.finish();
+            // Give the reject a moment to leave before the close.
+            let _ = tokio::time::timeout(timeout, send.stopped()).await;
+            conn.close(code::REJECTED.into(), reason.as_bytes());
+            return Err(refused.into());
+        }
+        write_message(&mut send, &NetMessage::Welcome(mesh.hello.clone())).await?;
+        let _ = send.finish();
+        Mesh::register(mesh, conn, hello, false).await
+    }
+
+    pub(super) async fn dial_once(mesh: &Arc<Mesh>, addr: SocketAddr) -> Result<NodeName, Failure> {
+        let mut conn_seen = None;
+        let result = Mesh::dial_inner(mesh, addr, &mut conn_seen).await;
+        Failure::classify(result, conn_seen.as_ref())
+    }
+
+    pub(super) async fn dial_inner(
+        mesh: &Arc<Mesh>,
+        addr: SocketAddr,
+        conn_seen: &mut Option<quinn::Connection>,
+    ) -> Result<NodeName, HandshakeError> {
+        let timeout = mesh.config.protocol_timeout;
+        let connecting = mesh.endpoint.connect(addr, NODE_SERVER_NAME)?;
+        let conn = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| HandshakeError::Timeout("connecting"))??;
+        *conn_seen = Some(conn.clone());
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_message(&mut send, &NetMessage::Hello(mesh.hello.clone())).await?;
+            let _ = send.finish();
+            // A certificate the peer refused shows here, on the first read.
+            Ok::<_, HandshakeError>(read_message(&mut recv, HANDSHAKE_MAX).await?)
+        };
+        let reply = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| HandshakeError::Timeout("the hello exchange"))??;
+        match reply {
+            Some(NetMessage::Welcome(hello)) => {
+                if let Err(refused) = mesh.check_hello(&hello, &conn) {
+                    conn.close(code::REJECTED.into(), refused.to_string().as_bytes());
+                    return Err(refused.into());
+                }
+                let name = hello.node.name.clone();
+                Mesh::register(mesh, conn, hello, true).await.map(|()| name)
+            }
+            Some(NetMessage::Reject { reason }) => {
+                // The peer's words, bounded before they reach a log.
+                let reason: String = reason.chars().take(200).collect();
+                tracing::warn!(node = %mesh.hello.node, %addr, %reason, "refused by the peer");
+                Err(HandshakeError::RefusedByPeer(reason))
+            }
+            _ => {
+                conn.close(code::PROTOCOL.into(), b"expected welcome");
+                Err(HandshakeError::Unexpected("a welcome or a reject"))
+            }
+        }
+    }
+
+    /// Checks a peer's hello: version, cluster, and that the node name it
+    /// claims is the one its certificate was issued to (a node cannot pose
+    /// as another with its own valid certificate).
+    pub(super) fn check_hello(
+        &self,
+        hello: &Hello,
+        conn: &quinn::Connection,
+    ) -> Result<(), HelloError> {
+        if hello.version != NET_PROTOCOL_VERSION {
+            return Err(HelloError::Version {
+                theirs: hello.version,
+                ours: NET_PROTOCOL_VERSION,
+            });
+        }
+        if hello.cluster != self.config.cluster {
+            return Err(HelloError::Cluster {
+                theirs: hello.cluster.chars().take(64).collect(),
+                ours: self.config.cluster.clone(),
+            });
+        }
+        if hello.node.name == self.hello.node.name {
+            return Err(HelloError::OwnName(hello.node.name.clone()));
+        }
+        if self.blocked.lock().contains(&hello.node.name) {
+            return Err(HelloError::Blocked(hello.node.name.clone()));
+        }
+        let certified = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|chain| chain.first().and_then(certificate_node_name));
+        match certified {
+            Some(name) if name == hello.node.name.as_str() => Ok(()),
+            Some(name) => Err(HelloError::NameMismatch {
+                certified: name,
+                claimed: hello.node.name.as_str().to_owned(),
+            }),
+            None => Err(HelloError::NoCertifiedName),
+        }
+    }
+
+    /// Dials what the policy says is due, reports each outcome back, and
+    /// sleeps until the next deadline or a new input.
+    pub(super) async fn dial_loop(mesh: Arc<Mesh>) {
+        loop {
+            if mesh.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let notified = mesh.dial_wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (due, next) = {
+                let mut policy = mesh.dial.lock();
+                (policy.poll_dials(clock()), policy.poll_timeout())
+            };
+            for addr in due {
+                let m = Arc::clone(&mesh);
+                mesh.runtime.spawn(async move {
+                    let outcome = match Mesh::dial_once(&m, addr).await {
+                        Ok(name) => DialOutcome::Connected(name),
+                        Err(Failure::Benign) => DialOutcome::Failed,
+                        Err(Failure::Refused(error)) => {
+                            bump(
+                                &m.counters.handshakes_failed,
+                                "pg_net_handshakes_failed_total",
+                                1,
+                            );
+                            let reason = Chain(&error);
+                            tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
+                            DialOutcome::Failed
+                        }
+                    };
+                    m.dial.lock().handle_dial_result(addr, outcome, clock());
+                    m.dial_wake.notify_one();
+                });
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = &mut notified => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+}
