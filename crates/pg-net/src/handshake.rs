@@ -77,6 +77,23 @@ pub(crate) enum HandshakeError {
     Hello(#[from] HelloError),
 }
 
+impl HandshakeError {
+    /// Whether TLS refused the connection (a certificate not signed by the
+    /// cluster CA, without the `pg-node` name, expired, ...): an operator
+    /// must act, so it is logged at WARN, not DEBUG.
+    pub(crate) fn is_tls(&self) -> bool {
+        // QUIC carries TLS alerts as the transport codes 0x100-0x1ff.
+        let crypto = |code: quinn::TransportErrorCode| u64::from(code) & !0xff == 0x100;
+        match self {
+            HandshakeError::Connection(quinn::ConnectionError::TransportError(e)) => crypto(e.code),
+            HandshakeError::Connection(quinn::ConnectionError::ConnectionClosed(close)) => {
+                crypto(close.error_code)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How a handshake attempt ended badly.
 pub(crate) enum Failure {
     /// The connection was closed because another one to the same node won
@@ -125,5 +142,28 @@ impl fmt::Display for Chain<'_> {
             source = error.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_alerts_are_told_apart() {
+        let closed = |code| {
+            HandshakeError::Connection(quinn::ConnectionError::ConnectionClosed(
+                quinn::ConnectionClose {
+                    error_code: code,
+                    frame_type: None,
+                    reason: bytes::Bytes::new(),
+                },
+            ))
+        };
+        // bad_certificate (42) and unknown_ca (48), as QUIC carries them.
+        assert!(closed(quinn::TransportErrorCode::crypto(42)).is_tls());
+        assert!(closed(quinn::TransportErrorCode::crypto(48)).is_tls());
+        assert!(!HandshakeError::Timeout("connecting").is_tls());
+        assert!(!HandshakeError::Connection(quinn::ConnectionError::TimedOut).is_tls());
     }
 }

@@ -202,10 +202,22 @@ impl Mesh {
                                 1,
                             );
                             let reason = Chain(&error);
-                            tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
+                            // A certificate problem needs an operator: WARN,
+                            // once per address until it connects.
+                            if error.is_tls() && m.tls_warned(addr) {
+                                tracing::warn!(
+                                    node = %m.hello.node, %addr, %reason,
+                                    "TLS refused the connection: certificates must be signed by the cluster CA and carry the DNS name `pg-node` (see docs/configuration.md)"
+                                );
+                            } else {
+                                tracing::debug!(node = %m.hello.node, %addr, %reason, "dial failed");
+                            }
                             DialOutcome::Failed
                         }
                     };
+                    if matches!(outcome, DialOutcome::Connected(_)) {
+                        m.tls_warned_about.lock().remove(&addr);
+                    }
                     m.dial.lock().handle_dial_result(addr, outcome, clock());
                     m.dial_wake.notify_one();
                 });

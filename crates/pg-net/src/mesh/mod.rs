@@ -153,6 +153,8 @@ struct Mesh {
     dial: Mutex<DialPolicy>,
     /// Wakes the dial task: the policy may have something due sooner.
     dial_wake: tokio::sync::Notify,
+    /// Addresses whose TLS refusal was logged at WARN (until they connect).
+    tls_warned_about: Mutex<FxHashSet<SocketAddr>>,
     /// The last scope frame encoded, reused for the next peer it goes to.
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
@@ -252,6 +254,7 @@ impl QuicTransport {
                 listen_of: Mutex::new(FxHashMap::default()),
                 dial: Mutex::new(dial),
                 dial_wake: tokio::sync::Notify::new(),
+                tls_warned_about: Mutex::new(FxHashSet::default()),
                 encoded: Mutex::new(None),
                 counters: Counters::default(),
                 closed: AtomicBool::new(false),
@@ -615,6 +618,13 @@ impl Mesh {
         let m = Arc::clone(mesh);
         mesh.runtime.spawn(async move { m.watch(conn, peer).await });
         Ok(())
+    }
+
+    /// Whether a TLS refusal at `addr` is news worth a WARN (bounded like
+    /// the address table).
+    fn tls_warned(&self, addr: SocketAddr) -> bool {
+        let mut warned = self.tls_warned_about.lock();
+        warned.len() < MAX_KNOWN_ADDRESSES && warned.insert(addr)
     }
 
     /// Remembers where `name` listens (bounded: peer exchange cannot grow
