@@ -615,7 +615,11 @@ impl Scope {
             self.stats.frames_invalid += 1;
             return;
         }
-        if let Err(violation) = self.check_remote(from, &frame) {
+        // A delta is checked once it is known to apply (a duplicate of one
+        // already applied would otherwise count twice against the bound).
+        if !matches!(frame, Frame::Delta { .. })
+            && let Err(violation) = self.check_remote(from, &frame)
+        {
             return self.refuse(from, violation);
         }
         match frame {
@@ -647,6 +651,13 @@ impl Scope {
             self.request_sync(from, now);
             return;
         }
+        let delta = Frame::Delta { base, seq, ops };
+        if let Err(violation) = self.check_remote(from, &delta) {
+            return self.refuse(from, violation);
+        }
+        let Frame::Delta { ops, .. } = delta else {
+            return;
+        };
         let mut consistent = true;
         for op in ops {
             match op {

@@ -1341,3 +1341,41 @@ fn a_lost_piece_is_recovered_by_asking_again() {
     assert_eq!(b.join_count(&pids[1], "w"), 2);
     assert_eq!(b.members("w").len(), 9);
 }
+
+/// A duplicate of a delta already applied is stale, not a violation, even
+/// when its count plus what is held would pass the bound.
+#[test]
+fn a_duplicate_delta_near_the_bound_is_stale_not_a_violation() {
+    let config = ScopeConfig {
+        max_join_count: 3,
+        ..ScopeConfig::default()
+    };
+    let (mut b, now) = scope_with("b", config);
+    let a = node("a", 1);
+    b.handle_node_up(a.clone());
+    let _ = transmits(&mut b);
+    b.handle_frame(
+        &a,
+        Frame::Sync {
+            seq: 1,
+            known: Some(0),
+            groups: vec![],
+        },
+        now,
+    );
+    let delta = Frame::Delta {
+        base: 1,
+        seq: 2,
+        ops: vec![Op::Join {
+            group: g("x"),
+            serial: 1,
+            count: 2,
+        }],
+    };
+    b.handle_frame(&a, delta.clone(), now);
+    b.handle_frame(&a, delta, now);
+    assert_eq!(b.join_count(&a.pid(1).unwrap(), "x"), 2);
+    assert_eq!(b.stats().violations, 0);
+    assert_eq!(b.stats().deltas_stale, 1);
+    assert!(b.poll_violation().is_none());
+}
