@@ -29,6 +29,10 @@ pub struct ScopeConfig {
     /// (1 to [`MAX_SYNC_PART_ENTRIES`](crate::MAX_SYNC_PART_ENTRIES)).
     /// Default 32 768 (about 0.5 MB a frame).
     pub sync_part_entries: usize,
+    /// Encoded bytes per frame, about, when this node's part is sent whole
+    /// (long group names count): keep it well under the transport's frame
+    /// limit. Default 1 MiB.
+    pub sync_part_bytes: usize,
     /// How many of the peers already connected at start-up are asked for
     /// their state at once (the rest follow through anti-entropy), so a
     /// cluster-wide restart does not become an N² storm. Default 3.
@@ -47,6 +51,7 @@ impl Default for ScopeConfig {
             max_members_per_group: 0,
             max_join_count: 1_000_000,
             sync_part_entries: 32_768,
+            sync_part_bytes: 1 << 20,
             discovery_fanout: 3,
             rng_seed: 0,
         }

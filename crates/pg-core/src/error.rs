@@ -188,7 +188,7 @@ pub enum DecodeError {
         count: usize,
     },
     /// A well-encoded frame that breaks a frame invariant.
-    #[error("invalid frame: {0}")]
+    #[error("invalid frame")]
     Invalid(#[from] FrameInvariant),
 }
 
@@ -206,6 +206,9 @@ pub enum FrameInvariant {
     /// bits.
     #[error("sync member with a zero count or an out-of-range serial")]
     SyncMember,
+    /// A sync group listed with no member.
+    #[error("sync group with no member")]
+    EmptyGroup,
     /// Sync groups or members out of order, or repeated.
     #[error("sync groups or members out of order or repeated")]
     SyncOrder,

@@ -164,6 +164,10 @@ impl Frame {
         let member_ok = |serial: u64, count: u32| serial <= MAX_PID_SERIAL && count > 0;
         // Groups strictly by name, members strictly by serial, all valid.
         let canonical = |groups: &[SyncGroup]| -> Result<(), Broken> {
+            // A group with no member would cost memory and mean nothing.
+            if groups.iter().any(|g| g.members.is_empty()) {
+                return Err(Broken::EmptyGroup);
+            }
             let members_ok = groups
                 .iter()
                 .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));

@@ -708,6 +708,13 @@ impl Scope {
     }
 
     fn on_sync(&mut self, from: &NodeId, seq: u64, known: Option<u64>, groups: Vec<SyncGroup>) {
+        // A whole sync at or past the version being assembled makes the
+        // unfinished pieces useless: drop them.
+        if let Some(peer) = self.peers.get_mut(&from.name)
+            && peer.assembly.as_ref().is_some_and(|a| a.seq() <= seq)
+        {
+            peer.assembly = None;
+        }
         let repairing = self.peer_flag(from, |p| p.repairing);
         let held_seq = self.table.slot_of(from).map(|slot| self.table.seq(slot));
         let held_before = held_seq.is_some();
@@ -937,20 +944,23 @@ impl Scope {
         let mut parts = sync_parts::split(
             self.table.local_sync_groups(),
             self.config.sync_part_entries,
+            self.config.sync_part_bytes,
         );
         if parts.len() == 1 {
             let groups = parts.pop().unwrap_or_default();
             return self.queue(to, Frame::Sync { seq, known, groups });
         }
         // More than MAX_SYNC_PARTS pieces cannot be numbered: the pieces
-        // grow instead (each still under the frame limit at the default
-        // entry size for all but enormous parts).
+        // grow instead. A part too large even then (hundreds of millions
+        // of entries) cannot be sent; the receivers refuse what they cannot
+        // number, and it is counted there.
         if parts.len() > sync_parts::MAX_SYNC_PARTS as usize {
-            let per_part =
-                self.table
-                    .part_memberships(LOCAL_SLOT)
-                    .div_ceil(u64::from(sync_parts::MAX_SYNC_PARTS)) as usize;
-            parts = sync_parts::split(self.table.local_sync_groups(), per_part.max(1));
+            let grow = parts.len().div_ceil(sync_parts::MAX_SYNC_PARTS as usize);
+            parts = sync_parts::split(
+                self.table.local_sync_groups(),
+                self.config.sync_part_entries.saturating_mul(grow),
+                self.config.sync_part_bytes.saturating_mul(grow),
+            );
         }
         let total = parts.len() as u32;
         for (index, groups) in parts.into_iter().enumerate() {

@@ -26,28 +26,46 @@ pub const MAX_SYNC_PART_ENTRIES: usize = 65_536;
 /// Most pieces one sync may be cut into.
 pub const MAX_SYNC_PARTS: u32 = 4096;
 
+/// Most bytes one member entry takes encoded (a serial and a count, as
+/// varints), for the byte budget of a piece.
+const ENTRY_BYTES: usize = 16;
+/// Bytes a group costs in a piece beside its name (lengths, framing).
+const GROUP_BYTES: usize = 8;
+
 /// Cuts a canonical group list into pieces of at most `per_part` member
-/// entries (a group with more spans several pieces). Returns one piece
-/// when everything fits.
-pub(crate) fn split(groups: Vec<SyncGroup>, per_part: usize) -> Vec<Vec<SyncGroup>> {
+/// entries and about `part_bytes` encoded bytes (a group with more spans
+/// several pieces; long group names count). Returns one piece when
+/// everything fits.
+pub(crate) fn split(
+    groups: Vec<SyncGroup>,
+    per_part: usize,
+    part_bytes: usize,
+) -> Vec<Vec<SyncGroup>> {
     let per_part = per_part.clamp(1, MAX_SYNC_PART_ENTRIES);
+    // Room for at least one group of the longest name and one entry.
+    let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN);
     let mut parts = Vec::new();
     let mut current: Vec<SyncGroup> = Vec::new();
-    let mut room = per_part;
+    let (mut entries, mut bytes) = (0usize, 0usize);
     for SyncGroup { group, members } in groups {
         let mut members = members.as_slice();
         loop {
-            let take = members.len().min(room);
+            let head = group.as_str().len() + GROUP_BYTES;
+            if !current.is_empty()
+                && (entries == per_part || bytes + head + ENTRY_BYTES > part_bytes)
+            {
+                parts.push(std::mem::take(&mut current));
+                (entries, bytes) = (0, 0);
+            }
+            let by_bytes = (part_bytes.saturating_sub(bytes + head) / ENTRY_BYTES).max(1);
+            let take = members.len().min(per_part - entries).min(by_bytes);
             current.push(SyncGroup {
                 group: group.clone(),
                 members: members[..take].to_vec(),
             });
             members = &members[take..];
-            room -= take;
-            if room == 0 {
-                parts.push(std::mem::take(&mut current));
-                room = per_part;
-            }
+            entries += take;
+            bytes += head + take * ENTRY_BYTES;
             if members.is_empty() {
                 break;
             }
@@ -94,6 +112,11 @@ pub(crate) enum Piece {
 }
 
 impl Assembly {
+    /// The version of the sync being assembled.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Adds one piece (already validated) to `slot`, starting a new
     /// assembly when it belongs to a newer or different sync.
     pub(crate) fn add(
@@ -169,12 +192,12 @@ mod tests {
         /// valid frame.
         #[test]
         fn split_then_assemble_in_any_order_is_the_identity(
-            sizes in proptest::collection::vec(0usize..40, 0..12),
+            sizes in proptest::collection::vec(1usize..40, 0..12),
             per_part in 1usize..20,
             order_seed in any::<u64>(),
         ) {
             let list = groups(&sizes);
-            let parts = split(list.clone(), per_part);
+            let parts = split(list.clone(), per_part, usize::MAX);
             prop_assert_eq!(join(parts.clone()), list.clone());
             let total = parts.len() as u32;
             let mut order: Vec<usize> = (0..parts.len()).chain(0..parts.len() / 2).collect();
@@ -210,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_newer_sync_replaces_an_unfinished_one_and_older_pieces_are_stale() {
-        let parts = split(groups(&[10]), 4);
+        let parts = split(groups(&[10]), 4, usize::MAX);
         assert_eq!(parts.len(), 3);
         let mut slot = None;
         assert!(matches!(

@@ -1379,3 +1379,56 @@ fn a_duplicate_delta_near_the_bound_is_stale_not_a_violation() {
     assert_eq!(b.stats().deltas_stale, 1);
     assert!(b.poll_violation().is_none());
 }
+
+/// Long group names count against a piece's size: 40k single-member
+/// groups with 900-byte names travel in pieces of about a megabyte each,
+/// under any sane frame limit, and arrive whole.
+#[test]
+fn pieces_are_bounded_in_bytes_as_well_as_entries() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let node = a.local_node().clone();
+    let p = node.pid(1).unwrap();
+    let names: Vec<GroupName> = (0..40_000).map(|i| g(&format!("{i:0>900}"))).collect();
+    for chunk in names.chunks(1000) {
+        a.join(&p, chunk).unwrap();
+    }
+    let _ = events(&mut a);
+    a.handle_node_up(b.local_node().clone());
+    b.handle_node_up(node.clone());
+    let pieces: Vec<Frame> = transmits(&mut a)
+        .into_iter()
+        .filter(|t| t.to == *b.local_node())
+        .map(|t| t.frame.as_ref().clone())
+        .collect();
+    assert!(pieces.len() >= 30, "{} pieces", pieces.len());
+    for frame in &pieces {
+        assert!(
+            frame.encode().len() <= (1 << 20) + 4096,
+            "{}",
+            frame.encode().len()
+        );
+    }
+    for frame in pieces {
+        b.handle_frame(&node, frame, now);
+    }
+    assert_eq!(b.which_groups().len(), 40_000);
+}
+
+#[test]
+fn a_sync_group_without_members_is_invalid() {
+    let frame = Frame::Sync {
+        seq: 1,
+        known: None,
+        groups: vec![SyncGroup {
+            group: g("x"),
+            members: vec![],
+        }],
+    };
+    assert!(matches!(
+        Frame::decode(&frame.encode()),
+        Err(pg_core::DecodeError::Invalid(
+            pg_core::FrameInvariant::EmptyGroup
+        ))
+    ));
+}

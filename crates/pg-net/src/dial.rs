@@ -100,7 +100,8 @@ pub struct DialPolicy {
     listen_of: FxHashMap<NodeName, SocketAddr>,
     /// Nodes that answered at an address (a seed's node, a past link).
     reached: FxHashSet<SocketAddr>,
-    connected: FxHashSet<NodeName>,
+    /// Nodes connected, and since when.
+    connected: FxHashMap<NodeName, Instant>,
     /// Nodes refused on purpose (fault injection).
     blocked: FxHashSet<NodeName>,
     targets: FxHashMap<SocketAddr, Target>,
@@ -126,11 +127,12 @@ impl DialPolicy {
             seeds: Vec::new(),
             listen_of: FxHashMap::default(),
             reached: FxHashSet::default(),
-            connected: FxHashSet::default(),
+            connected: FxHashMap::default(),
             blocked: FxHashSet::default(),
             targets: FxHashMap::default(),
         };
         let mut seeds = seeds.to_vec();
+        seeds.sort_unstable();
         seeds.dedup();
         fastrand::Rng::with_seed(policy.jitter).shuffle(&mut seeds);
         let later = now + policy.config.max;
@@ -154,20 +156,32 @@ impl DialPolicy {
         self.want_seed(addr, now);
     }
 
-    /// A link to `name` is up; `listen` is where it says it listens.
-    pub fn handle_connected(&mut self, name: &NodeName, listen: Option<SocketAddr>) {
-        self.connected.insert(name.clone());
+    /// A link to `name` is up; `listen` is where it says it listens (its
+    /// own word, which gossip does not overwrite while it is connected).
+    pub fn handle_connected(&mut self, name: &NodeName, listen: Option<SocketAddr>, now: Instant) {
+        self.connected.insert(name.clone(), now);
         if let Some(addr) = listen {
+            self.forget_others_at(name, addr);
             self.remember(name, addr);
             self.reached.insert(addr);
         }
     }
 
     /// The link to `name` went down: redial it (the smaller name first).
+    /// A link that dies within `max` of coming up (the peer refuses what we
+    /// send, or speaks another version) is redialed only after `max`, so a
+    /// link that cannot hold does not flap at handshake speed.
     /// With no peer left, the seeds are dialed again too.
     pub fn handle_disconnected(&mut self, name: &NodeName, now: Instant) {
-        self.connected.remove(name);
-        self.want_node(name, now);
+        let since = self.connected.remove(name);
+        let short_lived =
+            since.is_some_and(|at| now.saturating_duration_since(at) < self.config.max);
+        let when = if short_lived {
+            now + self.config.max
+        } else {
+            now
+        };
+        self.want_node(name, when);
         if self.connected.is_empty() {
             for addr in self.seeds.clone() {
                 self.want_seed(addr, now);
@@ -177,7 +191,9 @@ impl DialPolicy {
 
     /// A peer says `name` listens at `addr` (peer exchange).
     pub fn handle_heard(&mut self, name: &NodeName, addr: SocketAddr, now: Instant) {
-        if *name == self.me || !self.remember(name, addr) {
+        // A connected node said itself where it listens; gossip may be
+        // stale (about an older run of it).
+        if *name == self.me || self.connected.contains_key(name) || !self.remember(name, addr) {
             return;
         }
         let first = now + self.first_delay(name);
@@ -208,8 +224,13 @@ impl DialPolicy {
         let max = self.config.max;
         if let DialOutcome::Connected(name) = &outcome {
             self.reached.insert(addr);
+            // Whoever answered is who listens here now: a node we expected
+            // at this address is not (it moved, or another took its place).
+            self.forget_others_at(name, addr);
             if let Some(target) = self.targets.get_mut(&addr) {
-                target.node.get_or_insert_with(|| name.clone());
+                target.node = Some(name.clone());
+                // Not due again at once, whatever the bookkeeping says.
+                target.next_at = target.next_at.max(now + max);
             }
         }
         let reached = self.reached.contains(&addr);
@@ -255,8 +276,13 @@ impl DialPolicy {
         due.into_iter().map(|(_, addr)| addr).collect()
     }
 
-    /// When the next dial is due, if any is waiting.
+    /// When the next dial is due, if any is waiting. `None` while every
+    /// dial slot is taken: a dial that ends wakes the driver anyway, and a
+    /// deadline already past would make it spin.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.targets.values().filter(|t| t.in_flight).count() >= MAX_IN_FLIGHT {
+            return None;
+        }
         self.targets
             .iter()
             .filter(|(addr, t)| !t.in_flight && self.wanted(**addr, t))
@@ -272,6 +298,11 @@ impl DialPolicy {
     /// Addresses with a dial pending or in flight.
     pub fn pending(&self) -> usize {
         self.targets.len()
+    }
+
+    /// Forgets every node other than `name` believed to listen at `addr`.
+    fn forget_others_at(&mut self, name: &NodeName, addr: SocketAddr) {
+        self.listen_of.retain(|n, a| *a != addr || n == name);
     }
 
     /// Records where `name` listens; false if the table is full.
@@ -293,7 +324,7 @@ impl DialPolicy {
     }
 
     fn want_node(&mut self, name: &NodeName, now: Instant) {
-        if self.connected.contains(name) || self.blocked.contains(name) {
+        if self.connected.contains_key(name) || self.blocked.contains(name) {
             return;
         }
         let Some(&addr) = self.listen_of.get(name) else {
@@ -336,7 +367,7 @@ impl DialPolicy {
     fn wanted(&self, addr: SocketAddr, target: &Target) -> bool {
         match &target.node {
             Some(name) => {
-                !self.connected.contains(name)
+                !self.connected.contains_key(name)
                     && !self.blocked.contains(name)
                     && (target.seed || self.listen_of.get(name) == Some(&addr))
             }

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Version of the node-to-node protocol (handshake and framing). The
-/// scope protocol inside `Scope` messages has its own version byte.
-pub const NET_PROTOCOL_VERSION: u16 = 1;
+/// scope protocol inside `Scope` messages has its own version byte, but
+/// this one moves with it too, so that nodes whose scope frames cannot be
+/// read by each other are refused at the hello instead of connecting and
+/// failing on the first frame (2: `Frame::SyncPart`, pg-core protocol 2).
+pub const NET_PROTOCOL_VERSION: u16 = 2;
 
 /// Most `(node, address)` entries one peer-exchange message may carry;
 /// a longer list is refused while decoding, before it is allocated.

@@ -159,7 +159,7 @@ impl World {
                 .map(|&k| (self.nodes[k].name.clone(), self.nodes[k].addr))
                 .collect();
             if let Some(p) = self.policy(me) {
-                p.handle_connected(&name, Some(addr));
+                p.handle_connected(&name, Some(addr), now);
                 for (n, ad) in &heard {
                     p.handle_heard(n, *ad, now);
                 }
@@ -400,4 +400,88 @@ fn addresses_are_bounded_and_a_flood_is_dialed_a_batch_at_a_time() {
         p.handle_dial_result(addr, DialOutcome::Failed, now);
     }
     assert_eq!(p.poll_dials(now).len(), pg_net::dial::MAX_IN_FLIGHT);
+}
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 1, 0, i], 4000))
+}
+
+fn name(n: &str) -> NodeName {
+    NodeName::new(n).unwrap()
+}
+
+/// Another node now answers at an address where a known node used to
+/// listen: the old node is forgotten there and the address is not dialed
+/// again and again.
+#[test]
+fn another_node_at_a_known_address_is_not_redialed_in_a_loop() {
+    let t0 = Instant::now();
+    let mut p = DialPolicy::new(name("a"), &[], DialConfig::default(), t0);
+    p.handle_connected(&name("x"), Some(addr(1)), t0);
+    p.handle_disconnected(&name("x"), t0 + Duration::from_secs(10));
+    let mut now = t0 + Duration::from_secs(10);
+    let mut dials = 0;
+    for _ in 0..200 {
+        for a in p.poll_dials(now) {
+            dials += 1;
+            // y answers at x's old address; x never comes back.
+            p.handle_dial_result(a, DialOutcome::Connected(name("y")), now);
+            p.handle_connected(&name("y"), Some(addr(1)), now);
+        }
+        now += Duration::from_millis(10);
+    }
+    assert_eq!(dials, 1, "x is not expected at y's address any more");
+    assert_eq!(p.listen_of(&name("x")), None);
+    assert_eq!(p.pending(), 0);
+}
+
+/// A link that dies right after it came up is redialed after a hold-off,
+/// not at once (a peer that refuses what we send would make it flap).
+#[test]
+fn a_link_dying_right_after_it_came_up_is_held_off() {
+    let t0 = Instant::now();
+    let config = DialConfig::default();
+    let max = config.max;
+    let mut p = DialPolicy::new(name("a"), &[], config, t0);
+    p.handle_connected(&name("x"), Some(addr(1)), t0);
+    p.handle_disconnected(&name("x"), t0 + Duration::from_millis(5));
+    assert!(p.poll_dials(t0 + Duration::from_millis(10)).is_empty());
+    assert_eq!(
+        p.poll_dials(t0 + max + Duration::from_millis(10)),
+        vec![addr(1)]
+    );
+    // A link that held a while is redialed at once (a is the smaller name).
+    let mut q = DialPolicy::new(name("a"), &[], DialConfig::default(), t0);
+    q.handle_connected(&name("x"), Some(addr(1)), t0);
+    let later = t0 + Duration::from_secs(60);
+    q.handle_disconnected(&name("x"), later);
+    assert_eq!(q.poll_dials(later), vec![addr(1)]);
+}
+
+/// Gossip about a connected node does not overwrite the address it gave
+/// itself (the gossip may be about an older run).
+#[test]
+fn stale_gossip_does_not_move_a_connected_node() {
+    let t0 = Instant::now();
+    let mut p = DialPolicy::new(name("a"), &[], DialConfig::default(), t0);
+    p.handle_connected(&name("x"), Some(addr(2)), t0);
+    p.handle_heard(&name("x"), addr(1), t0);
+    assert_eq!(p.listen_of(&name("x")), Some(addr(2)));
+}
+
+/// With every dial slot taken, there is no deadline to sleep until (a
+/// past one would make the driver spin); a dial ending frees a slot.
+#[test]
+fn no_deadline_while_every_dial_slot_is_taken() {
+    let now = Instant::now();
+    let mut p = DialPolicy::new(name("a"), &[], DialConfig::default(), now);
+    for i in 0..(pg_net::dial::MAX_IN_FLIGHT as u32 + 10) {
+        let a = SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 1));
+        p.handle_heard(&name(&format!("z{i}")), a, now);
+    }
+    let batch = p.poll_dials(now);
+    assert_eq!(batch.len(), pg_net::dial::MAX_IN_FLIGHT);
+    assert_eq!(p.poll_timeout(), None, "all slots taken, ten still due");
+    p.handle_dial_result(batch[0], DialOutcome::Failed, now);
+    assert!(p.poll_timeout().is_some_and(|at| at <= now));
 }

@@ -562,7 +562,9 @@ impl Mesh {
                 None => true,
             };
             peers.insert(peer.name.clone(), link.clone());
-            mesh.dial.lock().handle_connected(&peer.name, hello.listen);
+            mesh.dial
+                .lock()
+                .handle_connected(&peer.name, hello.listen, clock());
             // Queued under the lock, so ups and downs reach the runtime in
             // the order the links changed.
             if report {
@@ -649,11 +651,13 @@ impl Mesh {
             }
             peers.remove(&peer.name);
             let _ = self.events.send(PeerEvent::Down(peer.clone()));
+            // Both sides redial (the smaller name first): a link comes back
+            // whoever restarted, and whatever their seeds. Told under the
+            // peers lock, as register tells of a link up, so the policy
+            // sees ups and downs in the order the links changed.
+            self.dial.lock().handle_disconnected(&peer.name, clock());
         }
         tracing::info!(node = %self.hello.node, %peer, %reason, "peer disconnected");
-        // Both sides redial (the smaller name first): a link comes back
-        // whoever restarted, and whatever their seeds.
-        self.dial.lock().handle_disconnected(&peer.name, clock());
         self.dial_wake.notify_one();
     }
 

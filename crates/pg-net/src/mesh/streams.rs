@@ -183,7 +183,11 @@ pub(super) async fn read_message(
     let mut body = Vec::with_capacity(len.min(READ_CHUNK));
     while body.len() < len {
         let start = body.len();
-        body.resize(start + (len - start).min(READ_CHUNK), 0);
+        let want = (len - start).min(READ_CHUNK);
+        // Doubling as bytes arrive, but never past what the message needs.
+        let target = (start + want).max(body.capacity().saturating_mul(2)).min(len);
+        body.reserve_exact(target - start);
+        body.resize(start + want, 0);
         recv.read_exact(&mut body[start..])
             .await
             .map_err(ReadError::Stream)?;
