@@ -185,7 +185,9 @@ pub(super) async fn read_message(
         let start = body.len();
         let want = (len - start).min(READ_CHUNK);
         // Doubling as bytes arrive, but never past what the message needs.
-        let target = (start + want).max(body.capacity().saturating_mul(2)).min(len);
+        let target = (start + want)
+            .max(body.capacity().saturating_mul(2))
+            .min(len);
         body.reserve_exact(target - start);
         body.resize(start + want, 0);
         recv.read_exact(&mut body[start..])
