@@ -1,0 +1,145 @@
+//! What a peer may send: each frame checked against the configured bounds
+//! before anything of it applies, and the pieces of a split sync gathered
+//! until the whole part can be checked and applied.
+
+use rustc_hash::FxHashMap;
+
+use crate::error::Violation;
+use crate::frame::{Frame, Op, SyncGroup};
+use crate::group::GroupName;
+use crate::id::NodeId;
+use crate::sync_parts::{Assembly, Piece};
+
+use super::Scope;
+
+impl Scope {
+    /// Checks a peer's frame against the configured bounds before anything
+    /// of it applies.
+    pub(super) fn check_remote(&self, from: &NodeId, frame: &Frame) -> Result<(), Violation> {
+        let limit = self.max_join_count();
+        match frame {
+            Frame::Delta { ops, .. } => {
+                let slot = self.table.slot_of(from);
+                // Joins of one member within the delta add up.
+                let mut added: FxHashMap<(&GroupName, u64), u64> = FxHashMap::default();
+                for op in ops {
+                    if let Op::Join {
+                        group,
+                        serial,
+                        count,
+                    } = op
+                    {
+                        // A lone op (the common delta) needs no tally.
+                        let sum = if ops.len() == 1 {
+                            u64::from(*count)
+                        } else {
+                            let sum = added.entry((group, *serial)).or_default();
+                            *sum += u64::from(*count);
+                            *sum
+                        };
+                        let held = slot.map_or(0, |s| self.table.count(s, *serial, group.as_str()));
+                        let total = u64::from(held) + sum;
+                        if total > u64::from(limit) {
+                            return Err(Violation::JoinCount {
+                                group: group.clone(),
+                                serial: *serial,
+                                count: total,
+                                limit,
+                            });
+                        }
+                    }
+                }
+            }
+            Frame::Sync { groups, .. } => {
+                let max_groups = self.config.max_groups;
+                if max_groups > 0 && groups.len() > max_groups {
+                    return Err(Violation::Groups {
+                        groups: groups.len(),
+                        limit: max_groups,
+                    });
+                }
+                let max_members = self.config.max_members_per_group;
+                for SyncGroup { group, members } in groups {
+                    let mut total = 0u64;
+                    for &(serial, count) in members {
+                        if count > limit {
+                            return Err(Violation::JoinCount {
+                                group: group.clone(),
+                                serial,
+                                count: u64::from(count),
+                                limit,
+                            });
+                        }
+                        total += u64::from(count);
+                    }
+                    if max_members > 0 && total > max_members as u64 {
+                        return Err(Violation::GroupMembers {
+                            group: group.clone(),
+                            total,
+                            limit: max_members,
+                        });
+                    }
+                }
+            }
+            Frame::SyncPart { groups, .. } => {
+                // Each piece's counts at once; the whole part's groups and
+                // totals once assembled (as a Sync).
+                for SyncGroup { group, members } in groups {
+                    if let Some(&(serial, count)) = members.iter().find(|&&(_, c)| c > limit) {
+                        return Err(Violation::JoinCount {
+                            group: group.clone(),
+                            serial,
+                            count: u64::from(count),
+                            limit,
+                        });
+                    }
+                }
+            }
+            Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses a peer's frame as a violation: counted and reported.
+    pub(super) fn refuse(&mut self, from: &NodeId, violation: Violation) {
+        self.stats.violations += 1;
+        // Bounded: a peer gets its link closed at its first violation.
+        if self.violations.len() < 64 {
+            self.violations.push_back((from.clone(), violation));
+        }
+    }
+
+    pub(super) fn on_sync_part(&mut self, from: &NodeId, frame: Frame) {
+        let Frame::SyncPart {
+            seq,
+            known,
+            index,
+            total,
+            groups,
+        } = frame
+        else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&from.name) else {
+            return;
+        };
+        let whole = match Assembly::add(&mut peer.assembly, seq, known, index, total, groups) {
+            Piece::Pending => return,
+            Piece::Stale => {
+                self.stats.syncs_stale += 1;
+                return;
+            }
+            Piece::Complete(whole) => whole,
+        };
+        if whole.validate().is_err() {
+            self.stats.frames_invalid += 1;
+            return;
+        }
+        if let Err(violation) = self.check_remote(from, &whole) {
+            return self.refuse(from, violation);
+        }
+        if let Frame::Sync { seq, known, groups } = whole {
+            self.on_sync(from, seq, known, groups);
+        }
+    }
+}
