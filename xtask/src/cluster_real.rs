@@ -4,7 +4,8 @@
 //! counted at the receivers, a partition (fault injection) and its heal, a
 //! SIGKILL, a graceful shutdown, a restart, then a SIGKILL and restart of
 //! the seed (the smallest name, seeded at nobody) and a new node seeded at
-//! it. After every phase, every live node has every other as a peer, and
+//! it, and a cut of 12 s between two nodes (longer than any give-up window
+//! the dialer ever had). After every phase, every live node has every other as a peer, and
 //! its view equals the union of the live processes' memberships (so no
 //! member of a dead node remains), and every broadcast must reach exactly
 //! its members. A report (JSON) and a plot (SVG, members seen per
@@ -136,7 +137,7 @@ pub(crate) fn run(args: RealArgs) -> anyhow::Result<()> {
         phases: Vec::new(),
         broadcasts: (0, 0),
     };
-    let bar = indicatif::ProgressBar::new(8);
+    let bar = indicatif::ProgressBar::new(9);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -288,6 +289,26 @@ impl Run {
             self.spawn(quitting, 5)?;
             self.converge("node seeded at the restarted seed", Duration::from_secs(30))?;
         }
+        bar.inc(1);
+
+        // 9. A long cut: the first and last live nodes refuse each other
+        // for longer than any dial give-up window the mesh ever had (12 s:
+        // it used to give up an address after 8 failed dials, about 6 s),
+        // with churn on both sides; then the link must come back.
+        bar.set_message("long cut");
+        let live = self.live();
+        let (a, b) = (live[0], live[live.len() - 1]);
+        let (name_a, name_b) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
+        self.nodes[a].ok(&format!("block {name_b}"))?;
+        self.nodes[b].ok(&format!("block {name_a}"))?;
+        let cut = Instant::now();
+        while cut.elapsed() < Duration::from_secs(12) {
+            self.random_op()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.nodes[a].ok(&format!("unblock {name_b}"))?;
+        self.nodes[b].ok(&format!("unblock {name_a}"))?;
+        self.converge("long cut healed", Duration::from_secs(30))?;
         bar.inc(1);
         Ok(())
     }

@@ -230,7 +230,10 @@ impl QuicTransport {
                 base: config.retry_base_delay,
                 max: config.retry_max_delay,
                 unreached_max: UNREACHED_DIAL_MAX.max(config.retry_max_delay),
-                yield_delay: config.retry_max_delay,
+                // Long enough for the smaller name's dial to land first
+                // most of the time, short enough that a mesh forms fast
+                // when only the larger name heard of the other.
+                yield_delay: config.retry_base_delay.saturating_mul(2),
                 fanout: config.discovery_fanout,
                 seed: jitter,
             },
