@@ -23,6 +23,11 @@ use tokio::sync::Notify;
 /// step and the publication of the groups it changed.
 pub(crate) const EXIT_BATCH: usize = 128;
 
+/// Memberships removed in one writer step at most (a process is never
+/// split, so one with more is removed whole): 128 processes in thousands
+/// of groups each must not hold the writer for seconds.
+pub(crate) const EXIT_STEP_MEMBERSHIPS: u64 = 4096;
+
 #[derive(Default)]
 struct Pending {
     pids: VecDeque<Pid>,
@@ -69,6 +74,19 @@ impl ExitQueue {
             pending.pids = VecDeque::new();
         }
         batch
+    }
+
+    /// Puts pids taken but not applied back at the front, in order.
+    pub(crate) fn put_back(&self, rest: Vec<Pid>) {
+        let mut pending = self.pending.lock();
+        if pending.closed {
+            drop(pending);
+            self.applied(rest.len());
+            return;
+        }
+        for pid in rest.into_iter().rev() {
+            pending.pids.push_front(pid);
+        }
     }
 
     /// The scope closed: drop what is queued, refuse what comes, and

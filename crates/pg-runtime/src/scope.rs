@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::config::ScopeOptions;
 use crate::error::Error;
-use crate::exits::ExitQueue;
+use crate::exits::{EXIT_STEP_MEMBERSHIPS, ExitQueue};
 use crate::node::NodeInner;
 use crate::process::Envelope;
 use crate::process::ProcessTable;
@@ -415,11 +415,20 @@ impl ScopeShared {
 
     /// Cleans up after a batch of ended processes in one step: their
     /// memberships, and the subscriptions they owned.
-    fn apply_exits(core: &mut CoreState, batch: &[Pid]) {
+    /// Stops after [`EXIT_STEP_MEMBERSHIPS`] memberships removed (a
+    /// process is never split): returns how many of `batch` were applied.
+    fn apply_exits(core: &mut CoreState, batch: &[Pid]) -> usize {
+        let mut removed = 0u64;
+        let mut done = 0;
         for pid in batch {
             // Invariant: the node only reports its own processes.
-            let _ = core.scope.exit(pid);
+            removed += core.scope.exit(pid).unwrap_or(0);
+            done += 1;
+            if removed >= EXIT_STEP_MEMBERSHIPS {
+                break;
+            }
         }
+        let batch = &batch[..done];
         if core.subscribers.iter().any(|s| s.owner.is_some()) {
             let ended: FxHashSet<&Pid> = batch.iter().collect();
             core.subscribers.retain(|s| {
@@ -430,6 +439,7 @@ impl ScopeShared {
                 !owned
             });
         }
+        done
     }
 
     pub(crate) fn saw_broadcast(&self) {
@@ -503,8 +513,13 @@ async fn exit_loop(shared: Arc<ScopeShared>) {
             shared.exits.wait_ready().await;
             continue;
         }
-        shared.step(|c| ScopeShared::apply_exits(c, &batch));
-        shared.exits.applied(batch.len());
+        let done = shared.step(|c| ScopeShared::apply_exits(c, &batch));
+        if let Some(rest) = batch.get(done..)
+            && !rest.is_empty()
+        {
+            shared.exits.put_back(rest.to_vec());
+        }
+        shared.exits.applied(done);
         shared
             .metrics
             .exit_backlog

@@ -653,3 +653,29 @@ async fn flush_exits_returns_after_shutdown() {
     node.flush_exits().await;
     assert_eq!(scope.exit_backlog(), 0);
 }
+
+/// A writer step of exits removes a bounded number of memberships, not a
+/// fixed number of processes: 64 processes in 1000 groups each are
+/// cleaned up over several steps, other callers getting the writer in
+/// between.
+#[tokio::test(flavor = "current_thread")]
+async fn exits_of_processes_in_many_groups_take_several_steps() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let groups: Vec<_> = (0..1000).map(|i| g(&format!("g{i}"))).collect();
+    let procs: Vec<_> = (0..64).map(|_| node.spawn()).collect();
+    for p in &procs {
+        scope.join(p.pid(), &groups).unwrap();
+    }
+    drop(procs);
+    assert_eq!(scope.exit_backlog(), 64);
+    tokio::task::yield_now().await; // the exit task runs one step
+    let after_one = scope.exit_backlog();
+    assert!(
+        after_one > 0 && after_one < 64,
+        "one step took {} processes of 1000 groups",
+        64 - after_one
+    );
+    scope.flush_exits().await;
+    assert!(scope.which_groups().is_empty());
+}
