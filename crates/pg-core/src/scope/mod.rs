@@ -6,19 +6,18 @@ use std::time::Instant;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::{Rng, SeedableRng};
-use rustc_hash::FxHashMap;
 
 use crate::config::ScopeConfig;
-use crate::error::{CommandError, Limit, Violation};
+use crate::error::Violation;
 use crate::event::{Event, EventQueue};
 use crate::frame::{Frame, Op, PartVersion, SyncGroup};
-use crate::group::GroupName;
-use crate::id::{NodeId, NodeName, Pid};
-use crate::members::Members;
+use crate::id::{NodeId, NodeName};
 use crate::membership::{LOCAL_SLOT, Membership};
 use crate::sync_parts::{self, Assembly};
 
 mod bounds;
+mod commands;
+mod reads;
 use crate::timer::{Timer, TimerTable};
 
 /// A frame to send to one peer. Frames for several peers share one
@@ -102,7 +101,7 @@ struct Peer {
 /// 3. Sleep until [`poll_timeout`](Self::poll_timeout), or the next input.
 ///
 /// Reads ([`members`](Self::members), ...) are answered from the current
-/// state; [`Members`] shares storage with the scope, so reading a large
+/// state; [`Members`](crate::Members) shares storage with the scope, so reading a large
 /// group copies nothing.
 pub struct Scope {
     config: ScopeConfig,
@@ -174,228 +173,6 @@ impl Scope {
     /// Counters for metrics.
     pub fn stats(&self) -> &ScopeStats {
         &self.stats
-    }
-
-    // ----- local commands ---------------------------------------------
-
-    /// Process `pid` (of this node) joins each of `groups` once; a group
-    /// named twice is joined twice. All or nothing: on error nothing changed.
-    pub fn join(&mut self, pid: &Pid, groups: &[GroupName]) -> Result<(), CommandError> {
-        self.check_local(pid)?;
-        self.check_joins(groups.iter().map(|g| (pid, g)))?;
-        for group in groups {
-            self.local_join(pid.serial(), group);
-        }
-        self.bump();
-        Ok(())
-    }
-
-    /// Each of `pids` (of this node) joins `group` once. All or nothing.
-    pub fn join_pids(&mut self, group: &GroupName, pids: &[Pid]) -> Result<(), CommandError> {
-        for pid in pids {
-            self.check_local(pid)?;
-        }
-        self.check_joins(pids.iter().map(|p| (p, group)))?;
-        for pid in pids {
-            self.local_join(pid.serial(), group);
-        }
-        self.bump();
-        Ok(())
-    }
-
-    /// Process `pid` leaves each of `groups` once. Best effort across the
-    /// batch: fails with [`CommandError::NotMember`] (and changes nothing)
-    /// only if the process was in none of them.
-    pub fn leave(&mut self, pid: &Pid, groups: &[GroupName]) -> Result<(), CommandError> {
-        self.check_local(pid)?;
-        if groups.is_empty() {
-            return Err(CommandError::EmptyBatch);
-        }
-        let serial = pid.serial();
-        let mut removed = 0;
-        for group in groups {
-            removed += self.local_leave(serial, group);
-        }
-        self.finish_leave(removed)
-    }
-
-    /// Each of `pids` leaves `group` once. Fails with
-    /// [`CommandError::NotMember`] (and changes nothing) only if none of
-    /// them was in it.
-    pub fn leave_pids(&mut self, group: &GroupName, pids: &[Pid]) -> Result<(), CommandError> {
-        for pid in pids {
-            self.check_local(pid)?;
-        }
-        if pids.is_empty() {
-            return Err(CommandError::EmptyBatch);
-        }
-        let mut removed = 0;
-        for pid in pids {
-            removed += self.local_leave(pid.serial(), group);
-        }
-        self.finish_leave(removed)
-    }
-
-    /// Process `pid` exited: it leaves every group it is in, and subscribers
-    /// see it leave once per join. Returns the number of join references
-    /// removed (0 for a process that was in no group).
-    pub fn exit(&mut self, pid: &Pid) -> Result<u64, CommandError> {
-        self.check_local(pid)?;
-        let removed = self
-            .table
-            .remove_process(LOCAL_SLOT, pid.serial(), &mut self.events);
-        if removed > 0 {
-            self.record(Op::Exit {
-                serial: pid.serial(),
-            });
-            self.bump();
-        }
-        Ok(removed)
-    }
-
-    fn check_local(&self, pid: &Pid) -> Result<(), CommandError> {
-        if pid.node() != self.local_node() {
-            return Err(CommandError::NotLocal {
-                pid: pid.clone(),
-                local: self.local_node().clone(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks a batch of joins against the limits and join-count overflow.
-    fn check_joins<'a>(
-        &self,
-        joins: impl ExactSizeIterator<Item = (&'a Pid, &'a GroupName)>,
-    ) -> Result<(), CommandError> {
-        match joins.len() {
-            0 => Err(CommandError::EmptyBatch),
-            1 => {
-                let mut joins = joins;
-                let Some((pid, group)) = joins.next() else {
-                    return Err(CommandError::EmptyBatch);
-                };
-                let new = usize::from(self.table.group_id(group.as_str()).is_none());
-                self.check_group_limit(new)?;
-                self.check_member_limit(group, 1)?;
-                self.check_count(pid, group, 1)
-            }
-            _ => {
-                let mut per_group: FxHashMap<&GroupName, u64> = FxHashMap::default();
-                let mut per_member: FxHashMap<(&Pid, &GroupName), u64> = FxHashMap::default();
-                for (pid, group) in joins {
-                    *per_group.entry(group).or_default() += 1;
-                    *per_member.entry((pid, group)).or_default() += 1;
-                }
-                let new = per_group
-                    .keys()
-                    .filter(|g| self.table.group_id(g.as_str()).is_none())
-                    .count();
-                self.check_group_limit(new)?;
-                for (group, added) in per_group {
-                    self.check_member_limit(group, added)?;
-                }
-                for ((pid, group), added) in per_member {
-                    self.check_count(pid, group, added)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn check_group_limit(&self, new_groups: usize) -> Result<(), CommandError> {
-        let limit = self.config.max_groups;
-        if limit > 0 && new_groups > 0 && self.table.group_count() + new_groups > limit {
-            return Err(CommandError::LimitExceeded(Limit::MaxGroups { limit }));
-        }
-        Ok(())
-    }
-
-    fn check_member_limit(&self, group: &GroupName, added: u64) -> Result<(), CommandError> {
-        let limit = self.config.max_members_per_group;
-        if limit > 0 && self.table.group_total(group.as_str()) + added > limit as u64 {
-            return Err(CommandError::LimitExceeded(Limit::MaxMembersPerGroup {
-                group: group.clone(),
-                limit,
-            }));
-        }
-        Ok(())
-    }
-
-    fn check_count(&self, pid: &Pid, group: &GroupName, added: u64) -> Result<(), CommandError> {
-        let count = u64::from(self.table.count(LOCAL_SLOT, pid.serial(), group.as_str()));
-        if count + added > u64::from(u32::MAX) {
-            return Err(CommandError::JoinCountOverflow {
-                pid: pid.clone(),
-                group: group.clone(),
-            });
-        }
-        let limit = self.max_join_count();
-        if count + added > u64::from(limit) {
-            return Err(CommandError::LimitExceeded(Limit::MaxJoinCount {
-                group: group.clone(),
-                limit,
-            }));
-        }
-        Ok(())
-    }
-
-    fn max_join_count(&self) -> u32 {
-        match self.config.max_join_count {
-            0 => u32::MAX,
-            limit => limit,
-        }
-    }
-
-    fn local_join(&mut self, serial: u64, group: &GroupName) {
-        self.table
-            .add(LOCAL_SLOT, serial, group, 1, &mut self.events);
-        self.record(Op::Join {
-            group: group.clone(),
-            serial,
-            count: 1,
-        });
-    }
-
-    fn local_leave(&mut self, serial: u64, group: &GroupName) -> u32 {
-        let Some(gid) = self.table.group_id(group.as_str()) else {
-            return 0;
-        };
-        let removed = self.table.sub(LOCAL_SLOT, serial, gid, 1, &mut self.events);
-        if removed > 0 {
-            self.record(Op::Leave {
-                group: group.clone(),
-                serial,
-                count: removed,
-            });
-        }
-        removed
-    }
-
-    fn finish_leave(&mut self, removed: u32) -> Result<(), CommandError> {
-        if removed == 0 {
-            return Err(CommandError::NotMember);
-        }
-        self.bump();
-        Ok(())
-    }
-
-    /// Queues an op for the next delta; with no peer there is no one to
-    /// tell (a peer that comes up later receives a full sync).
-    fn record(&mut self, op: Op) {
-        if self.peers.is_empty() {
-            return;
-        }
-        if self.pending_ops.is_empty() {
-            self.pending_base = self.table.seq(LOCAL_SLOT);
-        }
-        self.pending_ops.push(op);
-    }
-
-    /// Advances the local version after a command that changed something.
-    fn bump(&mut self) {
-        let seq = self.table.seq(LOCAL_SLOT) + 1;
-        self.table.set_seq(LOCAL_SLOT, seq);
     }
 
     // ----- peers ------------------------------------------------------
@@ -870,99 +647,5 @@ impl Scope {
         state.sync_requested_at = Some(now);
         self.stats.sync_requests_sent += 1;
         self.queue(peer, Frame::SyncRequest);
-    }
-
-    // ----- reads ------------------------------------------------------
-
-    /// Members of `group` on every node, each process once per join, with
-    /// counts (empty for an unknown group). Copies nothing.
-    pub fn members(&self, group: &str) -> Members {
-        self.table.members(group)
-    }
-
-    /// Members of `group` on this node, as [`members`](Self::members).
-    pub fn local_members(&self, group: &str) -> Members {
-        self.table.local_members(group)
-    }
-
-    /// Every group with at least one member anywhere.
-    pub fn which_groups(&self) -> Vec<GroupName> {
-        self.table.all_groups().map(|(g, _)| g.clone()).collect()
-    }
-
-    /// Every group with at least one member on this node.
-    pub fn which_local_groups(&self) -> Vec<GroupName> {
-        self.table.local_groups().map(|(g, _)| g.clone()).collect()
-    }
-
-    /// Number of groups with at least one member anywhere.
-    pub fn group_count(&self) -> usize {
-        self.table.group_count()
-    }
-
-    /// Number of groups with at least one member on this node.
-    pub fn local_group_count(&self) -> usize {
-        self.table.local_group_count()
-    }
-
-    /// A number that changes whenever the set [`which_groups`](Self::which_groups)
-    /// returns changes, so a runtime can cache that list and rebuild it only
-    /// when this moves.
-    pub fn groups_epoch(&self) -> u64 {
-        self.table.groups_epoch()
-    }
-
-    /// As [`groups_epoch`](Self::groups_epoch), for
-    /// [`which_local_groups`](Self::which_local_groups).
-    pub fn local_groups_epoch(&self) -> u64 {
-        self.table.local_groups_epoch()
-    }
-
-    /// Every group with its members: the whole view, copying no member list.
-    pub fn snapshot(&self) -> Vec<(GroupName, Members)> {
-        self.table
-            .all_groups()
-            .map(|(g, m)| (g.clone(), m))
-            .collect()
-    }
-
-    /// The groups `pid` is in, with its join count in each (empty for a
-    /// process of a node whose part is not held).
-    pub fn groups_of(&self, pid: &Pid) -> Vec<(GroupName, u32)> {
-        match self.table.slot_of(pid.node()) {
-            Some(slot) => self.table.process_counts(slot, pid.serial()),
-            None => Vec::new(),
-        }
-    }
-
-    /// How many times `pid` joined `group` (0 if not a member).
-    pub fn join_count(&self, pid: &Pid, group: &str) -> u32 {
-        match self.table.slot_of(pid.node()) {
-            Some(slot) => self.table.count(slot, pid.serial(), group),
-            None => 0,
-        }
-    }
-
-    /// This node's version: `(node run, seq)`.
-    pub fn version(&self) -> PartVersion {
-        PartVersion {
-            node: self.local_node().clone(),
-            seq: self.table.seq(LOCAL_SLOT),
-        }
-    }
-
-    /// The version of every part held, this node's first.
-    pub fn parts(&self) -> impl Iterator<Item = PartVersion> + '_ {
-        std::iter::once(self.version()).chain(self.table.remote_slots().map(|slot| PartVersion {
-            node: self.table.node(slot).clone(),
-            seq: self.table.seq(slot),
-        }))
-    }
-
-    /// Join references held for node run `node` (0 if its part is not held).
-    pub fn part_memberships(&self, node: &NodeId) -> u64 {
-        self.table
-            .slot_of(node)
-            .map_or(0, |slot| self.table.part_memberships(slot))
     }
 }
