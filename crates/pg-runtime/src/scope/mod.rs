@@ -15,21 +15,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use pg_core::{Event, Frame, GroupName, Members, NodeId, Pid};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use tokio::sync::Notify;
 
 use crate::config::ScopeOptions;
 use crate::error::Error;
 use crate::exits::{EXIT_STEP_MEMBERSHIPS, ExitQueue};
 use crate::node::NodeInner;
-use crate::process::Envelope;
 use crate::process::ProcessTable;
 use crate::subscription::{Pushed, SubShared, Subscription};
 use crate::transport::{Transport, Wire};
 use crate::view::View;
+
+mod broadcast;
+mod tasks;
+
+use tasks::{exit_loop, timer_loop};
 
 pub(crate) struct CoreState {
     scope: pg_core::Scope,
@@ -469,65 +472,6 @@ impl Drop for WaitSlot<'_> {
     }
 }
 
-/// Wakes for the core's deadlines (anti-entropy, discovery).
-async fn timer_loop(shared: Arc<ScopeShared>) {
-    loop {
-        if shared.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let notified = shared.wake.notified();
-        let deadline = {
-            let mut core = shared.core.lock();
-            core.armed = core.scope.poll_timeout();
-            core.armed
-        };
-        match deadline {
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at.into()) => {}
-                    () = notified => continue,
-                }
-                let now = clock();
-                let late = now.saturating_duration_since(at).as_micros() as u64;
-                shared
-                    .counters
-                    .loop_lag_us
-                    .fetch_max(late, Ordering::Relaxed);
-                shared.step(|c| c.scope.handle_timeout(now));
-            }
-            None => notified.await,
-        }
-    }
-}
-
-/// Cleans up after ended processes, a bounded batch per writer step,
-/// yielding between batches so other callers get the writer promptly.
-async fn exit_loop(shared: Arc<ScopeShared>) {
-    loop {
-        if shared.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let batch = shared.exits.take_batch();
-        if batch.is_empty() {
-            shared.metrics.exit_backlog.set(0.0);
-            shared.exits.wait_ready().await;
-            continue;
-        }
-        let done = shared.step(|c| ScopeShared::apply_exits(c, &batch));
-        if let Some(rest) = batch.get(done..)
-            && !rest.is_empty()
-        {
-            shared.exits.put_back(rest.to_vec());
-        }
-        shared.exits.applied(done);
-        shared
-            .metrics
-            .exit_backlog
-            .set(shared.exits.backlog() as f64);
-        tokio::task::yield_now().await;
-    }
-}
-
 /// The time given to the core: tokio's clock (the same as the OS clock,
 /// except in paused-time tests, where timers and the core must agree).
 fn clock() -> Instant {
@@ -669,116 +613,6 @@ impl Scope {
             }
             !owned
         });
-    }
-
-    // ----- broadcast -------------------------------------------------------
-
-    /// Sends `payload` under `topic` from `from` to every member of `group`
-    /// on every node, once per member whatever its join count. Returns the
-    /// number of members addressed. Local members get it in their mailbox
-    /// (each waits at most `broadcast_timeout` for room, without delaying
-    /// the others); each remote node gets one message carrying the payload
-    /// and its targets.
-    pub fn broadcast(
-        &self,
-        from: &Pid,
-        group: &str,
-        topic: &str,
-        payload: Bytes,
-    ) -> Result<usize, Error> {
-        self.deliver(from, self.members_checked(group)?, topic, payload)
-    }
-
-    /// [`broadcast`](Self::broadcast) of `value`, encoded with postcard
-    /// (receivers use [`Envelope::decode`](crate::Envelope::decode)).
-    pub fn broadcast_typed<T: serde::Serialize>(
-        &self,
-        from: &Pid,
-        group: &str,
-        topic: &str,
-        value: &T,
-    ) -> Result<usize, Error> {
-        self.broadcast(from, group, topic, crate::process::encode(value)?)
-    }
-
-    /// [`broadcast_local`](Self::broadcast_local) of `value`, encoded with
-    /// postcard.
-    pub fn broadcast_local_typed<T: serde::Serialize>(
-        &self,
-        from: &Pid,
-        group: &str,
-        topic: &str,
-        value: &T,
-    ) -> Result<usize, Error> {
-        self.broadcast_local(from, group, topic, crate::process::encode(value)?)
-    }
-
-    /// As [`broadcast`](Self::broadcast), to this node's members only.
-    pub fn broadcast_local(
-        &self,
-        from: &Pid,
-        group: &str,
-        topic: &str,
-        payload: Bytes,
-    ) -> Result<usize, Error> {
-        GroupName::new(group)?;
-        self.deliver(from, self.local_members(group), topic, payload)
-    }
-
-    fn members_checked(&self, group: &str) -> Result<Members, Error> {
-        GroupName::new(group)?;
-        Ok(self.members(group))
-    }
-
-    fn deliver(
-        &self,
-        from: &Pid,
-        members: Members,
-        topic: &str,
-        payload: Bytes,
-    ) -> Result<usize, Error> {
-        let node = self.shared.links.node.upgrade().ok_or(Error::NodeClosed)?;
-        node.check_payload(topic, &payload)?;
-        let topic: Arc<str> = Arc::from(topic);
-        let local_node = node.id().clone();
-        let mut remote: FxHashMap<NodeId, Vec<u64>> = FxHashMap::default();
-        let envelope = Envelope {
-            from: from.clone(),
-            topic: Arc::clone(&topic),
-            payload: payload.clone(),
-        };
-        let mut local: Vec<u64> = Vec::new();
-        // Once per distinct member, whatever its join count: multi-join
-        // counts references, not copies.
-        for pid in members.iter_distinct() {
-            if *pid.node() == local_node {
-                local.push(pid.serial());
-            } else {
-                remote
-                    .entry(pid.node().clone())
-                    .or_default()
-                    .push(pid.serial());
-            }
-        }
-        let count = members.distinct_len();
-        node.deliver_local_many(local, &envelope, self.shared.options.broadcast_timeout);
-        for (to_node, serials) in remote {
-            let n = serials.len() as u64;
-            let message = Wire::Deliver {
-                scope: Some(Arc::clone(&self.shared.id)),
-                from: from.clone(),
-                to: serials,
-                topic: Arc::clone(&topic),
-                payload: payload.clone(),
-            };
-            if self.shared.links.transport.send(&to_node, message).is_err() {
-                node.count_failed_deliveries(n, "unreachable");
-            }
-        }
-        if count > 0 {
-            self.shared.saw_broadcast();
-        }
-        Ok(count)
     }
 
     // ----- health ----------------------------------------------------------
