@@ -1,4 +1,5 @@
-//! Moving bytes on a link: the coalescing writer of each stream, the
+//! Moving bytes on a link: queueing a message for a peer (a scope frame
+//! encoded once for every peer), the coalescing writer of each stream, the
 //! readers, and length-prefixed messages read with memory bounded by what
 //! arrives.
 
@@ -10,10 +11,96 @@ use parking_lot::Mutex;
 use pg_core::NodeId;
 use tokio::sync::mpsc;
 
-use super::{Mesh, STREAM_BULK, STREAM_MEMBERSHIP, WRITE_BATCH, bump, code};
+use bytes::Bytes;
+use pg_core::Frame;
+use pg_runtime::{SendError, Wire};
+
+use super::{FRAME_OVERHEAD, Mesh, STREAM_BULK, STREAM_MEMBERSHIP, WRITE_BATCH, bump, code};
 use crate::backoff::Backoff;
 use crate::breaker::CircuitBreaker;
 use crate::wire::{self, NetMessage};
+
+impl Mesh {
+    pub(super) fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
+        let c = &self.counters;
+        let link = self
+            .peers
+            .lock()
+            .get(&to.name)
+            .filter(|l| l.node == *to)
+            .cloned();
+        let Some(link) = link else {
+            bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
+            return Err(SendError::Unreachable);
+        };
+        let limit = self.config.max_frame_size - FRAME_OVERHEAD;
+        let (queue, message, guarded) = match message {
+            Wire::Scope { scope, frame } => {
+                let frame = self.encode_frame(&frame);
+                if frame.len() > limit {
+                    bump(&c.oversized, "pg_net_oversized_total", 1);
+                    return Err(SendError::TooLarge);
+                }
+                let message = NetMessage::Scope {
+                    scope: scope.to_string(),
+                    frame,
+                };
+                (&link.membership, message, false)
+            }
+            Wire::Deliver {
+                scope,
+                from,
+                to,
+                topic,
+                payload,
+            } => {
+                if payload.len() + topic.len() + to.len() * 10 > limit {
+                    bump(&c.oversized, "pg_net_oversized_total", 1);
+                    return Err(SendError::TooLarge);
+                }
+                if !link.breaker.lock().allow(Instant::now()) {
+                    bump(&c.dropped_breaker, "pg_net_dropped_total", 1);
+                    return Err(SendError::Unreachable);
+                }
+                let message = NetMessage::Deliver {
+                    scope: scope.map(|s| s.to_string()),
+                    from,
+                    to,
+                    topic: topic.to_string(),
+                    payload,
+                };
+                (&link.bulk, message, true)
+            }
+        };
+        match queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if guarded {
+                    link.breaker.lock().failure(Instant::now());
+                }
+                bump(&c.dropped_overloaded, "pg_net_dropped_total", 1);
+                Err(SendError::Overloaded)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
+                Err(SendError::Unreachable)
+            }
+        }
+    }
+
+    /// A scope frame goes to every peer in turn: encode it once.
+    pub(super) fn encode_frame(&self, frame: &Arc<Frame>) -> Bytes {
+        let mut cache = self.encoded.lock();
+        if let Some((cached, bytes)) = cache.as_ref()
+            && Arc::ptr_eq(cached, frame)
+        {
+            return bytes.clone();
+        }
+        let bytes = Bytes::from(frame.encode());
+        *cache = Some((Arc::clone(frame), bytes.clone()));
+        bytes
+    }
+}
 
 impl Mesh {
     pub(super) async fn write_loop(
