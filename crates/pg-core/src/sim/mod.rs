@@ -31,8 +31,11 @@
 //! ```
 
 pub mod check;
+mod faults;
+mod invariants;
 mod network;
 pub mod scenario;
+mod stats;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -46,9 +49,10 @@ use rustc_hash::FxHashMap;
 use crate::{
     CommandError, Event, Frame, GroupName, NodeId, NodeName, Pid, Scope, ScopeConfig, Transmit,
 };
-use check::{EventReplay, View, Violation};
+use check::{EventReplay, Violation};
 pub use network::NetConfig;
 use network::Reachability;
+pub use stats::{FrameCounts, NetStats};
 
 /// Why a command given to the simulator did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,63 +94,6 @@ impl Default for SimConfig {
             },
             check_events: true,
         }
-    }
-}
-
-/// Traffic counters of the simulated network.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetStats {
-    /// Frames handed to the network.
-    pub frames_sent: u64,
-    /// Encoded bytes handed to the network.
-    pub bytes_sent: u64,
-    /// Frames delivered to a node.
-    pub frames_delivered: u64,
-    /// Frames lost to injected loss.
-    pub frames_lost: u64,
-    /// Frames dropped because the link was down or the receiver gone.
-    pub frames_unreachable: u64,
-    /// Extra copies delivered by injected duplication.
-    pub frames_duplicated: u64,
-    /// Frames sent, by kind.
-    pub by_kind: FrameCounts,
-    /// Syncs sent in answer to a request for the receiver's part (a
-    /// `SyncRequest`, a `Discover`, or a `Sync` with `known: None`) whose
-    /// sender, when it asked, did not hold the receiver's current part.
-    /// Such a request was needed when it left, so its answer goes out even
-    /// if the asker caught up meanwhile (a reordered delta filling the gap,
-    /// a duplicated request): a request cannot be recalled. A sync older
-    /// than the receiver's copy of its sender's part does not count: the
-    /// receiver can tell it is out of date and must not answer it.
-    pub requested_syncs: u64,
-}
-
-/// Frames sent, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FrameCounts {
-    /// `Delta` frames.
-    pub deltas: u64,
-    /// `Sync` frames.
-    pub syncs: u64,
-    /// `SyncRequest` frames.
-    pub sync_requests: u64,
-    /// `Discover` frames.
-    pub discovers: u64,
-    /// `Digest` frames.
-    pub digests: u64,
-}
-
-impl FrameCounts {
-    fn count(&mut self, frame: &Frame) {
-        let counter = match frame {
-            Frame::Delta { .. } => &mut self.deltas,
-            // A piece of a split sync counts as a sync frame.
-            Frame::Sync { .. } | Frame::SyncPart { .. } => &mut self.syncs,
-            Frame::SyncRequest => &mut self.sync_requests,
-            Frame::Discover => &mut self.discovers,
-            Frame::Digest { .. } => &mut self.digests,
-        };
-        *counter += 1;
     }
 }
 
@@ -345,108 +292,6 @@ impl Cluster {
 
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    // ----- faults -----------------------------------------------------
-
-    /// Crashes node `i`: its processes and state vanish; peers notice after
-    /// the liveness delay.
-    pub fn crash(&mut self, i: usize) {
-        self.nodes[i].alive = false;
-        self.nodes[i].scope = None;
-        self.nodes[i].told_up.iter_mut().for_each(|t| *t = None);
-        self.schedule_liveness();
-    }
-
-    /// Restarts node `i` with a new incarnation and no processes.
-    pub fn restart(&mut self, i: usize) {
-        self.crash(i);
-        self.start(i);
-    }
-
-    /// Restarts node `i` with a new incarnation whose scope starts only
-    /// `delay` later, once its connections are up: the scope then meets
-    /// peers that are already up, and runs start-up discovery on them.
-    pub fn restart_with_late_scope(&mut self, i: usize, delay: Duration) {
-        self.crash(i);
-        let node = &mut self.nodes[i];
-        node.incarnation += 1;
-        node.alive = true;
-        node.next_serial = 1;
-        node.replay = EventReplay::default();
-        let incarnation = node.incarnation;
-        self.pending_starts += 1;
-        self.schedule(
-            self.now + delay,
-            Input::StartScope {
-                node: i,
-                incarnation,
-            },
-        );
-    }
-
-    /// Whether no scope start is pending.
-    pub fn is_settled(&self) -> bool {
-        self.pending_starts == 0
-    }
-
-    /// Splits the cluster: each listed set of nodes on a side of its own,
-    /// the rest together.
-    pub fn partition(&mut self, sides: &[Vec<usize>]) {
-        self.reach.partition(sides);
-        self.schedule_liveness();
-    }
-
-    /// Cuts the link between `a` and `b` only.
-    pub fn cut(&mut self, a: usize, b: usize) {
-        self.reach.cut(a, b);
-        self.schedule_liveness();
-    }
-
-    /// Heals every partition and cut link.
-    pub fn heal(&mut self) {
-        self.reach.heal();
-        self.schedule_liveness();
-    }
-
-    /// Whether no partition or cut is in force.
-    pub fn is_whole(&self) -> bool {
-        self.reach.is_whole()
-    }
-
-    /// Replaces the network's fault settings from now on.
-    pub fn set_net(&mut self, net: NetConfig) {
-        self.config.net = net;
-    }
-
-    fn start(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        node.incarnation += 1;
-        node.alive = true;
-        node.next_serial = 1;
-        node.replay = EventReplay::default();
-        self.start_scope(i);
-        self.schedule_liveness();
-    }
-
-    /// Creates node `i`'s scope and tells it of the peers already up, as a
-    /// runtime does when a scope starts on a running node.
-    fn start_scope(&mut self, i: usize) {
-        let seed = self.rng.next_u64();
-        let config = ScopeConfig {
-            rng_seed: seed,
-            ..self.config.scope.clone()
-        };
-        let now = self.now();
-        let node = &mut self.nodes[i];
-        let mut scope = Scope::new(node.id(), config, now);
-        for (j, told) in node.told_up.iter().enumerate() {
-            if let Some(incarnation) = told {
-                scope.handle_node_up(NodeId::new(self.nodes_names[j].clone(), *incarnation));
-            }
-        }
-        node.scope = Some(scope);
-        self.drain(i, true);
     }
 
     // ----- processes and commands -------------------------------------
@@ -824,84 +669,5 @@ impl Cluster {
                 },
             );
         }
-    }
-
-    // ----- invariants -------------------------------------------------
-
-    fn fail(&mut self, v: Violation) {
-        self.violation.get_or_insert(v);
-    }
-
-    /// The first invariant broken while running, if any.
-    pub fn violation(&self) -> Option<&Violation> {
-        self.violation.as_ref()
-    }
-
-    /// The union of every live node's own part.
-    pub fn expected_view(&self) -> View {
-        let mut out = View::new();
-        for node in &self.nodes {
-            if let Some(scope) = &node.scope {
-                out.extend(check::own_part(scope));
-            }
-        }
-        out
-    }
-
-    /// A cheap convergence test on versions alone: every live scope holds
-    /// every other live scope's part at its current version (empty parts
-    /// included), and no other part.
-    /// [`check_converged`](Self::check_converged) then compares the views.
-    pub fn versions_converged(&self) -> bool {
-        let mut live: Vec<(NodeId, u64)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.scope.as_ref())
-            .map(|s| {
-                let v = s.version();
-                (v.node, v.seq)
-            })
-            .collect();
-        live.sort();
-        self.nodes.iter().filter_map(|n| n.scope.as_ref()).all(|s| {
-            let mut held: Vec<(NodeId, u64)> = s.parts().map(|p| (p.node, p.seq)).collect();
-            held.sort();
-            held == live
-        })
-    }
-
-    /// Checks that each live node's event replay equals its whole state.
-    pub fn check_replays(&self) -> Result<(), Violation> {
-        for node in &self.nodes {
-            if let Some(scope) = &node.scope {
-                node.replay.check(scope).map_err(|v| {
-                    Violation::new(v.invariant, format!("{}: {}", node.name, v.detail))
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks every invariant: nothing broke while running, every live
-    /// node's view equals the union of live parts, no member of a dead node
-    /// remains, and each node's event replay equals its state.
-    pub fn check_converged(&self) -> Result<(), Violation> {
-        if let Some(v) = &self.violation {
-            return Err(v.clone());
-        }
-        let expected = self.expected_view();
-        let live = self.live_nodes();
-        for node in &self.nodes {
-            let Some(scope) = &node.scope else { continue };
-            let view = check::view(scope);
-            check::check_no_dead_members(&view, &live)
-                .map_err(|v| Violation::new(v.invariant, format!("{}: {}", node.name, v.detail)))?;
-            check::compare("view equals union of live parts", &view, &expected)
-                .map_err(|v| Violation::new(v.invariant, format!("{}: {}", node.name, v.detail)))?;
-            node.replay
-                .check(scope)
-                .map_err(|v| Violation::new(v.invariant, format!("{}: {}", node.name, v.detail)))?;
-        }
-        Ok(())
     }
 }
