@@ -45,6 +45,7 @@ mod config;
 pub mod dial;
 mod error;
 mod handshake;
+pub mod link;
 mod mesh;
 mod tls;
 pub mod wire;
