@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::link::LinkConfig;
+
 /// How a node joins and keeps its mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
@@ -42,6 +44,9 @@ pub struct NetConfig {
     /// Messages queued per peer and stream before sends report
     /// `Overloaded`. Default 65 536.
     pub peer_queue: usize,
+    /// Acknowledgement timing and the unacknowledged-bytes window of each
+    /// channel (see [`link`](crate::link)).
+    pub link: LinkConfig,
 }
 
 impl NetConfig {
@@ -63,6 +68,7 @@ impl NetConfig {
             retry_max_delay: Duration::from_secs(1),
             discovery_fanout: 3,
             peer_queue: 65_536,
+            link: LinkConfig::default(),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Messages between nodes and their framing: a 4-byte little-endian length,
-//! then the postcard encoding of a [`NetMessage`]. Lengths above the
-//! configured maximum are refused before anything is allocated.
+//! then a postcard body. Lengths above the configured maximum are refused
+//! before anything is allocated.
+//!
+//! The handshake stream carries bare [`NetMessage`]s (hello, welcome or
+//! reject). The channel streams that follow carry [`Record`]s: a numbered
+//! message of the channel, or an acknowledgement of the peer's channel
+//! (see [`link`](crate::link)).
 
 use std::net::SocketAddr;
 
@@ -13,8 +18,9 @@ use thiserror::Error;
 /// scope protocol inside `Scope` messages has its own version byte, but
 /// this one moves with it too, so that nodes whose scope frames cannot be
 /// read by each other are refused at the hello instead of connecting and
-/// failing on the first frame (2: `Frame::SyncPart`, pg-core protocol 2).
-pub const NET_PROTOCOL_VERSION: u16 = 2;
+/// failing on the first frame (2: `Frame::SyncPart`, pg-core protocol 2;
+/// 3: numbered channel records and acknowledgements).
+pub const NET_PROTOCOL_VERSION: u16 = 3;
 
 /// Most `(node, address)` entries one peer-exchange message may carry;
 /// a longer list is refused while decoding, before it is allocated.
@@ -78,6 +84,33 @@ pub enum NetMessage {
     },
 }
 
+/// What a channel stream carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub enum Record {
+    /// Message `seq` of the stream's channel.
+    Data {
+        /// Its number on the channel (from 0 in each link run).
+        seq: u64,
+        /// The message.
+        message: NetMessage,
+    },
+    /// The sender of this record has delivered every message below `next`
+    /// of the receiver's channel `channel` (cumulative).
+    Ack {
+        /// The channel acknowledged (the stream tag of its streams).
+        channel: u8,
+        /// Everything below was delivered.
+        next: u64,
+    },
+}
+
+/// [`Record`] by reference, for encoding without a copy of the message.
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    Data { seq: u64, message: &'a NetMessage },
+    Ack { channel: u8, next: u64 },
+}
+
 /// Why bytes did not make a message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum WireError {
@@ -136,14 +169,33 @@ where
     deserializer.deserialize_seq(Bounded)
 }
 
-/// Appends `message`, length-prefixed, to `out`.
+/// Appends `message`, length-prefixed, to `out` (handshake messages).
 pub fn encode_into(message: &NetMessage, out: &mut Vec<u8>) {
+    encode_prefixed(message, out);
+}
+
+/// Appends message `seq` of a channel, as a length-prefixed
+/// [`Record::Data`], to `out`; returns the bytes appended.
+pub fn encode_data_into(seq: u64, message: &NetMessage, out: &mut Vec<u8>) -> usize {
+    encode_prefixed(&RecordRef::Data { seq, message }, out)
+}
+
+/// Appends a length-prefixed [`Record::Ack`] to `out`.
+pub fn encode_ack_into(channel: u8, next: u64, out: &mut Vec<u8>) {
+    encode_prefixed(&RecordRef::Ack { channel, next }, out);
+}
+
+fn encode_prefixed<T: Serialize>(value: &T, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     // Invariant: serializing into a growable vector cannot fail.
-    postcard::to_io(message, &mut *out).expect("postcard encoding into a Vec is infallible");
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    postcard::to_io(value, &mut *out).expect("postcard encoding into a Vec is infallible");
+    let len = out.len() - start - 4;
+    // A body over 4 GiB cannot be announced; the writers refuse messages
+    // over max_frame_size (at most u32::MAX) before this matters.
+    let prefix = u32::try_from(len).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&prefix.to_le_bytes());
+    out.len() - start
 }
 
 /// The body length announced by a 4-byte prefix, checked against `max`.
@@ -157,12 +209,20 @@ pub fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, WireError> {
 
 /// Decodes one message body (without its prefix), rejecting trailing bytes.
 pub fn decode(body: &[u8]) -> Result<NetMessage, WireError> {
-    let (message, rest) =
-        postcard::take_from_bytes::<NetMessage>(body).map_err(WireError::Malformed)?;
+    decode_whole(body)
+}
+
+/// Decodes one channel record body (without its prefix).
+pub fn decode_record(body: &[u8]) -> Result<Record, WireError> {
+    decode_whole(body)
+}
+
+fn decode_whole<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, WireError> {
+    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(WireError::Malformed)?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes { count: rest.len() });
     }
-    Ok(message)
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -255,7 +315,43 @@ mod tests {
         assert!(matches!(decode(&body), Err(WireError::Malformed(_))));
     }
 
+    #[test]
+    fn records_round_trip() {
+        let mut buf = Vec::new();
+        let mut lens = Vec::new();
+        for (seq, m) in sample().into_iter().enumerate() {
+            lens.push(encode_data_into(seq as u64, &m, &mut buf));
+        }
+        encode_ack_into(1, 42, &mut buf);
+        let mut at = 0;
+        for (seq, m) in sample().into_iter().enumerate() {
+            let len = body_len(buf[at..at + 4].try_into().unwrap(), 1 << 20).unwrap();
+            assert_eq!(lens[seq], 4 + len);
+            let record = decode_record(&buf[at + 4..at + 4 + len]).unwrap();
+            assert_eq!(
+                record,
+                Record::Data {
+                    seq: seq as u64,
+                    message: m
+                }
+            );
+            at += 4 + len;
+        }
+        assert_eq!(
+            decode_record(&buf[at + 4..]).unwrap(),
+            Record::Ack {
+                channel: 1,
+                next: 42
+            }
+        );
+    }
+
     proptest! {
+        #[test]
+        fn decoding_arbitrary_records_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_record(&bytes);
+        }
+
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);

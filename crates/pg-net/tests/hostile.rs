@@ -9,51 +9,9 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{LIMIT, config, eventually, g, start};
+use common::{LIMIT, config, eventually, g, handshake, send_raw, start};
 use pg_core::{Frame, NodeId, NodeName, SyncGroup};
-use pg_net::{DevCa, Hello, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, NetMessage, wire};
-
-/// The tag of the membership stream (see mesh.rs).
-const STREAM_MEMBERSHIP: u8 = 0;
-
-/// A handshaken connection to `addr` as node `name`.
-async fn handshake(ca: &DevCa, name: &str, addr: SocketAddr) -> quinn::Connection {
-    let identity = ca.issue(name).unwrap();
-    let client = pg_net::client_config(&identity, &config("test", &[])).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(client);
-    let conn = endpoint
-        .connect(addr, NODE_SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = NetMessage::Hello(Hello {
-        version: NET_PROTOCOL_VERSION,
-        cluster: "test".into(),
-        node: NodeId::parse_name(name, 1).unwrap(),
-        listen: None,
-    });
-    let mut buf = Vec::new();
-    wire::encode_into(&hello, &mut buf);
-    send.write_all(&buf).await.unwrap();
-    let _ = send.finish();
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix).await.unwrap();
-    let len = wire::body_len(prefix, 1 << 20).unwrap();
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.unwrap();
-    assert!(matches!(wire::decode(&body), Ok(NetMessage::Welcome(_))));
-    conn
-}
-
-/// Opens a membership stream on `conn` and writes `bytes` to it.
-async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> quinn::SendStream {
-    let mut stream = conn.open_uni().await.unwrap();
-    stream.write_all(&[STREAM_MEMBERSHIP]).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    stream
-}
+use pg_net::{DevCa, NetMessage, wire};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -111,7 +69,7 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
         })
         .collect();
     let mut buf = Vec::new();
-    wire::encode_into(&NetMessage::Peers { peers: flood }, &mut buf);
+    wire::encode_data_into(0, &NetMessage::Peers { peers: flood }, &mut buf);
     let _stream = send_raw(&conn, &buf).await;
     conn.closed().await;
     assert_eq!(a.transport.stats().malformed, 1);
@@ -161,7 +119,7 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
         scope: "s".into(),
         frame: sync.encode().into(),
     };
-    wire::encode_into(&message, &mut buf);
+    wire::encode_data_into(0, &message, &mut buf);
     let _stream = send_raw(&conn, &buf).await;
     let reason = conn.closed().await;
     assert!(

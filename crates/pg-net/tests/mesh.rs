@@ -317,7 +317,8 @@ async fn junk_and_oversized_frames_close_the_connection_without_harm() {
     .await;
     // A well-formed message carrying a scope frame that is not one.
     let mut bad_frame = Vec::new();
-    wire::encode_into(
+    wire::encode_data_into(
+        0,
         &NetMessage::Scope {
             scope: "s".into(),
             frame: Bytes::from_static(&[1, 2, 3]),
@@ -328,7 +329,8 @@ async fn junk_and_oversized_frames_close_the_connection_without_harm() {
     // A payload claiming to come from a process of another node.
     let mut forged = Vec::new();
     let other = nodes[1].node.spawn();
-    wire::encode_into(
+    wire::encode_data_into(
+        0,
         &NetMessage::Deliver {
             scope: None,
             from: other.pid().clone(),

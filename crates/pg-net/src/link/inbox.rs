@@ -72,16 +72,23 @@ impl Inbox {
         Arrival::Deliver
     }
 
+    /// Whether an acknowledgement is due at `now`.
+    pub fn ack_due(&self, now: Instant) -> bool {
+        self.urgent
+            || self.next - self.acked >= u64::from(self.config.ack_messages)
+            || self.since_ack_bytes >= self.config.ack_bytes
+            || self.deadline.is_some_and(|d| now >= d)
+    }
+
     /// An acknowledgement to send now, if one is due: everything below the
     /// returned number was delivered.
     #[must_use]
     pub fn poll_ack(&mut self, now: Instant) -> Option<Seq> {
-        let unacked = self.next - self.acked;
-        let due = self.urgent
-            || unacked >= u64::from(self.config.ack_messages)
-            || self.since_ack_bytes >= self.config.ack_bytes
-            || self.deadline.is_some_and(|d| now >= d);
-        if due { self.ack_now() } else { None }
+        if self.ack_due(now) {
+            self.ack_now()
+        } else {
+            None
+        }
     }
 
     /// An acknowledgement of everything delivered, if anything is

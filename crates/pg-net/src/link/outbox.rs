@@ -154,6 +154,11 @@ impl<T: Clone> Outbox<T> {
         self.cursor = self.acked;
     }
 
+    /// Messages pushed and not yet written on the current stream.
+    pub fn unwritten(&self) -> u64 {
+        self.next - self.cursor
+    }
+
     /// Messages pushed and not acknowledged (those a link run that ends
     /// now may have lost).
     pub fn unacked(&self) -> usize {

@@ -41,8 +41,11 @@ use crate::handshake::HandshakeError;
 use crate::tls;
 use crate::wire::{self, Hello, NET_PROTOCOL_VERSION, NetMessage};
 
+mod channels;
 mod connect;
 mod streams;
+
+use channels::Channels;
 
 pub(crate) use streams::ReadError;
 
@@ -54,6 +57,7 @@ pub(crate) mod code {
     pub(crate) const PROTOCOL: u32 = 3;
     pub(crate) const REPLACED: u32 = 4;
     pub(crate) const BLOCKED: u32 = 5;
+    pub(crate) const LINK_FAILED: u32 = 6;
 }
 
 const STREAM_MEMBERSHIP: u8 = 0;
@@ -103,8 +107,14 @@ pub struct NetStats {
     pub messages_received: u64,
     /// Writes retried on a fresh stream.
     pub write_retries: u64,
-    /// Messages lost to writes that failed after every retry.
+    /// Messages unacknowledged when writes kept failing after every
+    /// retry and the link was closed (the scopes resynchronise).
     pub writes_failed: u64,
+    /// Messages received twice (a retransmission) and dropped.
+    pub duplicates_dropped: u64,
+    /// Messages sent and never acknowledged when their link run ended
+    /// (the peer may not have them; the scopes resynchronise).
+    pub unconfirmed_at_close: u64,
 }
 
 #[derive(Default)]
@@ -121,6 +131,8 @@ struct Counters {
     messages_received: AtomicU64,
     write_retries: AtomicU64,
     writes_failed: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    unconfirmed_at_close: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, name: &'static str, n: u64) {
@@ -138,6 +150,8 @@ struct Link {
     /// Guards payload sends only: membership traffic is never held back
     /// by payload trouble (and is repaired by the protocol if lost).
     breaker: Arc<Mutex<CircuitBreaker>>,
+    /// The link run's numbered channels.
+    channels: Arc<Channels>,
 }
 
 struct Mesh {
@@ -331,6 +345,8 @@ impl QuicTransport {
             messages_received: get(&c.messages_received),
             write_retries: get(&c.write_retries),
             writes_failed: get(&c.writes_failed),
+            duplicates_dropped: get(&c.duplicates_dropped),
+            unconfirmed_at_close: get(&c.unconfirmed_at_close),
         }
     }
 }
@@ -443,6 +459,7 @@ impl Mesh {
             mesh.config.circuit_breaker_failures,
             mesh.config.circuit_breaker_reset_time,
         )));
+        let channels = Arc::new(Channels::new(mesh.config.link));
         let link = Link {
             node: peer.clone(),
             conn: conn.clone(),
@@ -450,6 +467,7 @@ impl Mesh {
             membership: mem_tx,
             bulk: bulk_tx,
             breaker: Arc::clone(&breaker),
+            channels: Arc::clone(&channels),
         };
         let (reported_tx, reported_rx) = tokio::sync::oneshot::channel();
         let reported = {
@@ -472,6 +490,7 @@ impl Mesh {
                     }
                     old.conn
                         .close(code::DUPLICATE.into(), b"duplicate connection");
+                    mesh.end_run(&old.channels);
                     // What was in flight on the old connection may be lost:
                     // the scopes re-send their state over the new one.
                     let _ = mesh.events.send(PeerEvent::Reset(peer.clone()));
@@ -480,6 +499,7 @@ impl Mesh {
                 Some(old) => {
                     old.conn
                         .close(code::REPLACED.into(), b"replaced by a newer run");
+                    mesh.end_run(&old.channels);
                     true
                 }
                 None => true,
@@ -503,8 +523,9 @@ impl Mesh {
         ] {
             let m = Arc::clone(mesh);
             let conn = conn.clone();
+            let channels = Arc::clone(&channels);
             mesh.runtime
-                .spawn(async move { m.write_loop(conn, kind, stream, rx, guard).await });
+                .spawn(async move { m.write_loop(conn, kind, stream, rx, guard, channels).await });
         }
         if let Some(reported) = reported {
             // The runtime hears of the peer before any of its messages.
@@ -539,10 +560,24 @@ impl Mesh {
         let m = Arc::clone(mesh);
         let (c, p) = (conn.clone(), peer.clone());
         mesh.runtime
-            .spawn(async move { m.read_streams(c, p).await });
+            .spawn(async move { m.read_streams(c, p, channels).await });
         let m = Arc::clone(mesh);
         mesh.runtime.spawn(async move { m.watch(conn, peer).await });
         Ok(())
+    }
+
+    /// Ends a link run: it delivers nothing more, and what it sent without
+    /// an acknowledgement is counted (the scopes resynchronise over the
+    /// next run).
+    fn end_run(&self, channels: &Channels) {
+        let unconfirmed = channels.retire() as u64;
+        if unconfirmed > 0 {
+            bump(
+                &self.counters.unconfirmed_at_close,
+                "pg_net_unconfirmed_at_close_total",
+                unconfirmed,
+            );
+        }
     }
 
     /// Whether a TLS refusal at `addr` is news worth a WARN (bounded like
@@ -572,7 +607,9 @@ impl Mesh {
             if !current {
                 return; // a duplicate or replaced connection: nothing changed
             }
-            peers.remove(&peer.name);
+            if let Some(link) = peers.remove(&peer.name) {
+                self.end_run(&link.channels);
+            }
             let _ = self.events.send(PeerEvent::Down(peer.clone()));
             // Both sides redial (the smaller name first): a link comes back
             // whoever restarted, and whatever their seeds. Told under the

@@ -1,13 +1,11 @@
 //! Moving bytes on a link: queueing a message for a peer (a scope frame
-//! encoded once for every peer), the coalescing writer of each stream, the
-//! readers, and length-prefixed messages read with memory bounded by what
-//! arrives.
+//! encoded once for every peer), the readers of the channel streams, and
+//! length-prefixed messages read with memory bounded by what arrives. The
+//! writers are in `channels.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use pg_core::NodeId;
 use tokio::sync::mpsc;
 
@@ -15,10 +13,10 @@ use bytes::Bytes;
 use pg_core::Frame;
 use pg_runtime::{SendError, Wire};
 
-use super::{FRAME_OVERHEAD, Mesh, STREAM_BULK, STREAM_MEMBERSHIP, WRITE_BATCH, bump, code};
-use crate::backoff::Backoff;
-use crate::breaker::CircuitBreaker;
-use crate::wire::{self, NetMessage};
+use super::channels::Channels;
+use super::{FRAME_OVERHEAD, Mesh, STREAM_BULK, STREAM_MEMBERSHIP, bump, clock, code};
+use crate::link::Arrival;
+use crate::wire::{self, NetMessage, Record};
 
 impl Mesh {
     pub(super) fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
@@ -103,97 +101,29 @@ impl Mesh {
 }
 
 impl Mesh {
-    pub(super) async fn write_loop(
+    pub(super) async fn read_streams(
         self: Arc<Self>,
         conn: quinn::Connection,
-        kind: u8,
-        mut stream: quinn::SendStream,
-        mut rx: mpsc::Receiver<NetMessage>,
-        breaker: Option<Arc<Mutex<CircuitBreaker>>>,
+        peer: NodeId,
+        channels: Arc<Channels>,
     ) {
-        let c = &self.counters;
-        let max = self.config.max_frame_size;
-        let mut buf = Vec::with_capacity(WRITE_BATCH);
-        while let Some(first) = rx.recv().await {
-            buf.clear();
-            let mut n = 0u64;
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                let start = buf.len();
-                wire::encode_into(&message, &mut buf);
-                if buf.len() - start - 4 > max {
-                    buf.truncate(start);
-                    bump(&c.oversized, "pg_net_oversized_total", 1);
-                    tracing::warn!(node = %self.hello.node, limit = max, "message over max_frame_size not sent");
-                } else {
-                    n += 1;
-                }
-                if buf.len() < WRITE_BATCH {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if n == 0 {
-                continue;
-            }
-            let mut attempt = 0;
-            let mut backoff = Backoff::new(
-                self.config.retry_base_delay,
-                self.config.retry_max_delay,
-                self.jitter_seed.fetch_add(1, Ordering::Relaxed),
-            );
-            loop {
-                match stream.write_all(&buf).await {
-                    Ok(()) => {
-                        if let Some(breaker) = &breaker {
-                            breaker.lock().success();
-                        }
-                        bump(&c.messages_sent, "pg_net_messages_sent_total", n);
-                        bump(&c.bytes_sent, "pg_net_bytes_sent_total", buf.len() as u64);
-                        break;
-                    }
-                    Err(e) => {
-                        let gone = conn.close_reason().is_some();
-                        if gone || attempt >= self.config.max_retries {
-                            if let Some(breaker) = &breaker {
-                                breaker.lock().failure(Instant::now());
-                            }
-                            bump(&c.writes_failed, "pg_net_writes_failed_total", n);
-                            tracing::warn!(node = %self.hello.node, error = %e, messages = n, "write failed; messages dropped");
-                            if gone {
-                                return;
-                            }
-                            break;
-                        }
-                        attempt += 1;
-                        bump(&c.write_retries, "pg_net_write_retries_total", 1);
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        // Retry on a fresh stream of the same kind.
-                        let Ok(mut fresh) = conn.open_uni().await else {
-                            return;
-                        };
-                        if fresh.write_all(&[kind]).await.is_err() {
-                            continue;
-                        }
-                        stream = fresh;
-                    }
-                }
-            }
-        }
-    }
-
-    pub(super) async fn read_streams(self: Arc<Self>, conn: quinn::Connection, peer: NodeId) {
         while let Ok(recv) = conn.accept_uni().await {
             let m = Arc::clone(&self);
-            let (c, p) = (conn.clone(), peer.clone());
+            let (c, p, ch) = (conn.clone(), peer.clone(), Arc::clone(&channels));
             self.runtime
-                .spawn(async move { m.read_stream(c, p, recv).await });
+                .spawn(async move { m.read_stream(c, p, ch, recv).await });
         }
     }
 
+    /// Reads one channel stream. Streams of one channel may overlap (a
+    /// retransmission on a fresh stream while the old one's tail is still
+    /// arriving): the channel's inbox, locked while a message is handed
+    /// on, lets each message through once and in order.
     pub(super) async fn read_stream(
         self: Arc<Self>,
         conn: quinn::Connection,
         peer: NodeId,
+        channels: Arc<Channels>,
         mut recv: quinn::RecvStream,
     ) {
         let mut tag = [0u8; 1];
@@ -203,18 +133,10 @@ impl Mesh {
         if tag[0] != STREAM_MEMBERSHIP && tag[0] != STREAM_BULK {
             return self.protocol_error(&conn, &peer, "unknown stream kind");
         }
+        let k = usize::from(tag[0]);
         loop {
-            match read_message(&mut recv, self.config.max_frame_size).await {
-                Ok(Some(message)) => {
-                    bump(
-                        &self.counters.messages_received,
-                        "pg_net_messages_received_total",
-                        1,
-                    );
-                    if let Err(reason) = self.dispatch(&peer, message) {
-                        return self.protocol_error(&conn, &peer, &reason);
-                    }
-                }
+            let body = match read_body(&mut recv, self.config.max_frame_size).await {
+                Ok(Some(body)) => body,
                 Ok(None) => return,
                 Err(ReadError::Wire(wire::WireError::TooLarge { len, max })) => {
                     bump(&self.counters.oversized, "pg_net_oversized_total", 1);
@@ -229,7 +151,89 @@ impl Mesh {
                     return self.protocol_error(&conn, &peer, &e.to_string());
                 }
                 Err(ReadError::Stream(_)) => return,
+            };
+            let size = body.len();
+            let record = match wire::decode_record(&body) {
+                Ok(record) => record,
+                Err(e) => {
+                    bump(&self.counters.malformed, "pg_net_malformed_total", 1);
+                    return self.protocol_error(&conn, &peer, &e.to_string());
+                }
+            };
+            drop(body);
+            let now = clock();
+            let verdict = match record {
+                Record::Data { seq, message } => {
+                    self.receive_data(&peer, &channels, k, seq, size, message, now)
+                }
+                Record::Ack { channel, next } => {
+                    let Some(out) = channels.out.get(usize::from(channel)) else {
+                        return self.protocol_error(&conn, &peer, "ack of an unknown channel");
+                    };
+                    match out.lock().handle_ack(next, now) {
+                        Ok(0) => Ok(()),
+                        Ok(_) => {
+                            channels.wake[usize::from(channel)].notify_one();
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            if let Err(reason) = verdict {
+                return self.protocol_error(&conn, &peer, &reason);
             }
+        }
+    }
+
+    /// Message `seq` of channel `k` arrived: hand it on if it is the next.
+    #[allow(clippy::too_many_arguments)] // one call site, all distinct
+    fn receive_data(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        channels: &Channels,
+        k: usize,
+        seq: u64,
+        size: usize,
+        message: NetMessage,
+        now: Instant,
+    ) -> Result<(), String> {
+        let mut inbox = channels.inbox[k].lock();
+        let armed = inbox.poll_timeout().is_some();
+        match inbox.handle_data(seq, size, now) {
+            Arrival::Deliver => {
+                bump(
+                    &self.counters.messages_received,
+                    "pg_net_messages_received_total",
+                    1,
+                );
+                // A replaced or closed run delivers nothing more: its
+                // successor starts over with a resync.
+                if !channels.is_retired() {
+                    self.dispatch(peer, message)?;
+                }
+                // The membership writer carries acknowledgements: wake it
+                // when one falls due, or to arm the delayed one.
+                let wake = !armed || inbox.ack_due(now);
+                drop(inbox);
+                if wake {
+                    channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
+                }
+                Ok(())
+            }
+            Arrival::Duplicate => {
+                drop(inbox);
+                bump(
+                    &self.counters.duplicates_dropped,
+                    "pg_net_duplicates_dropped_total",
+                    1,
+                );
+                channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
+                Ok(())
+            }
+            Arrival::Gap { expected, got } => Err(format!(
+                "channel {k}: message {got} while expecting {expected}"
+            )),
         }
     }
 
@@ -254,12 +258,21 @@ pub(crate) enum ReadError {
 /// arrive, so an announced length costs nothing until it is sent.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Reads one length-prefixed message; `None` when the stream ends cleanly
-/// between messages.
+/// Reads one length-prefixed handshake message; `None` when the stream
+/// ends cleanly before it.
 pub(super) async fn read_message(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<Option<NetMessage>, ReadError> {
+    match read_body(recv, max).await? {
+        Some(body) => Ok(Some(wire::decode(&body)?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads one length-prefixed body; `None` when the stream ends cleanly
+/// between bodies.
+async fn read_body(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, ReadError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -281,7 +294,7 @@ pub(super) async fn read_message(
             .await
             .map_err(ReadError::Stream)?;
     }
-    Ok(Some(wire::decode(&body)?))
+    Ok(Some(body))
 }
 
 pub(super) async fn write_message(

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pg_core::{GroupName, NodeId};
-use pg_net::{DevCa, NetConfig, QuicTransport, TlsIdentity};
+use pg_net::{
+    DevCa, Hello, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, NetConfig, NetMessage, QuicTransport,
+    TlsIdentity, wire,
+};
 use pg_runtime::{Node, NodeOptions, Scope, ScopeOptions};
 
 static INCARNATION: AtomicU64 = AtomicU64::new(1);
@@ -81,4 +84,46 @@ pub(crate) async fn mesh_of_three(ca: &DevCa) -> Vec<TestNode> {
     })
     .await;
     nodes
+}
+
+/// The tag of the membership stream (see mesh.rs).
+pub(crate) const STREAM_MEMBERSHIP: u8 = 0;
+
+/// A handshaken connection to `addr` as node `name`.
+pub(crate) async fn handshake(ca: &DevCa, name: &str, addr: SocketAddr) -> quinn::Connection {
+    let identity = ca.issue(name).unwrap();
+    let client = pg_net::client_config(&identity, &config("test", &[])).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let conn = endpoint
+        .connect(addr, NODE_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = NetMessage::Hello(Hello {
+        version: NET_PROTOCOL_VERSION,
+        cluster: "test".into(),
+        node: NodeId::parse_name(name, 1).unwrap(),
+        listen: None,
+    });
+    let mut buf = Vec::new();
+    wire::encode_into(&hello, &mut buf);
+    send.write_all(&buf).await.unwrap();
+    let _ = send.finish();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let len = wire::body_len(prefix, 1 << 20).unwrap();
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.unwrap();
+    assert!(matches!(wire::decode(&body), Ok(NetMessage::Welcome(_))));
+    conn
+}
+
+/// Opens a membership stream on `conn` and writes `bytes` to it.
+pub(crate) async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> quinn::SendStream {
+    let mut stream = conn.open_uni().await.unwrap();
+    stream.write_all(&[STREAM_MEMBERSHIP]).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
 }

@@ -1,0 +1,258 @@
+//! The state of one link run's channels, shared by its writers and readers,
+//! and the writer of a channel: it numbers queued messages, coalesces them
+//! into large writes, carries the acknowledgements this node owes, and
+//! repairs a failed stream by writing what is unacknowledged again on a
+//! fresh one (the rules live in the sans-IO [`link`](crate::link) module).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use super::{Mesh, STREAM_MEMBERSHIP, WRITE_BATCH, bump, clock, code};
+use crate::breaker::CircuitBreaker;
+use crate::link::{Inbox, LinkConfig, Outbox, Retry, RetryDecision};
+use crate::wire::{self, NetMessage};
+
+/// Both channels of one link run (index: the stream tag).
+pub(super) struct Channels {
+    /// What this node sent and the peer has not acknowledged.
+    pub(super) out: [Mutex<Outbox<Bytes>>; 2],
+    /// What this node delivered of the peer's channels.
+    pub(super) inbox: [Mutex<Inbox>; 2],
+    /// Wakes a channel's writer: room in its window, or (membership) an
+    /// acknowledgement to send.
+    pub(super) wake: [Notify; 2],
+    /// The run ended (closed or replaced): nothing more is delivered.
+    pub(super) retired: AtomicBool,
+}
+
+impl Channels {
+    pub(super) fn new(config: LinkConfig) -> Self {
+        let outbox = || Mutex::new(Outbox::new(config.window, config.probe_delay));
+        let inbox = || Mutex::new(Inbox::new(config));
+        Self {
+            out: [outbox(), outbox()],
+            inbox: [inbox(), inbox()],
+            wake: [Notify::new(), Notify::new()],
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Ends the run; returns how many sent messages were never
+    /// acknowledged (the peer may not have them).
+    pub(super) fn retire(&self) -> usize {
+        self.retired.store(true, Ordering::Release);
+        self.out.iter().map(|o| o.lock().unacked()).sum()
+    }
+
+    pub(super) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// When the writer of `kind` must act without being woken: a probe of
+    /// its channel, or (membership) an acknowledgement falling due.
+    fn deadline(&self, kind: usize) -> Option<Instant> {
+        let mut at = self.out[kind].lock().poll_timeout();
+        if kind == usize::from(STREAM_MEMBERSHIP) {
+            for inbox in &self.inbox {
+                at = match (at, inbox.lock().poll_timeout()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        at
+    }
+}
+
+/// What one pass of a writer has to write.
+struct Batch {
+    chunks: Vec<Bytes>,
+    /// New messages in it (not retransmissions or probes).
+    fresh: u64,
+}
+
+impl Mesh {
+    pub(super) async fn write_loop(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        kind: u8,
+        mut stream: quinn::SendStream,
+        mut rx: mpsc::Receiver<NetMessage>,
+        breaker: Option<Arc<Mutex<CircuitBreaker>>>,
+        channels: Arc<Channels>,
+    ) {
+        let c = &self.counters;
+        let k = usize::from(kind);
+        let mut retry = Retry::new(
+            self.config.max_retries,
+            self.config.retry_base_delay,
+            self.config.retry_max_delay,
+            self.jitter_seed.fetch_add(1, Ordering::Relaxed),
+        );
+        // A message taken from the queue while waiting, written next.
+        let mut held: Option<NetMessage> = None;
+        let mut queue_closed = false;
+        loop {
+            let now = clock();
+            let mut batch =
+                self.take_batch(&channels, k, &mut rx, &mut held, &mut queue_closed, now);
+            if kind == STREAM_MEMBERSHIP {
+                let acks = owed_acks(&channels, !batch.chunks.is_empty(), now);
+                if !acks.is_empty() {
+                    batch.chunks.insert(0, acks);
+                }
+            }
+            if batch.chunks.is_empty() {
+                if queue_closed {
+                    return;
+                }
+                let room = channels.out[k].lock().has_room();
+                let deadline = channels.deadline(k).map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    () = channels.wake[k].notified() => {}
+                    message = rx.recv(), if room => match message {
+                        Some(message) => held = Some(message),
+                        None => queue_closed = true,
+                    },
+                    () = sleep_until(deadline), if deadline.is_some() => {}
+                }
+                continue;
+            }
+            let bytes: usize = batch.chunks.iter().map(Bytes::len).sum();
+            match stream.write_all_chunks(&mut batch.chunks).await {
+                Ok(()) => {
+                    retry.handle_success();
+                    if let Some(breaker) = &breaker {
+                        breaker.lock().success();
+                    }
+                    bump(&c.messages_sent, "pg_net_messages_sent_total", batch.fresh);
+                    bump(&c.bytes_sent, "pg_net_bytes_sent_total", bytes as u64);
+                }
+                Err(e) => {
+                    if conn.close_reason().is_some() {
+                        return;
+                    }
+                    if let Some(breaker) = &breaker {
+                        breaker.lock().failure(Instant::now());
+                    }
+                    match retry.handle_failure(clock()) {
+                        RetryDecision::RetryAt(at) => {
+                            bump(&c.write_retries, "pg_net_write_retries_total", 1);
+                            tracing::debug!(node = %self.hello.node, error = %e, "write failed; retrying on a fresh stream");
+                            tokio::time::sleep_until(at.into()).await;
+                            let Ok(mut fresh) = conn.open_uni().await else {
+                                return;
+                            };
+                            // A failed tag write fails the next write too,
+                            // which counts as the next attempt.
+                            let _ = fresh.write_all(&[kind]).await;
+                            channels.out[k].lock().rewind();
+                            stream = fresh;
+                        }
+                        RetryDecision::GiveUp => {
+                            let unacked = channels.out[k].lock().unacked() as u64;
+                            bump(&c.writes_failed, "pg_net_writes_failed_total", unacked);
+                            tracing::warn!(node = %self.hello.node, error = %e, unacked, "writes to a peer kept failing; closing the link (the scopes resynchronise over the next one)");
+                            conn.close(code::LINK_FAILED.into(), b"writes kept failing");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Numbers and encodes what the queue holds (while the window has
+    /// room, up to a write's worth), and returns everything the channel
+    /// has to write: the new batch, or what a rewind or probe asks for.
+    fn take_batch(
+        &self,
+        channels: &Channels,
+        k: usize,
+        rx: &mut mpsc::Receiver<NetMessage>,
+        held: &mut Option<NetMessage>,
+        queue_closed: &mut bool,
+        now: Instant,
+    ) -> Batch {
+        let max = self.config.max_frame_size;
+        let mut out = channels.out[k].lock();
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        let first_seq = out.next_seq();
+        while out.has_room() && buf.len() < WRITE_BATCH {
+            let message = match held.take() {
+                Some(message) => message,
+                None => match rx.try_recv() {
+                    Ok(message) => message,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        *queue_closed = true;
+                        break;
+                    }
+                },
+            };
+            let start = buf.len();
+            let seq = first_seq + spans.len() as u64;
+            let len = wire::encode_data_into(seq, &message, &mut buf);
+            if len - 4 > max {
+                buf.truncate(start);
+                bump(&self.counters.oversized, "pg_net_oversized_total", 1);
+                tracing::warn!(node = %self.hello.node, limit = max, "message over max_frame_size not sent");
+                continue;
+            }
+            // The window is checked once per batch: a channel keeps at
+            // most a window and a write's worth unacknowledged.
+            spans.push(start..start + len);
+        }
+        let unwritten_before = out.unwritten();
+        let buf = Bytes::from(buf);
+        let fresh = spans.len() as u64;
+        for span in spans {
+            out.push(span.len(), buf.slice(span), now);
+        }
+        let probe = out.poll_probe(now);
+        let mut chunks = Vec::new();
+        if unwritten_before == 0 && probe.is_none() {
+            // The common case: exactly the new batch, in one piece.
+            while out.poll_write().is_some() {}
+            if !buf.is_empty() {
+                chunks.push(buf);
+            }
+        } else {
+            chunks.extend(probe.map(|(_, record)| record));
+            chunks.extend(std::iter::from_fn(|| out.poll_write()).map(|(_, record)| record));
+        }
+        Batch { chunks, fresh }
+    }
+}
+
+/// The acknowledgements this node owes the peer: those due, or all of them
+/// when a write goes out anyway.
+fn owed_acks(channels: &Channels, writing: bool, now: Instant) -> Bytes {
+    let mut acks = Vec::new();
+    for (channel, inbox) in channels.inbox.iter().enumerate() {
+        let mut inbox = inbox.lock();
+        let ack = if writing {
+            inbox.ack_now()
+        } else {
+            inbox.poll_ack(now)
+        };
+        if let Some(next) = ack {
+            // Channel indices are the stream tags, 0 and 1.
+            wire::encode_ack_into(channel as u8, next, &mut acks);
+        }
+    }
+    Bytes::from(acks)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
