@@ -3,6 +3,11 @@
 //! into large writes, carries the acknowledgements this node owes, and
 //! repairs a failed stream by writing what is unacknowledged again on a
 //! fresh one (the rules live in the sans-IO [`link`](crate::link) module).
+//!
+//! Acknowledgements ride on any write to the peer; when there is none, the
+//! membership writer sends them once due (a reader wakes it: after enough
+//! messages, after a duplicate, or when the delay runs out while it waits
+//! for the next message).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,18 +59,10 @@ impl Channels {
     }
 
     /// When the writer of `kind` must act without being woken: a probe of
-    /// its channel, or (membership) an acknowledgement falling due.
+    /// its channel. (Delayed acknowledgements are timed by the readers,
+    /// which are awake when one falls due.)
     fn deadline(&self, kind: usize) -> Option<Instant> {
-        let mut at = self.out[kind].lock().poll_timeout();
-        if kind == usize::from(STREAM_MEMBERSHIP) {
-            for inbox in &self.inbox {
-                at = match (at, inbox.lock().poll_timeout()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        at
+        self.out[kind].lock().poll_timeout()
     }
 }
 

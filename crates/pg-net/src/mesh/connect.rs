@@ -182,11 +182,11 @@ impl Mesh {
             if mesh.closed.load(Ordering::Acquire) {
                 return;
             }
-            let notified = mesh.dial_wake.notified();
+            let notified = mesh.discovery.dial_wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (due, next) = {
-                let mut policy = mesh.dial.lock();
+                let mut policy = mesh.discovery.dial.lock();
                 (policy.poll_dials(clock()), policy.poll_timeout())
             };
             for addr in due {
@@ -216,10 +216,10 @@ impl Mesh {
                         }
                     };
                     if matches!(outcome, DialOutcome::Connected(_)) {
-                        m.tls_warned_about.lock().remove(&addr);
+                        m.discovery.tls_warned_about.lock().remove(&addr);
                     }
-                    m.dial.lock().handle_dial_result(addr, outcome, clock());
-                    m.dial_wake.notify_one();
+                    m.discovery.dial.lock().handle_dial_result(addr, outcome, clock());
+                    m.discovery.dial_wake.notify_one();
                 });
             }
             match next {

@@ -6,7 +6,9 @@
 //! - **Streams.** Each side then opens two unidirectional streams, tagged
 //!   *membership* (scope frames, in order per origin) and *bulk*
 //!   (broadcast and send payloads), so a large payload never delays
-//!   membership. Writers coalesce queued messages into large writes.
+//!   membership. Writers coalesce queued messages into large writes. Each
+//!   stream carries numbered records and acknowledgements
+//!   ([`link`](crate::link)): in order and once per link run.
 //! - **Peers.** A connection up is reported to the runtime before any of
 //!   its messages; when it closes (idle timeout: the peer died; application
 //!   close: it shut down) the peer is reported down at once. Two nodes that
@@ -16,8 +18,8 @@
 //!   and when is decided by the sans-IO [`DialPolicy`](crate::dial): no
 //!   address a node may need is ever given up, so a mesh always heals.
 //! - **Faults.** Per-peer circuit breakers skip sends to a failing peer;
-//!   failed writes are retried on a fresh stream with backoff; malformed
-//!   or oversized input closes the connection with a logged, counted
+//!   failed writes are retried on a fresh stream with backoff, from the
+//!   first unacknowledged message; malformed or oversized input closes the connection with a logged, counted
 //!   error.
 
 use std::net::SocketAddr;
@@ -161,14 +163,8 @@ struct Mesh {
     runtime: tokio::runtime::Handle,
     inbound: OnceLock<Arc<dyn Inbound>>,
     peers: Mutex<FxHashMap<NodeName, Link>>,
-    /// Where each node ever met listens.
-    listen_of: Mutex<FxHashMap<NodeName, SocketAddr>>,
-    /// Who to dial and when (sans-IO); the dial task drives it.
-    dial: Mutex<DialPolicy>,
-    /// Wakes the dial task: the policy may have something due sooner.
-    dial_wake: tokio::sync::Notify,
-    /// Addresses whose TLS refusal was logged at WARN (until they connect).
-    tls_warned_about: Mutex<FxHashSet<SocketAddr>>,
+    /// Who is where, and who to dial.
+    discovery: Discovery,
     /// The last scope frame encoded, reused for the next peer it goes to.
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
@@ -178,6 +174,18 @@ struct Mesh {
     jitter_seed: AtomicU64,
     events: mpsc::UnboundedSender<PeerEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
+}
+
+/// What the mesh knows of other nodes' addresses, and its dialing.
+struct Discovery {
+    /// Where each node ever met listens.
+    listen_of: Mutex<FxHashMap<NodeName, SocketAddr>>,
+    /// Who to dial and when (sans-IO); the dial task drives it.
+    dial: Mutex<DialPolicy>,
+    /// Wakes the dial task: the policy may have something due sooner.
+    dial_wake: tokio::sync::Notify,
+    /// Addresses whose TLS refusal was logged at WARN (until they connect).
+    tls_warned_about: Mutex<FxHashSet<SocketAddr>>,
 }
 
 /// A node's end of the QUIC mesh; implements pg-runtime's [`Transport`].
@@ -268,10 +276,12 @@ impl QuicTransport {
                 runtime,
                 inbound: OnceLock::new(),
                 peers: Mutex::new(FxHashMap::default()),
-                listen_of: Mutex::new(FxHashMap::default()),
-                dial: Mutex::new(dial),
-                dial_wake: tokio::sync::Notify::new(),
-                tls_warned_about: Mutex::new(FxHashSet::default()),
+                discovery: Discovery {
+                    listen_of: Mutex::new(FxHashMap::default()),
+                    dial: Mutex::new(dial),
+                    dial_wake: tokio::sync::Notify::new(),
+                    tls_warned_about: Mutex::new(FxHashSet::default()),
+                },
                 encoded: Mutex::new(None),
                 counters: Counters::default(),
                 closed: AtomicBool::new(false),
@@ -301,8 +311,8 @@ impl QuicTransport {
     /// node answers there (and whenever this node has no peer left).
     pub fn dial(&self, addr: SocketAddr) {
         if Some(addr) != self.mesh.hello.listen {
-            self.mesh.dial.lock().add_seed(addr, clock());
-            self.mesh.dial_wake.notify_one();
+            self.mesh.discovery.dial.lock().add_seed(addr, clock());
+            self.mesh.discovery.dial_wake.notify_one();
         }
     }
 
@@ -312,7 +322,7 @@ impl QuicTransport {
     /// down and, after unblocking, come back.
     pub fn block(&self, name: &NodeName) {
         self.mesh.blocked.lock().insert(name.clone());
-        self.mesh.dial.lock().handle_blocked(name);
+        self.mesh.discovery.dial.lock().handle_blocked(name);
         let link = self.mesh.peers.lock().get(name).cloned();
         if let Some(link) = link {
             link.conn
@@ -324,8 +334,12 @@ impl QuicTransport {
     pub fn unblock(&self, name: &NodeName) {
         self.mesh.blocked.lock().remove(name);
         // As after any disconnection: both redial, the smaller name first.
-        self.mesh.dial.lock().handle_unblocked(name, clock());
-        self.mesh.dial_wake.notify_one();
+        self.mesh
+            .discovery
+            .dial
+            .lock()
+            .handle_unblocked(name, clock());
+        self.mesh.discovery.dial_wake.notify_one();
     }
 
     /// The mesh's counters.
@@ -407,7 +421,7 @@ impl Transport for QuicTransport {
         self.mesh
             .endpoint
             .close(code::SHUTDOWN.into(), b"node shutting down");
-        self.mesh.dial_wake.notify_one();
+        self.mesh.discovery.dial_wake.notify_one();
     }
 }
 
@@ -505,7 +519,8 @@ impl Mesh {
                 None => true,
             };
             peers.insert(peer.name.clone(), link.clone());
-            mesh.dial
+            mesh.discovery
+                .dial
                 .lock()
                 .handle_connected(&peer.name, hello.listen, clock());
             // Queued under the lock, so ups and downs reach the runtime in
@@ -536,7 +551,7 @@ impl Mesh {
         tracing::info!(node = %mesh.hello.node, %peer, dialed, "peer connected");
         // Tell the new peer whom we know, and everyone else about it.
         let (known, others): (Vec<(NodeName, SocketAddr)>, Vec<Link>) = {
-            let listen_of = mesh.listen_of.lock();
+            let listen_of = mesh.discovery.listen_of.lock();
             let peers = mesh.peers.lock();
             let known = peers
                 .keys()
@@ -583,14 +598,14 @@ impl Mesh {
     /// Whether a TLS refusal at `addr` is news worth a WARN (bounded like
     /// the address table).
     fn tls_warned(&self, addr: SocketAddr) -> bool {
-        let mut warned = self.tls_warned_about.lock();
+        let mut warned = self.discovery.tls_warned_about.lock();
         warned.len() < MAX_KNOWN_ADDRESSES && warned.insert(addr)
     }
 
     /// Remembers where `name` listens (bounded: peer exchange cannot grow
     /// the table without limit).
     fn remember(&self, name: &NodeName, addr: SocketAddr) {
-        let mut listen_of = self.listen_of.lock();
+        let mut listen_of = self.discovery.listen_of.lock();
         if listen_of.len() < MAX_KNOWN_ADDRESSES || listen_of.contains_key(name) {
             listen_of.insert(name.clone(), addr);
         }
@@ -615,10 +630,13 @@ impl Mesh {
             // whoever restarted, and whatever their seeds. Told under the
             // peers lock, as register tells of a link up, so the policy
             // sees ups and downs in the order the links changed.
-            self.dial.lock().handle_disconnected(&peer.name, clock());
+            self.discovery
+                .dial
+                .lock()
+                .handle_disconnected(&peer.name, clock());
         }
         tracing::info!(node = %self.hello.node, %peer, %reason, "peer disconnected");
-        self.dial_wake.notify_one();
+        self.discovery.dial_wake.notify_one();
     }
 
     fn dispatch(self: &Arc<Self>, peer: &NodeId, message: NetMessage) -> Result<(), String> {
@@ -665,9 +683,9 @@ impl Mesh {
                     self.remember(&name, addr);
                     // The policy dials it if not connected, the smaller
                     // name first.
-                    self.dial.lock().handle_heard(&name, addr, now);
+                    self.discovery.dial.lock().handle_heard(&name, addr, now);
                 }
-                self.dial_wake.notify_one();
+                self.discovery.dial_wake.notify_one();
             }
             NetMessage::Deliver { from, .. } => {
                 return Err(format!("payload from {from}, a process of another node"));

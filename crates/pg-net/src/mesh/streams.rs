@@ -134,8 +134,29 @@ impl Mesh {
             return self.protocol_error(&conn, &peer, "unknown stream kind");
         }
         let k = usize::from(tag[0]);
+        let max = self.config.max_frame_size;
         loop {
-            let body = match read_body(&mut recv, self.config.max_frame_size).await {
+            // While a delivery is unacknowledged, the wait for the next
+            // message is also the delayed acknowledgement's timer.
+            let ack_at = channels.inbox[k].lock().poll_timeout();
+            let read = match ack_at {
+                None => read_body(&mut recv, max).await,
+                Some(at) => {
+                    let read = read_body(&mut recv, max);
+                    tokio::pin!(read);
+                    tokio::select! {
+                        biased;
+                        read = &mut read => read,
+                        () = tokio::time::sleep_until(at.into()) => {
+                            if channels.inbox[k].lock().ack_due(clock()) {
+                                channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
+                            }
+                            read.await
+                        }
+                    }
+                }
+            };
+            let body = match read {
                 Ok(Some(body)) => body,
                 Ok(None) => return,
                 Err(ReadError::Wire(wire::WireError::TooLarge { len, max })) => {
@@ -199,7 +220,6 @@ impl Mesh {
         now: Instant,
     ) -> Result<(), String> {
         let mut inbox = channels.inbox[k].lock();
-        let armed = inbox.poll_timeout().is_some();
         match inbox.handle_data(seq, size, now) {
             Arrival::Deliver => {
                 bump(
@@ -212,9 +232,9 @@ impl Mesh {
                 if !channels.is_retired() {
                     self.dispatch(peer, message)?;
                 }
-                // The membership writer carries acknowledgements: wake it
-                // when one falls due, or to arm the delayed one.
-                let wake = !armed || inbox.ack_due(now);
+                // The membership writer sends acknowledgements not carried
+                // by other writes: wake it when one falls due.
+                let wake = inbox.ack_due(now);
                 drop(inbox);
                 if wake {
                     channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
