@@ -1,4 +1,4 @@
-//! Chat-room fan-out across three nodes, in the spirit of seed 003
+//! Chat-room fan-out across three nodes, in the spirit of a WebSocket notification service
 //! (WebSocket connections spread over a cluster): every connection is a
 //! process that joins its room's group; a message posted anywhere reaches
 //! every connection in the room, once, on every node; a connection that

@@ -1,4 +1,4 @@
-//! Configuration files in seed 001's shape: a YAML list of entries.
+//! Configuration files: a YAML list of entries (docs/configuration.md).
 //!
 //! ```yaml
 //! - name: pg                      # scope "app:pg" (namespace defaults to app)
@@ -20,7 +20,7 @@
 //!     - { effect: deny, principal: guest, permission: pg.join, resource: "admin*" }
 //! ```
 //!
-//! Every field is optional but `name` and `kind`; defaults are seed 001's.
+//! Every field is optional but `name` and `kind`; defaults are those of docs/configuration.md.
 //! Errors name the entry and the field: unknown fields, wrong types, a zero
 //! where zero cannot work, a maximum below its warning level, an unreadable
 //! certificate.
@@ -65,7 +65,7 @@ struct Header {
 
 #[derive(Debug)]
 enum Entry {
-    Scope(ScopeEntry),
+    Scope(RawScopeEntry),
     Node(NodeEntry),
     Policy(PolicyEntry),
 }
@@ -110,7 +110,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed {
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         use serde::de::Error;
         match self.kind.as_deref() {
-            Some("pg.scope") => ScopeEntry::deserialize(de).map(Entry::Scope),
+            Some("pg.scope") => RawScopeEntry::deserialize(de).map(Entry::Scope),
             Some("pg.node") => NodeEntry::deserialize(de).map(Entry::Node),
             Some("pg.policy") => PolicyEntry::deserialize(de).map(Entry::Policy),
             Some(other) => Err(D::Error::custom(format!(
@@ -123,7 +123,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScopeEntry {
+struct RawScopeEntry {
     name: String,
     #[allow(dead_code)] // read in the first pass, which chose this type
     kind: String,
@@ -216,10 +216,10 @@ fn any() -> String {
 
 /// A scope from the file, with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopeConfig {
+pub struct ScopeEntry {
     /// `namespace:name`.
     pub id: String,
-    /// Its options (seed 001's fields, defaults filled in).
+    /// Its options (the documented fields, defaults filled in).
     pub options: ScopeOptions,
     /// Whether the node opens it at start (`lifecycle.auto_start`,
     /// default true).
@@ -245,7 +245,7 @@ pub struct NodeConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The scopes, in file order.
-    pub scopes: Vec<ScopeConfig>,
+    pub scopes: Vec<ScopeEntry>,
     /// The node entry, if any.
     pub node: Option<NodeConfig>,
     /// The permission policy, if any (default: allow everything).
@@ -362,7 +362,7 @@ impl Config {
                 }
             }
         }
-        // Seed 001 puts breaker and retry settings on scopes; the mesh has
+        // The file format puts breaker and retry settings on scopes; the mesh has
         // one set, taken from the first scope that gives them.
         if let Some(net) = config.node.as_mut().and_then(|n| n.net.as_mut()) {
             apply_mesh_settings(&config.scopes, net);
@@ -399,7 +399,7 @@ fn at_least_one(field: &'static str, n: Option<usize>) -> Result<Option<usize>, 
     }
 }
 
-fn scope_config(e: ScopeEntry) -> Result<ScopeConfig, FieldError> {
+fn scope_config(e: RawScopeEntry) -> Result<ScopeEntry, FieldError> {
     if e.name.is_empty() {
         return Err(("name", "must not be empty".into()));
     }
@@ -450,7 +450,7 @@ fn scope_config(e: ScopeEntry) -> Result<ScopeConfig, FieldError> {
     if max.unwrap_or(defaults.retry_max_delay) < base.unwrap_or(defaults.retry_base_delay) {
         return Err(("retry_max_delay", "is below retry_base_delay".into()));
     }
-    Ok(ScopeConfig {
+    Ok(ScopeEntry {
         id: format!("{namespace}:{}", e.name),
         options: o,
         auto_start: e.lifecycle.and_then(|l| l.auto_start).unwrap_or(true),
@@ -464,7 +464,7 @@ fn scope_config(e: ScopeEntry) -> Result<ScopeConfig, FieldError> {
     })
 }
 
-/// Seed 001's breaker and retry fields of a scope entry; the node's mesh
+/// The breaker and retry fields of a scope entry; the node's mesh
 /// takes each from the first scope that sets it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MeshSettings {
@@ -480,7 +480,7 @@ pub struct MeshSettings {
     pub retry_max_delay: Option<Duration>,
 }
 
-fn apply_mesh_settings(scopes: &[ScopeConfig], net: &mut NetConfig) {
+fn apply_mesh_settings(scopes: &[ScopeEntry], net: &mut NetConfig) {
     let first = |f: fn(&MeshSettings) -> Option<Duration>| scopes.iter().find_map(|s| f(&s.mesh));
     if let Some(n) = scopes.iter().find_map(|s| s.mesh.circuit_breaker_failures) {
         net.circuit_breaker_failures = n;

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// The kind of a failure (seed 000's error kinds, plus the ones a
-/// distributed runtime needs).
+/// The kind of a failure (the conventional process-group error kinds,
+/// plus the ones a distributed runtime needs; see docs/semantics.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A missing or empty argument, a leave without membership, a
@@ -11,8 +11,8 @@ pub enum ErrorKind {
     Invalid,
     /// The permission policy refused the call.
     PermissionDenied,
-    /// No such scope (seed 000 reports `INTERNAL`; `NotFound` says what
-    /// happened).
+    /// No such scope (some process-group APIs report `INTERNAL`; `NotFound`
+    /// says what happened).
     NotFound,
     /// The scope's action queue is full; nothing was done.
     Overloaded,

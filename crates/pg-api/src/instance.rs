@@ -1,4 +1,5 @@
-//! A scope instance bound to a process: seed 000's API, method for method.
+//! A scope instance bound to a process: the operations of
+//! docs/semantics.md, method for method.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,17 +1,18 @@
 //! # pg-api: distributed process groups, for users
 //!
-//! One crate to depend on, shaped like seed 000's API in Rust: start a
+//! One crate to depend on, shaped like Erlang's `pg` API in Rust (every operation is specified in
+//! docs/semantics.md): start a
 //! [`Node`], spawn [`Process`]es, open a scope, join, read, broadcast,
 //! watch.
 //!
-//! - **Nodes** come from [`Node::builder`] or a YAML file in seed 001's
+//! - **Nodes** come from [`Node::builder`] or a YAML file in the documented
 //!   shape ([`Config`]): in memory for a single process, or over QUIC with
 //!   mutual TLS when given a listen address; the API is the same.
 //! - **Scope instances** ([`Instance`]) are bound to a process and offer
 //!   `join`, `leave`, `get_members`, `get_local_members`, `which_groups`,
 //!   `which_local_groups`, `broadcast`, `broadcast_local`, `monitor`,
 //!   `events` and `release`, with typed payload helpers.
-//! - **Permissions**: every call is checked against a [`Policy`] (seed 000's
+//! - **Permissions**: every call is checked against a [`Policy`] (docs/semantics.md's
 //!   table); the default allows everything, [`RulePolicy`] allows or denies
 //!   by principal, permission and resource pattern, from code or YAML.
 //! - **Errors** carry a [`ErrorKind`]: `Invalid`, `PermissionDenied`,
@@ -52,13 +53,15 @@ mod node;
 mod permission;
 mod process;
 
-pub use config::{Config, ConfigError, MeshSettings, NodeConfig, ScopeConfig};
+pub use config::{Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry};
 pub use error::{ErrorKind, PgError};
 pub use instance::{Groups, Instance};
 pub use node::{Node, NodeBuilder};
 pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
 pub use process::Process;
 
-pub use pg_core::{Event, EventKind, GroupName, Members, NodeId, Pid};
-pub use pg_net::{DevCa, NetConfig, TlsIdentity};
-pub use pg_runtime::{Envelope, Listener, NodeOptions, RecvError, ScopeOptions, Subscription};
+pub use pg_core::{Event, EventKind, GroupName, Members, NodeId, NodeName, Pid};
+pub use pg_net::{DevCa, NetConfig, NetStats, TlsIdentity};
+pub use pg_runtime::{
+    Envelope, GroupsSnapshot, Listener, NodeOptions, RecvError, ScopeOptions, Subscription,
+};

@@ -7,7 +7,7 @@ use pg_core::{NodeId, Pid};
 use pg_net::{NetConfig, QuicTransport, TlsIdentity};
 use pg_runtime::{MemoryNetwork, NodeOptions, ScopeOptions};
 
-use crate::config::{Config, ScopeConfig};
+use crate::config::{Config, ScopeEntry};
 use crate::error::{ErrorKind, PgError};
 use crate::instance::Instance;
 use crate::permission::{AllowAll, Permission, Policy};
@@ -114,7 +114,7 @@ impl NodeBuilder {
             self.net = node.net.clone();
             self.tls = node.tls.clone();
         }
-        for ScopeConfig {
+        for ScopeEntry {
             id,
             options,
             auto_start,
@@ -215,7 +215,7 @@ impl Node {
             .map_err(Into::into)
     }
 
-    /// Seed 000's `pg.open(id)` for `process`: an instance of scope `id`
+    /// `pg.open(id)` for `process`: an instance of scope `id`
     /// bound to it (`pg.open` permission on the scope id).
     pub fn open(&self, process: &Process, id: &str) -> Result<Instance, PgError> {
         if id.is_empty() {

@@ -1,4 +1,4 @@
-//! Permissions: the checks of seed 000's table, a trait to implement them,
+//! Permissions: the checks of docs/semantics.md's table, a trait to implement them,
 //! and a rule-based policy configurable in the YAML file.
 
 use std::fmt;
@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-/// A permission of seed 000, checked on every call.
+/// A permission, checked on every call (docs/semantics.md#permissions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
     /// `pg.open` on the scope id.
@@ -84,7 +84,7 @@ impl FromStr for Permission {
 }
 
 /// Decides whether `principal` may use `permission` on `resource` (a scope
-/// id or a group name, as seed 000's table says). Implement it to plug in
+/// id or a group name, as docs/semantics.md's table says). Implement it to plug in
 /// your own authorization.
 pub trait Policy: Send + Sync + 'static {
     /// Whether the call is allowed.

@@ -44,7 +44,8 @@ impl Process {
         &self.node
     }
 
-    /// Opens scope `id` for this process (seed 000's `pg.open`).
+    /// Opens scope `id` for this process (permission `pg.open`; see
+    /// docs/semantics.md).
     pub fn open(&self, id: &str) -> Result<crate::Instance, PgError> {
         self.node.open(self, id)
     }
@@ -59,7 +60,7 @@ impl Process {
         self.inner.try_recv()
     }
 
-    /// Routes `topic` to its own channel (seed 000's `process.listen`).
+    /// Routes `topic` to its own channel instead of the mailbox.
     pub fn listen(&self, topic: &str) -> Listener {
         self.inner.listen(topic)
     }

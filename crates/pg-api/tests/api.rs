@@ -1,4 +1,4 @@
-//! Seed 000, method by method and error row by error row, through the
+//! docs/semantics.md, method by method and error row by error row, through the
 //! public API only.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly

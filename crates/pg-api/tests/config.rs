@@ -1,4 +1,4 @@
-//! Configuration files: seed 001's own examples, every field, and every
+//! Configuration files: the documented examples, every field, and every
 //! kind of bad configuration, with errors that name entry and field.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly

@@ -1,4 +1,4 @@
-//! Every permission of seed 000's table, allowed and denied.
+//! Every permission of docs/semantics.md's table, allowed and denied.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// The settings pg-core itself acts on. Transport and delivery settings of
-/// seed 001 (`broadcast_timeout`, circuit breakers, queues) belong to the
+/// the documented configuration (`broadcast_timeout`, circuit breakers, queues) belong to the
 /// runtime and network layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeConfig {

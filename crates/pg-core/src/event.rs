@@ -16,7 +16,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The event kind as seed 000 names it: `member.joined` / `member.left`.
+    /// The event kind's conventional name: `member.joined` / `member.left`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Joined => "member.joined",
@@ -48,7 +48,7 @@ pub struct Event {
 
 impl Event {
     /// The affected pids with multiplicity: each pid as many times as its
-    /// count (seed 000's `PIDs` list).
+    /// count (the `PIDs` list of Erlang-style events).
     pub fn pids(&self) -> impl Iterator<Item = &Pid> {
         self.members
             .iter()

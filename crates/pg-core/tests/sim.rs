@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pg_core::GroupName;
 use pg_core::sim::scenario::{self, ScenarioConfig};
-use pg_core::sim::{Cluster, NetConfig, SimConfig};
+use pg_core::sim::{Cluster, SimConfig, SimNetConfig};
 
 fn g(name: &str) -> GroupName {
     GroupName::new(name).unwrap()
@@ -105,15 +105,15 @@ fn partition_drops_and_heal_restores() {
 #[test]
 fn lost_delta_is_repaired() {
     let mut c = cluster(2, 4);
-    c.set_net(NetConfig {
+    c.set_net(SimNetConfig {
         loss: 1.0,
-        ..NetConfig::reliable()
+        ..SimNetConfig::reliable()
     });
     let pid = c.spawn(0);
     c.join(0, &pid, &[g("a")]).unwrap();
     c.drive_for(Duration::from_millis(50));
     assert!(c.scope(1).unwrap().members("a").is_empty());
-    c.set_net(NetConfig::reliable());
+    c.set_net(SimNetConfig::reliable());
     // Anti-entropy (1 s in the simulator's defaults) repairs it.
     let took = c.drive_until(Duration::from_secs(5), Duration::from_millis(10), |c| {
         c.scope(1).unwrap().members("a").len() == 1

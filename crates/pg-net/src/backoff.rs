@@ -1,4 +1,4 @@
-//! Exponential backoff with jitter (seed 001's `max_retries`,
+//! Exponential backoff with jitter (the configuration's `max_retries`,
 //! `retry_base_delay`, `retry_max_delay`).
 
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! A per-peer circuit breaker, driven by the time passed in (seed 001):
+//! A per-peer circuit breaker, driven by the time passed in
+//! (`circuit_breaker_failures`, `circuit_breaker_reset_time`):
 //! after `failures` consecutive failures it opens and sends are skipped;
 //! after `reset_time` one test send is allowed (half-open), whose outcome
 //! closes or re-opens it.

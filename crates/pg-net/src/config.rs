@@ -1,4 +1,4 @@
-//! Options of the QUIC mesh (seed 001's network fields, with defaults).
+//! Options of the QUIC mesh (the documented network fields, with defaults).
 
 use std::net::SocketAddr;
 use std::time::Duration;

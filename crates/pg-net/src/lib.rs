@@ -15,6 +15,10 @@
 //!   malformed or oversized input closes the connection with a logged,
 //!   counted error, never a panic. Membership and payloads travel on
 //!   separate streams; queued messages are coalesced into large writes.
+//! - **Channels.** Every message on a link is numbered and kept until the
+//!   peer acknowledges it, so a failed write is retried on a fresh stream
+//!   without duplicating or reordering anything; the rules are the sans-IO
+//!   [`link`] module, property-tested under seeded faults.
 //! - **Mesh.** Seeds plus peer exchange; every address ever learnt is
 //!   redialed with backoff; per-peer circuit breakers; liveness from QUIC
 //!   keep-alives and the idle timeout (a silent peer is down within

@@ -94,7 +94,10 @@ async fn retransmissions_are_delivered_once_in_order_and_gaps_close_the_link() {
             .unwrap();
         got.push(envelope.payload);
     }
-    assert_eq!(got, ["0", "1", "2", "3"].map(|s| Bytes::from_static(s.as_bytes())));
+    assert_eq!(
+        got,
+        ["0", "1", "2", "3"].map(|s| Bytes::from_static(s.as_bytes()))
+    );
     acknowledged(&conn, 4).await;
     eventually("duplicates counted", LIMIT, || {
         a.transport.stats().duplicates_dropped >= 2

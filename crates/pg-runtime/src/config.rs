@@ -1,4 +1,4 @@
-//! Options of a node and of its scopes (seed 001's fields, with defaults).
+//! Options of a node and of its scopes (the documented fields, with defaults).
 
 use std::time::Duration;
 

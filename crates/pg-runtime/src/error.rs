@@ -4,7 +4,7 @@ use pg_core::{CommandError, Limit};
 use thiserror::Error;
 
 /// What kind of failure an [`Error`](enum@Error) is, for callers that map errors to
-/// codes (pg-api maps them to seed 000's error kinds).
+/// codes (pg-api maps them to its error kinds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A missing, empty or malformed argument, or a leave without

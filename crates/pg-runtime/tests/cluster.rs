@@ -1,4 +1,4 @@
-//! Seed 000's API across three nodes over the in-memory transport.
+//! The process-group API (docs/semantics.md) across three nodes over the in-memory transport.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 

@@ -1,4 +1,4 @@
-//! Seed 000's API on one node.
+//! The process-group API (docs/semantics.md) on one node.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 

@@ -8,7 +8,7 @@ use rand_xoshiro::rand_core::Rng;
 use crate::{NodeId, Scope, ScopeConfig};
 
 use super::check::EventReplay;
-use super::{Cluster, Input, NetConfig};
+use super::{Cluster, Input, SimNetConfig};
 
 impl Cluster {
     /// Crashes node `i`: its processes and state vanish; peers notice after
@@ -77,7 +77,7 @@ impl Cluster {
     }
 
     /// Replaces the network's fault settings from now on.
-    pub fn set_net(&mut self, net: NetConfig) {
+    pub fn set_net(&mut self, net: SimNetConfig) {
         self.config.net = net;
     }
 

@@ -1,7 +1,7 @@
 //! A deterministic multi-node simulator for pg-core (feature `sim`).
 //!
 //! [`Cluster`] runs N [`Scope`]s over a simulated network in virtual time:
-//! per-frame delay, loss, duplication and reordering ([`NetConfig`]),
+//! per-frame delay, loss, duplication and reordering ([`SimNetConfig`]),
 //! partitions, cut links, node crashes and restarts with a new incarnation.
 //! Every frame goes through the real codec. All randomness comes from one
 //! seed, so a seed reproduces a run exactly; [`scenario`] runs a faulty
@@ -50,8 +50,8 @@ use crate::{
     CommandError, Event, Frame, GroupName, NodeId, NodeName, Pid, Scope, ScopeConfig, Transmit,
 };
 use check::{EventReplay, Violation};
-pub use network::NetConfig;
 use network::Reachability;
+pub use network::SimNetConfig;
 pub use stats::{FrameCounts, NetStats};
 
 /// Why a command given to the simulator did not run.
@@ -73,7 +73,7 @@ pub struct SimConfig {
     /// The seed of every random choice.
     pub seed: u64,
     /// The network.
-    pub net: NetConfig,
+    pub net: SimNetConfig,
     /// Every node's scope configuration (`rng_seed` is derived from `seed`).
     pub scope: ScopeConfig,
     /// Check after every input that its events match its state changes
@@ -86,7 +86,7 @@ impl Default for SimConfig {
         Self {
             nodes: 3,
             seed: 0,
-            net: NetConfig::reliable(),
+            net: SimNetConfig::reliable(),
             scope: ScopeConfig {
                 anti_entropy_interval: Duration::from_secs(1),
                 protocol_timeout: Duration::from_millis(500),

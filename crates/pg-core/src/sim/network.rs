@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Faults and delays of the simulated network. Probabilities are in [0, 1].
 #[derive(Debug, Clone, PartialEq)]
-pub struct NetConfig {
+pub struct SimNetConfig {
     /// Shortest one-way delay of a frame.
     pub min_delay: Duration,
     /// Longest one-way delay of a frame.
@@ -22,7 +22,7 @@ pub struct NetConfig {
     pub liveness_delay: Duration,
 }
 
-impl NetConfig {
+impl SimNetConfig {
     /// A well-behaved network: 1-5 ms delays, in order, nothing lost.
     pub fn reliable() -> Self {
         Self {
@@ -48,7 +48,7 @@ impl NetConfig {
     }
 }
 
-impl Default for NetConfig {
+impl Default for SimNetConfig {
     fn default() -> Self {
         Self::reliable()
     }

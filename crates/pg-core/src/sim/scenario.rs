@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::check::Violation;
-use super::{Cluster, NetConfig, NetStats, SimConfig, SimError};
+use super::{Cluster, NetStats, SimConfig, SimError, SimNetConfig};
 use crate::{GroupName, Pid, ScopeConfig};
 
 /// What a scenario does.
@@ -17,7 +17,7 @@ pub struct ScenarioConfig {
     /// The cluster, network and seed.
     pub sim: SimConfig,
     /// The network during the faulty phase (the healing phase is reliable).
-    pub faulty_net: NetConfig,
+    pub faulty_net: SimNetConfig,
     /// Number of distinct group names used.
     pub groups: usize,
     /// Length of the faulty phase in virtual time.
@@ -54,7 +54,7 @@ impl ScenarioConfig {
                 },
                 ..SimConfig::default()
             },
-            faulty_net: NetConfig::faulty(),
+            faulty_net: SimNetConfig::faulty(),
             groups: 8,
             faulty_for: Duration::from_secs(10),
             command_every: Duration::from_millis(10),
@@ -202,7 +202,7 @@ impl<'a> Run<'a> {
 
     fn healing_phase(mut self) -> Result<Report, Failure> {
         self.cluster.heal();
-        self.cluster.set_net(NetConfig::reliable());
+        self.cluster.set_net(SimNetConfig::reliable());
         let before = (0..self.cluster.len())
             .map(|i| self.cluster.sent_by(i))
             .collect::<Vec<_>>();

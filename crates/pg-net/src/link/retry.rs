@@ -1,4 +1,4 @@
-//! When a failed write is tried again (seed 001's `max_retries`,
+//! When a failed write is tried again (the configuration's `max_retries`,
 //! `retry_base_delay`, `retry_max_delay`), and when the link gives up.
 
 use std::time::{Duration, Instant};
