@@ -20,14 +20,16 @@ use pg_net::DevCa;
 
 use crate::nodes::{NodeProc, build_binary, free_ports, start_node};
 
-pub(crate) fn run() -> anyhow::Result<()> {
+pub(crate) fn run(cluster_only: bool) -> anyhow::Result<()> {
     let root = crate::tidy::workspace_root();
     eprintln!("bench: building the workloads (release)...");
-    let workloads = build_binary(&root, "pg-benches", "pg-workloads", true)?;
     let node = build_binary(&root, "pg-api", "pg-node", true)?;
-    eprintln!("bench: single-node workloads W1-W8, M1, M2, F1, X1 (about a minute)");
-    if !Command::new(&workloads).status()?.success() {
-        bail!("pg-workloads failed");
+    if !cluster_only {
+        let workloads = build_binary(&root, "pg-benches", "pg-workloads", true)?;
+        eprintln!("bench: single-node workloads W1-W8, M1, M2, F1, X1 (about a minute)");
+        if !Command::new(&workloads).status()?.success() {
+            bail!("pg-workloads failed");
+        }
     }
     eprintln!("bench: cluster workloads C1-C5 (node processes over QUIC + mTLS)");
     let dir = node

@@ -4,7 +4,8 @@
 //! - `cargo xtask cluster-sim [--nodes N] [--seed S] [--out DIR]`: real node
 //!   processes over QUIC (the default)
 //! - `cargo xtask cluster-sim --deterministic [--seed S] [--seeds K] [--nodes N] [--jobs J]`
-//! - `cargo xtask bench`: the BENCHMARKS.md workloads, as JSON lines
+//! - `cargo xtask bench [--cluster-only]`: the BENCHMARKS.md workloads, as
+//!   JSON lines
 //! - `cargo xtask tidy`
 
 mod bench;
@@ -30,7 +31,12 @@ enum Command {
     ClusterSim(cluster_sim::Args),
     /// Run the workloads of ../shared/BENCHMARKS.md (release build) and
     /// print JSON lines.
-    Bench,
+    Bench {
+        /// Only the cluster workloads C1-C5 (for iterating on the network
+        /// path).
+        #[arg(long)]
+        cluster_only: bool,
+    },
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
 }
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::ClusterSim(args) => cluster_sim::run(&args),
-        Command::Bench => bench::run(),
+        Command::Bench { cluster_only } => bench::run(cluster_only),
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;

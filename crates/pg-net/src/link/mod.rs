@@ -94,7 +94,7 @@ impl Default for LinkConfig {
             window: 8 << 20,
             ack_messages: 256,
             ack_bytes: 256 << 10,
-            ack_delay: Duration::from_millis(5),
+            ack_delay: Duration::from_millis(25),
             probe_delay: Duration::from_millis(250),
         }
     }

@@ -178,7 +178,11 @@ impl Mesh {
     ) -> Batch {
         let max = self.config.max_frame_size;
         let mut out = channels.out[k].lock();
-        let mut buf = Vec::new();
+        // A batch's buffer is kept until its messages are acknowledged, so
+        // it is not reused; sized for one message, or for a full write
+        // when more are queued (no regrowing on the hot path).
+        let queued = rx.len() + usize::from(held.is_some());
+        let mut buf = Vec::with_capacity(if queued > 1 { WRITE_BATCH + 4096 } else { 512 });
         let mut spans = Vec::new();
         let first_seq = out.next_seq();
         while out.has_room() && buf.len() < WRITE_BATCH {

@@ -4,7 +4,7 @@
 //! writers are in `channels.rs`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pg_core::NodeId;
 use tokio::sync::mpsc;
@@ -135,22 +135,36 @@ impl Mesh {
         }
         let k = usize::from(tag[0]);
         let max = self.config.max_frame_size;
+        // One timer for the whole stream, re-armed only when the deadline
+        // moves: registering a timer per message would cost more than the
+        // message.
+        let ack_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(ack_timer);
+        let mut armed: Option<Instant> = None;
         loop {
             // While a delivery is unacknowledged, the wait for the next
             // message is also the delayed acknowledgement's timer.
             let ack_at = channels.inbox[k].lock().poll_timeout();
-            let read = match ack_at {
+            if ack_at != armed {
+                if let Some(at) = ack_at {
+                    ack_timer.as_mut().reset(at.into());
+                }
+                armed = ack_at;
+            }
+            let read = match armed {
                 None => read_body(&mut recv, max).await,
-                Some(at) => {
+                Some(_) => {
                     let read = read_body(&mut recv, max);
                     tokio::pin!(read);
                     tokio::select! {
                         biased;
                         read = &mut read => read,
-                        () = tokio::time::sleep_until(at.into()) => {
+                        () = &mut ack_timer => {
                             if channels.inbox[k].lock().ack_due(clock()) {
                                 channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
                             }
+                            // Fired: not polled again until re-armed.
+                            armed = None;
                             read.await
                         }
                     }
@@ -191,10 +205,15 @@ impl Mesh {
                     let Some(out) = channels.out.get(usize::from(channel)) else {
                         return self.protocol_error(&conn, &peer, "ack of an unknown channel");
                     };
-                    match out.lock().handle_ack(next, now) {
-                        Ok(0) => Ok(()),
+                    let mut out = out.lock();
+                    let was_full = !out.has_room();
+                    match out.handle_ack(next, now) {
                         Ok(_) => {
-                            channels.wake[usize::from(channel)].notify_one();
+                            // Only a writer waiting for room needs waking.
+                            if was_full && out.has_room() {
+                                drop(out);
+                                channels.wake[usize::from(channel)].notify_one();
+                            }
                             Ok(())
                         }
                         Err(e) => Err(e.to_string()),
