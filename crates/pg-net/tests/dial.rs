@@ -485,3 +485,24 @@ fn no_deadline_while_every_dial_slot_is_taken() {
     p.handle_dial_result(batch[0], DialOutcome::Failed, now);
     assert!(p.poll_timeout().is_some_and(|at| at <= now));
 }
+
+/// A blocked node (fault injection) is never dialed, however long the
+/// block lasts, even when peer exchange keeps announcing it; unblocked, it
+/// is dialed at once (by the smaller name).
+#[test]
+fn a_blocked_node_is_not_dialed_until_unblocked() {
+    let t0 = Instant::now();
+    let mut p = DialPolicy::new(name("a"), &[], DialConfig::default(), t0);
+    p.handle_connected(&name("x"), Some(addr(1)), t0);
+    p.handle_blocked(&name("x"));
+    let cut = t0 + Duration::from_secs(60);
+    p.handle_disconnected(&name("x"), cut);
+    let mut now = cut;
+    while now < cut + Duration::from_secs(600) {
+        p.handle_heard(&name("x"), addr(1), now);
+        assert!(p.poll_dials(now).is_empty(), "dialed a blocked node");
+        now += Duration::from_millis(250);
+    }
+    p.handle_unblocked(&name("x"), now);
+    assert_eq!(p.poll_dials(now), vec![addr(1)]);
+}
