@@ -1,5 +1,6 @@
-//! Criterion benchmarks of pg-runtime on one node: the read path, joins
-//! (alone and from two threads at once), and local broadcast fan-out.
+//! Criterion benchmarks of pg-runtime on one node: the read path (exact
+//! and by prefix), joins (alone and from two threads at once), and local
+//! broadcast fan-out.
 
 // A benchmark whose set-up fails must stop loudly.
 #![allow(clippy::unwrap_used)]
@@ -58,6 +59,32 @@ fn read_path(c: &mut Criterion) {
     let groups: Vec<_> = (0..10_000).map(|i| group(&format!("w{i}"))).collect();
     scope.join(p.pid(), &groups).unwrap();
     grp.bench_function("10000", |b| b.iter(|| black_box(scope.which_groups())));
+    grp.finish();
+}
+
+/// Prefix reads among 10 000 groups, 100 of which match: the cost must
+/// follow the matches, not the groups.
+fn prefix_reads(c: &mut Criterion) {
+    let (_rt, node, scope) = start(16);
+    let p = node.spawn();
+    let groups: Vec<_> = (0..10_000)
+        .map(|i| group(&format!("room/{:02}/{i}", i % 100)))
+        .collect();
+    scope.join(p.pid(), &groups).unwrap();
+    let mut grp = c.benchmark_group("runtime_prefix_10000_groups");
+    // 100 groups (room/07/...) match; 1 for the narrow one.
+    grp.bench_function("count_prefix_100", |b| {
+        b.iter(|| black_box(scope.count_prefix(black_box("room/07/"))))
+    });
+    grp.bench_function("members_prefix_100", |b| {
+        b.iter(|| black_box(scope.members_prefix(black_box("room/07/"))))
+    });
+    grp.bench_function("count_prefix_1", |b| {
+        b.iter(|| black_box(scope.count_prefix(black_box("room/07/7"))))
+    });
+    grp.bench_function("count", |b| {
+        b.iter(|| black_box(scope.count(black_box("room/07/7"))))
+    });
     grp.finish();
 }
 
@@ -146,6 +173,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = read_path, joins, fan_out, local_send
+    targets = read_path, prefix_reads, joins, fan_out, local_send
 }
 criterion_main!(benches);

@@ -61,7 +61,7 @@ impl Groups for &[String] {
 /// [`release`](Self::release) or when the process ends; afterwards every
 /// call fails with `Invalid`.
 pub struct Instance {
-    scope: pg_runtime::Scope,
+    pub(crate) scope: pg_runtime::Scope,
     pid: Pid,
     principal: Arc<str>,
     node: Node,
@@ -89,7 +89,7 @@ impl Instance {
         &self.pid
     }
 
-    fn live(&self) -> Result<(), PgError> {
+    pub(crate) fn live(&self) -> Result<(), PgError> {
         if self.node.runtime().is_shut_down() {
             return Err(PgError::new(
                 crate::ErrorKind::Closed,
@@ -105,11 +105,11 @@ impl Instance {
         Ok(())
     }
 
-    fn check(&self, permission: Permission, resource: &str) -> Result<(), PgError> {
+    pub(crate) fn check(&self, permission: Permission, resource: &str) -> Result<(), PgError> {
         self.node.check(&self.principal, permission, resource)
     }
 
-    fn group(&self, name: &str, permission: Permission) -> Result<GroupName, PgError> {
+    pub(crate) fn group(&self, name: &str, permission: Permission) -> Result<GroupName, PgError> {
         let group = GroupName::new(name).map_err(|e| PgError::invalid(e.to_string()))?;
         self.check(permission, name)?;
         Ok(group)

@@ -51,6 +51,7 @@ mod error;
 mod instance;
 mod node;
 mod permission;
+mod prefix;
 mod process;
 
 pub use config::{Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry};
@@ -60,8 +61,10 @@ pub use node::{Node, NodeBuilder};
 pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
 pub use process::Process;
 
-pub use pg_core::{Event, EventKind, GroupName, Members, NodeId, NodeName, Pid};
+pub use pg_core::{
+    Event, EventKind, GroupName, MAX_GROUP_NAME_LEN, Members, NodeId, NodeName, Pid,
+};
 pub use pg_net::{DevCa, NetConfig, NetStats, TlsIdentity};
 pub use pg_runtime::{
-    Envelope, GroupsSnapshot, Listener, NodeOptions, RecvError, ScopeOptions, Subscription,
+    Envelope, GroupsSnapshot, Listener, NodeOptions, Pattern, RecvError, ScopeOptions, Subscription,
 };

@@ -31,11 +31,27 @@ pub enum Permission {
     Monitor,
     /// `pg.events` on the scope id.
     Events,
+    /// `pg.count` on the group name.
+    Count,
+    /// `pg.local_count` on the group name.
+    LocalCount,
+    /// `pg.get_members_prefix` on the prefix.
+    GetMembersPrefix,
+    /// `pg.get_local_members_prefix` on the prefix.
+    GetLocalMembersPrefix,
+    /// `pg.which_groups_prefix` on the prefix.
+    WhichGroupsPrefix,
+    /// `pg.count_prefix` on the prefix.
+    CountPrefix,
+    /// `pg.local_count_prefix` on the prefix.
+    LocalCountPrefix,
+    /// `pg.monitor_prefix` on the prefix.
+    MonitorPrefix,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 19] = [
         Permission::Open,
         Permission::Join,
         Permission::Leave,
@@ -47,6 +63,14 @@ impl Permission {
         Permission::BroadcastLocal,
         Permission::Monitor,
         Permission::Events,
+        Permission::Count,
+        Permission::LocalCount,
+        Permission::GetMembersPrefix,
+        Permission::GetLocalMembersPrefix,
+        Permission::WhichGroupsPrefix,
+        Permission::CountPrefix,
+        Permission::LocalCountPrefix,
+        Permission::MonitorPrefix,
     ];
 
     /// The permission's name: `pg.open`, `pg.join`, ...
@@ -63,6 +87,14 @@ impl Permission {
             Permission::BroadcastLocal => "pg.broadcast_local",
             Permission::Monitor => "pg.monitor",
             Permission::Events => "pg.events",
+            Permission::Count => "pg.count",
+            Permission::LocalCount => "pg.local_count",
+            Permission::GetMembersPrefix => "pg.get_members_prefix",
+            Permission::GetLocalMembersPrefix => "pg.get_local_members_prefix",
+            Permission::WhichGroupsPrefix => "pg.which_groups_prefix",
+            Permission::CountPrefix => "pg.count_prefix",
+            Permission::LocalCountPrefix => "pg.local_count_prefix",
+            Permission::MonitorPrefix => "pg.monitor_prefix",
         }
     }
 }
@@ -84,7 +116,7 @@ impl FromStr for Permission {
 }
 
 /// Decides whether `principal` may use `permission` on `resource` (a scope
-/// id or a group name, as docs/semantics.md's table says). Implement it to plug in
+/// id, a group name or a prefix, as docs/semantics.md's table says). Implement it to plug in
 /// your own authorization.
 pub trait Policy: Send + Sync + 'static {
     /// Whether the call is allowed.

@@ -40,17 +40,32 @@ fn call(pg: &Instance, permission: Permission) -> Result<(), pg_api::PgError> {
         Permission::BroadcastLocal => pg.broadcast_local("g", "t", "x").map(drop),
         Permission::Monitor => pg.monitor("g").map(drop),
         Permission::Events => pg.events().map(drop),
+        Permission::Count => pg.count("g").map(drop),
+        Permission::LocalCount => pg.local_count("g").map(drop),
+        Permission::GetMembersPrefix => pg.get_members_prefix("g/").map(drop),
+        Permission::GetLocalMembersPrefix => pg.get_local_members_prefix("g/").map(drop),
+        Permission::WhichGroupsPrefix => pg.which_groups_prefix("g/").map(drop),
+        Permission::CountPrefix => pg.count_prefix("g/").map(drop),
+        Permission::LocalCountPrefix => pg.local_count_prefix("g/").map(drop),
+        Permission::MonitorPrefix => pg.monitor_prefix("g/").map(drop),
     }
 }
 
 /// The resource each permission is checked on: the scope id for the
-/// scope-wide ones, the group name for the others.
+/// scope-wide ones, the prefix for the prefix ones, the group name for the
+/// others.
 fn resource(permission: Permission) -> &'static str {
     match permission {
         Permission::Open
         | Permission::WhichGroups
         | Permission::WhichLocalGroups
         | Permission::Events => "app:pg",
+        Permission::GetMembersPrefix
+        | Permission::GetLocalMembersPrefix
+        | Permission::WhichGroupsPrefix
+        | Permission::CountPrefix
+        | Permission::LocalCountPrefix
+        | Permission::MonitorPrefix => "g/",
         _ => "g",
     }
 }

@@ -45,6 +45,10 @@ pub enum Error {
     /// A broadcast or send with an empty topic.
     #[error("topic is empty")]
     EmptyTopic,
+    /// A prefix read or subscription with an empty prefix (every group:
+    /// use the unfiltered call).
+    #[error("prefix is empty")]
+    EmptyPrefix,
     /// A node name that does not validate.
     #[error("invalid node name: {0}")]
     InvalidNodeName(String),
@@ -82,6 +86,7 @@ impl Error {
             Error::Command(_)
             | Error::EmptyScopeId
             | Error::EmptyTopic
+            | Error::EmptyPrefix
             | Error::InvalidNodeName(_)
             | Error::NoProcess(_)
             | Error::PayloadTooLarge { .. }

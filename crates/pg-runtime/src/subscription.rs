@@ -33,10 +33,33 @@ struct Queue {
     lagged: bool,
 }
 
+/// The groups a subscription watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// One group.
+    Exact(GroupName),
+    /// Every group whose name starts with the prefix (`"chat/"`: every
+    /// group under `chat/`). Never empty.
+    Prefix(Arc<str>),
+    /// Every group of the scope.
+    All,
+}
+
+impl Pattern {
+    /// Whether events of `group` match.
+    pub fn matches(&self, group: &str) -> bool {
+        match self {
+            Pattern::Exact(g) => g.as_str() == group,
+            Pattern::Prefix(prefix) => group.starts_with(&**prefix),
+            Pattern::All => true,
+        }
+    }
+}
+
 /// The shared half of a subscription, held by the scope's writer.
 pub(crate) struct SubShared {
     pub(crate) id: u64,
-    pub(crate) filter: Option<GroupName>,
+    pub(crate) filter: Pattern,
     pub(crate) owner: Option<Pid>,
     buffer: usize,
     cap: usize,
@@ -56,7 +79,7 @@ pub(crate) enum Pushed {
 impl SubShared {
     pub(crate) fn new(
         id: u64,
-        filter: Option<GroupName>,
+        filter: Pattern,
         owner: Option<Pid>,
         buffer: usize,
         cap: usize,
@@ -73,7 +96,7 @@ impl SubShared {
     }
 
     pub(crate) fn wants(&self, event: &Event) -> bool {
-        self.filter.as_ref().is_none_or(|g| *g == event.group)
+        self.filter.matches(event.group.as_str())
     }
 
     /// Queues an event (writer only).
@@ -194,7 +217,7 @@ impl Drop for Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("group", &self.shared.filter)
+            .field("pattern", &self.shared.filter)
             .field("pending", &self.shared.pending())
             .finish()
     }

@@ -8,7 +8,11 @@
 //! lock when a group name is seen for the first time; cells of groups that
 //! emptied stay (empty) and are pruned in bulk when they outnumber live
 //! groups. Group lists are rebuilt by a reader only after their epoch moved.
+//! An ordered index of the same cells serves prefix reads in
+//! O(log groups + matches), never a scan of every group.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -32,6 +36,9 @@ type ListCache = Mutex<Option<(u64, Arc<[GroupName]>)>>;
 #[derive(Default)]
 pub(crate) struct View {
     groups: RwLock<FxHashMap<GroupName, Cell>>,
+    /// The same cells, by name: written only with `groups`' write lock
+    /// held, so both always hold the same names.
+    ordered: RwLock<BTreeMap<GroupName, Cell>>,
     /// Number of cells in `groups`, read without its lock.
     cells: AtomicUsize,
     empty: Arc<GroupView>,
@@ -50,10 +57,14 @@ impl View {
             return;
         }
         let mut groups = self.groups.write();
-        groups
-            .entry(group.clone())
-            .or_insert_with(|| Arc::new(ArcSwap::from_pointee(GroupView::default())))
-            .store(view);
+        let cell = groups.entry(group.clone()).or_insert_with(|| {
+            let cell: Cell = Arc::new(ArcSwap::from_pointee(GroupView::default()));
+            self.ordered
+                .write()
+                .insert(group.clone(), Arc::clone(&cell));
+            cell
+        });
+        cell.store(view);
         self.cells.store(groups.len(), Ordering::Relaxed);
     }
 
@@ -65,6 +76,9 @@ impl View {
         if self.cells.load(Ordering::Relaxed) > 2 * live_groups + 1024 {
             let mut groups = self.groups.write();
             groups.retain(|_, cell| !cell.load().all.is_empty());
+            self.ordered
+                .write()
+                .retain(|name, _| groups.contains_key(name.as_str()));
             self.cells.store(groups.len(), Ordering::Relaxed);
         }
     }
@@ -82,6 +96,29 @@ impl View {
 
     pub(crate) fn local_members(&self, group: &str) -> Members {
         self.group(group).all.local_only()
+    }
+
+    /// Every non-empty group whose name starts with `prefix`, in name
+    /// order, with its members (each group its own snapshot).
+    pub(crate) fn prefix(&self, prefix: &str) -> Vec<(GroupName, Members)> {
+        self.ordered
+            .read()
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(name, _)| name.as_str().starts_with(prefix))
+            .map(|(name, cell)| (name.clone(), cell.load().all.clone()))
+            .filter(|(_, members)| !members.is_empty())
+            .collect()
+    }
+
+    /// The sum of `f` over the non-empty groups under `prefix`, without
+    /// collecting them.
+    pub(crate) fn prefix_sum(&self, prefix: &str, f: impl Fn(&Members) -> usize) -> usize {
+        self.ordered
+            .read()
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(name, _)| name.as_str().starts_with(prefix))
+            .map(|(_, cell)| f(&cell.load().all))
+            .sum()
     }
 
     pub(crate) fn which_groups(&self) -> Arc<[GroupName]> {

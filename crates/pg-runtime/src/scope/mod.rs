@@ -25,11 +25,12 @@ use crate::error::Error;
 use crate::exits::{EXIT_STEP_MEMBERSHIPS, ExitQueue};
 use crate::node::NodeInner;
 use crate::process::ProcessTable;
-use crate::subscription::{Pushed, SubShared, Subscription};
+use crate::subscription::{Pattern, Pushed, SubShared, Subscription};
 use crate::transport::{Transport, Wire};
 use crate::view::View;
 
 mod broadcast;
+mod prefix;
 mod tasks;
 
 use tasks::{exit_loop, timer_loop};
@@ -355,7 +356,7 @@ impl ScopeShared {
     fn subscribe(
         &self,
         core: &mut CoreState,
-        filter: Option<GroupName>,
+        filter: Pattern,
         owner: Option<&Pid>,
     ) -> Result<Arc<SubShared>, Error> {
         if let Some(owner) = owner {
@@ -572,7 +573,7 @@ impl Scope {
     ) -> Result<(Subscription, Members), Error> {
         let shared = &self.shared;
         let (sub, members) = shared.act(|c| {
-            let sub = shared.subscribe(c, Some(group.clone()), owner)?;
+            let sub = shared.subscribe(c, Pattern::Exact(group.clone()), owner)?;
             Ok::<_, Error>((sub, c.scope.members(group.as_str())))
         })??;
         Ok((Subscription::new(sub, Arc::downgrade(shared)), members))
@@ -583,7 +584,7 @@ impl Scope {
     pub fn events(&self, owner: Option<&Pid>) -> Result<(Subscription, GroupsSnapshot), Error> {
         let shared = &self.shared;
         let (sub, snapshot) = shared.act(|c| {
-            let sub = shared.subscribe(c, None, owner)?;
+            let sub = shared.subscribe(c, Pattern::All, owner)?;
             Ok::<_, Error>((sub, c.scope.snapshot()))
         })??;
         Ok((Subscription::new(sub, Arc::downgrade(shared)), snapshot))
