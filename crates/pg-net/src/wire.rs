@@ -102,6 +102,9 @@ pub enum Record {
         /// Everything below was delivered.
         next: u64,
     },
+    /// The sender heard no acknowledgement of this stream's channel for a
+    /// while: acknowledge at once.
+    Probe,
 }
 
 /// [`Record`] by reference, for encoding without a copy of the message.
@@ -109,6 +112,7 @@ pub enum Record {
 enum RecordRef<'a> {
     Data { seq: u64, message: &'a NetMessage },
     Ack { channel: u8, next: u64 },
+    Probe,
 }
 
 /// Why bytes did not make a message.
@@ -183,6 +187,11 @@ pub fn encode_data_into(seq: u64, message: &NetMessage, out: &mut Vec<u8>) -> us
 /// Appends a length-prefixed [`Record::Ack`] to `out`.
 pub fn encode_ack_into(channel: u8, next: u64, out: &mut Vec<u8>) {
     encode_prefixed(&RecordRef::Ack { channel, next }, out);
+}
+
+/// Appends a length-prefixed [`Record::Probe`] to `out`.
+pub fn encode_probe_into(out: &mut Vec<u8>) {
+    encode_prefixed(&RecordRef::Probe, out);
 }
 
 fn encode_prefixed<T: Serialize>(value: &T, out: &mut Vec<u8>) -> usize {
@@ -323,6 +332,8 @@ mod tests {
             lens.push(encode_data_into(seq as u64, &m, &mut buf));
         }
         encode_ack_into(1, 42, &mut buf);
+        let ack_at = buf.len();
+        encode_probe_into(&mut buf);
         let mut at = 0;
         for (seq, m) in sample().into_iter().enumerate() {
             let len = body_len(buf[at..at + 4].try_into().unwrap(), 1 << 20).unwrap();
@@ -338,12 +349,13 @@ mod tests {
             at += 4 + len;
         }
         assert_eq!(
-            decode_record(&buf[at + 4..]).unwrap(),
+            decode_record(&buf[at + 4..ack_at]).unwrap(),
             Record::Ack {
                 channel: 1,
                 next: 42
             }
         );
+        assert_eq!(decode_record(&buf[ack_at + 4..]).unwrap(), Record::Probe);
     }
 
     proptest! {

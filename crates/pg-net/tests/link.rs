@@ -1,11 +1,14 @@
 //! The link channel's promise under faults, in virtual time: for any
-//! schedule of stream resets (losing a stream's unread tail), spurious
-//! write failures (a retransmission of what arrived: duplicates), streams
-//! read in any interleaving (the old stream's tail after the new stream's
-//! head: reordering), lost and reordered acknowledgements, and reconnects
-//! (a new link run), the receiver delivers per link run an in-order,
-//! duplicate-free prefix of what the sender queued, never sees a gap, and
-//! after a final healed period has delivered all of it.
+//! schedule of stream deaths (silent: the stream loses its unread tail and
+//! the sender finds out only at its next write, which may be a probe),
+//! spurious write failures (a retransmission of what arrived: duplicates),
+//! streams read in any interleaving (the old stream's tail after the new
+//! stream's head: reordering), lost and reordered acknowledgements, and
+//! reconnects (a new link run), the receiver delivers per link run an
+//! in-order, duplicate-free prefix of what the sender queued, never sees a
+//! gap, and after a final healed period has delivered all of it. The
+//! sender drives `Outbox` and `Retry` as the mesh's writer does (retries
+//! start over only when acknowledgements progress).
 //!
 //! `PG_LINK_CASES` sets the number of seeded schedules (default 2000); a
 //! failure prints its seed, and `PG_LINK_SEED` replays one.
@@ -22,10 +25,19 @@ struct Msg {
     size: usize,
 }
 
+/// What a stream carries.
+#[derive(Debug, Clone, Copy)]
+enum Rec {
+    Data(Seq, Msg),
+    Probe,
+}
+
 #[derive(Default)]
 struct Stream {
     /// Records written and not yet read, in order.
-    records: VecDeque<(Seq, Msg)>,
+    records: VecDeque<Rec>,
+    /// Died: writes to it fail (found out only by writing).
+    dead: bool,
 }
 
 /// Fault rates of a schedule, per step (in 1/1000).
@@ -53,6 +65,8 @@ struct Run {
     /// unless `reopen_at` is set.
     streams: Vec<Stream>,
     reopen_at: Option<Instant>,
+    /// Acknowledged when the current retry series began.
+    series_acked: Seq,
     /// Acks in flight: (arrival time, value).
     acks: Vec<(Instant, Seq)>,
     /// What the sender pushed, and what the receiver delivered, in order.
@@ -105,6 +119,7 @@ impl World {
             inbox: Inbox::new(*config),
             streams: vec![Stream::default()],
             reopen_at: None,
+            series_acked: 0,
             acks: Vec::new(),
             pushed: Vec::new(),
             delivered: Vec::new(),
@@ -152,7 +167,7 @@ impl World {
             let Some(msg) = self.app.pop_front() else {
                 break;
             };
-            run.outbox.push(msg.size, msg, now);
+            run.outbox.push(msg.size, msg);
             run.pushed.push(msg);
         }
         if run.reopen_at.is_some_and(|at| now >= at) {
@@ -160,35 +175,42 @@ impl World {
             run.outbox.rewind();
             run.streams.push(Stream::default());
         }
+        if chance(&mut self.rng, faults.reset) {
+            // The current stream dies: its unread tail is lost, and nobody
+            // is told until the next write.
+            let stream = run.streams.last_mut().expect("a current stream");
+            let keep = self.rng.usize(0..=stream.records.len());
+            stream.records.truncate(keep);
+            stream.dead = true;
+        }
         if run.reopen_at.is_none() {
-            let mut wrote = false;
-            let probe = run.outbox.poll_probe(now);
-            let records = probe
-                .into_iter()
-                .chain(std::iter::from_fn(|| run.outbox.poll_write()));
-            for record in records {
-                run.streams
-                    .last_mut()
-                    .expect("a current stream")
-                    .records
-                    .push_back(record);
-                wrote = true;
+            let mut records: Vec<Rec> = std::iter::from_fn(|| run.outbox.poll_write())
+                .map(|(seq, msg)| Rec::Data(seq, msg))
+                .collect();
+            if run.outbox.poll_probe(now) {
+                records.push(Rec::Probe);
             }
-            let reset = chance(&mut self.rng, faults.reset);
-            let spurious = !reset && wrote && chance(&mut self.rng, faults.spurious);
-            if reset || spurious {
-                if reset {
-                    // The stream dies: its unread tail is lost.
-                    let stream = run.streams.last_mut().expect("a current stream");
-                    let keep = self.rng.usize(0..=stream.records.len());
-                    stream.records.truncate(keep);
+            if !records.is_empty() {
+                let stream = run.streams.last_mut().expect("a current stream");
+                let failed = if stream.dead {
+                    true
+                } else {
+                    stream.records.extend(records);
+                    // Written, but reported failed: resent, so duplicated.
+                    chance(&mut self.rng, faults.spurious)
+                };
+                if failed {
+                    if run.outbox.acked() > run.series_acked {
+                        run.retry.handle_success();
+                        run.series_acked = run.outbox.acked();
+                    }
+                    match run.retry.handle_failure(now) {
+                        RetryDecision::RetryAt(at) => run.reopen_at = Some(at),
+                        RetryDecision::GiveUp => return self.reconnect(),
+                    }
+                } else {
+                    run.outbox.handle_written(now);
                 }
-                match run.retry.handle_failure(now) {
-                    RetryDecision::RetryAt(at) => run.reopen_at = Some(at),
-                    RetryDecision::GiveUp => return self.reconnect(),
-                }
-            } else if wrote {
-                run.retry.handle_success();
             }
         }
 
@@ -201,7 +223,13 @@ impl World {
                 break;
             }
             let pick = busy[self.rng.usize(0..busy.len())];
-            let (seq, msg) = run.streams[pick].records.pop_front().expect("busy");
+            let (seq, msg) = match run.streams[pick].records.pop_front().expect("busy") {
+                Rec::Data(seq, msg) => (seq, msg),
+                Rec::Probe => {
+                    run.inbox.repeat_ack();
+                    continue;
+                }
+            };
             match run.inbox.handle_data(seq, msg.size, now) {
                 Arrival::Deliver => run.delivered.push(msg),
                 Arrival::Duplicate => {}
@@ -343,7 +371,7 @@ fn the_faults_happen() {
             .streams
             .iter()
             .flat_map(|s| s.records.iter())
-            .filter(|(seq, _)| *seq < world.run.inbox.expected())
+            .filter(|r| matches!(r, Rec::Data(seq, _) if *seq < world.run.inbox.expected()))
             .count();
     }
     assert!(reconnects > 0, "no reconnects");

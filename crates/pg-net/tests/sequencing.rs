@@ -32,13 +32,18 @@ fn records(messages: &[(u64, NetMessage)]) -> Vec<u8> {
     buf
 }
 
-/// Reads the node's membership stream to us until it acknowledges `next`
-/// messages of our membership channel.
-async fn acknowledged(conn: &quinn::Connection, next: u64) {
+/// The node's membership stream to us.
+async fn membership_from(conn: &quinn::Connection) -> quinn::RecvStream {
     let mut recv = conn.accept_uni().await.unwrap();
     let mut tag = [0u8; 1];
     recv.read_exact(&mut tag).await.unwrap();
     assert_eq!(tag[0], STREAM_MEMBERSHIP);
+    recv
+}
+
+/// Reads the node's membership stream until it acknowledges `next`
+/// messages of our membership channel.
+async fn acknowledged(recv: &mut quinn::RecvStream, next: u64) {
     loop {
         let mut prefix = [0u8; 4];
         recv.read_exact(&mut prefix).await.unwrap();
@@ -98,7 +103,13 @@ async fn retransmissions_are_delivered_once_in_order_and_gaps_close_the_link() {
         got,
         ["0", "1", "2", "3"].map(|s| Bytes::from_static(s.as_bytes()))
     );
-    acknowledged(&conn, 4).await;
+    let mut from_a = membership_from(&conn).await;
+    acknowledged(&mut from_a, 4).await;
+    // A probe is answered with the acknowledgement again, at once.
+    let mut probe = Vec::new();
+    wire::encode_probe_into(&mut probe);
+    first.write_all(&probe).await.unwrap();
+    acknowledged(&mut from_a, 4).await;
     eventually("duplicates counted", LIMIT, || {
         a.transport.stats().duplicates_dropped >= 2
     })

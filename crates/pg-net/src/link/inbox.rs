@@ -34,8 +34,8 @@ pub struct Inbox {
     since_ack_bytes: usize,
     /// When the pending acknowledgement is due at the latest.
     deadline: Option<Instant>,
-    /// A duplicate arrived: the sender is retransmitting, tell it at once
-    /// how far we got.
+    /// A duplicate or a probe arrived, or an acknowledgement may be lost:
+    /// tell the sender at once how far we got.
     urgent: bool,
 }
 
@@ -70,6 +70,13 @@ impl Inbox {
             self.deadline = Some(now + self.config.ack_delay);
         }
         Arrival::Deliver
+    }
+
+    /// The next acknowledgement goes out at once, even if it repeats the
+    /// last one: the peer probed (it heard none), or the write that
+    /// carried the last one failed.
+    pub fn repeat_ack(&mut self) {
+        self.urgent = true;
     }
 
     /// Whether an acknowledgement is due at `now`.
@@ -169,5 +176,7 @@ mod tests {
         let _ = inbox.handle_data(3, 1, t0);
         assert_eq!(inbox.poll_ack(t0), Some(6), "a duplicate is answered");
         assert_eq!(inbox.poll_ack(t0), None);
+        inbox.repeat_ack();
+        assert_eq!(inbox.poll_ack(t0), Some(6), "a probe is answered");
     }
 }

@@ -32,9 +32,10 @@
 //!   costs at most one window per channel;
 //! - an acknowledgement lost with a failed stream is not sent again by
 //!   itself: a sender that hears none for [`LinkConfig::probe_delay`]
-//!   writes its oldest unacknowledged message again
-//!   ([`Outbox::poll_probe`]), and the duplicate makes the receiver
-//!   repeat its acknowledgement;
+//!   after a write sends a small probe record ([`Outbox::poll_probe`],
+//!   backing off while unanswered), which makes the receiver repeat its
+//!   acknowledgement ([`Inbox::repeat_ack`]); the probe's write also finds
+//!   out a stream that died while idle;
 //! - a write that keeps failing ([`Retry`]) ends the link run.
 //!
 //! A new link run (a reconnection, or a new run of the peer) starts both
@@ -50,12 +51,15 @@
 //!
 //! Driving it: the writer of a channel takes messages while
 //! [`Outbox::has_room`], [`Outbox::push`]es each, writes what
-//! [`Outbox::poll_write`] yields, and on a failed write asks
+//! [`Outbox::poll_write`] yields (and a probe when
+//! [`Outbox::poll_probe`] says so), reports a write that went through
+//! with [`Outbox::handle_written`], and on a failed write asks
 //! [`Retry::handle_failure`] whether to rewind ([`Outbox::rewind`]) and
 //! write again on a fresh stream, or give up. The reader feeds each
 //! message's number to [`Inbox::handle_data`], delivers on
-//! [`Arrival::Deliver`], and sends what [`Inbox::poll_ack`] returns; an
-//! acknowledgement from the peer goes to [`Outbox::handle_ack`].
+//! [`Arrival::Deliver`], calls [`Inbox::repeat_ack`] on a probe, and sends
+//! what [`Inbox::poll_ack`] returns; an acknowledgement from the peer goes
+//! to [`Outbox::handle_ack`].
 
 mod inbox;
 mod outbox;
@@ -82,10 +86,33 @@ pub struct LinkConfig {
     pub ack_bytes: usize,
     /// ...or at the latest this long after an unacknowledged delivery.
     pub ack_delay: Duration,
-    /// A sender whose acknowledgements stop this long writes its oldest
-    /// unacknowledged message again, which the receiver answers with an
-    /// acknowledgement (one lost with a failed stream is repaired so).
+    /// A sender that hears no acknowledgement this long after a write
+    /// probes the receiver (twice as long before each further probe, up to
+    /// 64 times this), which answers with an acknowledgement (one lost with
+    /// a failed stream is repaired so).
     pub probe_delay: Duration,
+}
+
+impl LinkConfig {
+    /// Checks the settings: everything non-zero, delays at most an hour.
+    pub fn validate(&self) -> Result<(), String> {
+        const HOUR: Duration = Duration::from_secs(3600);
+        if self.window == 0 || self.ack_messages == 0 || self.ack_bytes == 0 {
+            return Err("link window, ack_messages and ack_bytes must be above zero".into());
+        }
+        for (name, delay) in [
+            ("ack_delay", self.ack_delay),
+            ("probe_delay", self.probe_delay),
+        ] {
+            if delay.is_zero() || delay > HOUR {
+                return Err(format!("link {name} must be between 0 and an hour"));
+            }
+        }
+        if self.ack_delay >= self.probe_delay {
+            return Err("link ack_delay must be shorter than probe_delay".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for LinkConfig {

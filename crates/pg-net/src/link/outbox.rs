@@ -41,11 +41,17 @@ pub struct Outbox<T> {
     /// The next message to write on the current stream.
     cursor: Seq,
     window: usize,
-    /// When the oldest unacknowledged message is probed again, if the
-    /// acknowledgements stop.
+    /// When the peer is asked for an acknowledgement, if they stop.
     probe_at: Option<Instant>,
     probe_delay: Duration,
+    /// Probes sent since the last acknowledgement that freed something:
+    /// each waits twice as long as the one before (up to 64 times the
+    /// delay), so a silent peer costs a few small records, not a stream.
+    probes: u32,
 }
+
+/// Probes back off up to this many doublings of the probe delay.
+const MAX_PROBE_BACKOFF: u32 = 6;
 
 impl<T: Clone> Outbox<T> {
     /// An empty channel keeping at most `window` unacknowledged bytes,
@@ -60,6 +66,7 @@ impl<T: Clone> Outbox<T> {
             window,
             probe_at: None,
             probe_delay,
+            probes: 0,
         }
     }
 
@@ -77,10 +84,7 @@ impl<T: Clone> Outbox<T> {
 
     /// Queues a message of `size` bytes at `now`; returns its number. It
     /// is written after everything pushed before it.
-    pub fn push(&mut self, size: usize, message: T, now: Instant) -> Seq {
-        if self.unacked.is_empty() {
-            self.probe_at = Some(now + self.probe_delay);
-        }
+    pub fn push(&mut self, size: usize, message: T) -> Seq {
         let seq = self.next;
         self.unacked.push_back((size, message));
         self.unacked_bytes += size;
@@ -123,24 +127,34 @@ impl<T: Clone> Outbox<T> {
         }
         self.cursor = self.cursor.max(self.acked);
         if freed > 0 {
+            self.probes = 0;
             self.probe_at = (!self.unacked.is_empty()).then(|| now + self.probe_delay);
         }
         Ok(freed)
     }
 
-    /// The oldest unacknowledged message to write again, if it was written
-    /// and acknowledgements stopped for the probe delay: an acknowledgement
-    /// lost with a failed stream of the peer is not sent again by itself,
-    /// but a duplicate makes the peer repeat it. `None` before then.
-    #[must_use]
-    pub fn poll_probe(&mut self, now: Instant) -> Option<(Seq, T)> {
-        let due = self.probe_at.is_some_and(|at| now >= at) && self.cursor > self.acked;
-        if !due {
-            return None;
+    /// What was polled from [`poll_write`](Self::poll_write) reached the
+    /// stream at `now`: if the peer's acknowledgement does not follow
+    /// within the probe delay, it is asked for one.
+    pub fn handle_written(&mut self, now: Instant) {
+        if self.probe_at.is_none() && self.cursor > self.acked {
+            self.probe_at = Some(now + self.probe_delay);
         }
-        self.probe_at = Some(now + self.probe_delay);
-        let (_, message) = self.unacked.front()?;
-        Some((self.acked, message.clone()))
+    }
+
+    /// Whether to ask the peer for an acknowledgement now (a small probe
+    /// record, answered at once): written messages stayed unacknowledged
+    /// for the probe delay. An acknowledgement lost with a failed stream
+    /// of the peer is repaired so, and a stream that died while idle is
+    /// found out by the probe's write. Backs off while unanswered.
+    #[must_use]
+    pub fn poll_probe(&mut self, now: Instant) -> bool {
+        let due = self.probe_at.is_some_and(|at| now >= at) && self.cursor > self.acked;
+        if due {
+            self.probes = (self.probes + 1).min(MAX_PROBE_BACKOFF);
+            self.probe_at = Some(now + self.probe_delay * (1 << self.probes));
+        }
+        due
     }
 
     /// When [`poll_probe`](Self::poll_probe) may have something.
@@ -190,7 +204,7 @@ mod tests {
     fn writes_in_order_and_rewinds_to_the_first_unacked() {
         let mut out = Outbox::new(100, PROBE);
         for m in 0..5u32 {
-            assert_eq!(out.push(10, m, t0()), Seq::from(m));
+            assert_eq!(out.push(10, m), Seq::from(m));
         }
         let written: Vec<_> = std::iter::from_fn(|| out.poll_write()).collect();
         assert_eq!(written, (0..5).map(|m| (m, m as u32)).collect::<Vec<_>>());
@@ -207,8 +221,8 @@ mod tests {
     #[test]
     fn stale_acks_are_harmless_and_impossible_ones_refused() {
         let mut out = Outbox::new(100, PROBE);
-        out.push(1, (), t0());
-        out.push(1, (), t0());
+        out.push(1, ());
+        out.push(1, ());
         assert_eq!(out.handle_ack(2, t0()), Ok(2));
         assert_eq!(out.handle_ack(1, t0()), Ok(0));
         assert_eq!(
@@ -222,13 +236,13 @@ mod tests {
     fn the_window_bounds_unacked_bytes_but_lets_one_big_message_through() {
         let mut out = Outbox::new(25, PROBE);
         assert!(out.has_room());
-        out.push(1000, (), t0());
+        out.push(1000, ());
         assert!(!out.has_room());
         out.handle_ack(1, t0()).unwrap();
-        out.push(10, (), t0());
-        out.push(10, (), t0());
+        out.push(10, ());
+        out.push(10, ());
         assert!(out.has_room());
-        out.push(10, (), t0());
+        out.push(10, ());
         assert!(!out.has_room());
     }
 
@@ -236,7 +250,7 @@ mod tests {
     fn an_ack_overtaking_the_cursor_skips_what_was_delivered() {
         let mut out = Outbox::new(100, PROBE);
         for _ in 0..4 {
-            out.push(1, (), t0());
+            out.push(1, ());
         }
         // Written once, then the stream failed and the peer turned out to
         // have delivered three of them.
@@ -248,20 +262,26 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_peer_is_probed_with_the_oldest_unacked() {
+    fn a_silent_peer_is_probed_with_backoff_after_a_write() {
         let now = Instant::now();
         let mut out = Outbox::new(100, PROBE);
-        out.push(1, 'a', now);
-        out.push(1, 'b', now);
+        out.push(1, 'a');
+        out.push(1, 'b');
         assert_eq!(out.poll_timeout(), None, "nothing written yet");
         while out.poll_write().is_some() {}
+        out.handle_written(now);
         assert_eq!(out.poll_timeout(), Some(now + PROBE));
-        assert_eq!(out.poll_probe(now), None);
-        assert_eq!(out.poll_probe(now + PROBE), Some((0, 'a')));
-        assert_eq!(out.poll_probe(now + PROBE), None, "once per delay");
-        out.handle_ack(1, now + PROBE).unwrap();
-        assert_eq!(out.poll_probe(now + PROBE * 2), Some((1, 'b')));
-        out.handle_ack(2, now + PROBE * 2).unwrap();
+        assert!(!out.poll_probe(now));
+        assert!(out.poll_probe(now + PROBE));
+        assert!(!out.poll_probe(now + PROBE), "once per delay");
+        // Unanswered: twice as long, then four times.
+        assert_eq!(out.poll_timeout(), Some(now + PROBE * 3));
+        assert!(out.poll_probe(now + PROBE * 3));
+        assert_eq!(out.poll_timeout(), Some(now + PROBE * 7));
+        // An answer starts over.
+        out.handle_ack(1, now + PROBE * 4).unwrap();
+        assert_eq!(out.poll_timeout(), Some(now + PROBE * 5));
+        out.handle_ack(2, now + PROBE * 5).unwrap();
         assert_eq!(out.poll_timeout(), None);
     }
 }

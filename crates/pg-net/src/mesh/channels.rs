@@ -47,10 +47,19 @@ impl Channels {
         }
     }
 
-    /// Ends the run; returns how many sent messages were never
+    /// Ends the run: once this returns, nothing more of it is handed to
+    /// the runtime (a reader hands a message on only under its channel's
+    /// inbox lock, after checking the flag; taking each lock here waits
+    /// out any reader inside). Returns how many sent messages were never
     /// acknowledged (the peer may not have them).
+    ///
+    /// Must not be called under the mesh's peers lock: a reader inside
+    /// may be sending (through the runtime) and need it.
     pub(super) fn retire(&self) -> usize {
         self.retired.store(true, Ordering::Release);
+        for inbox in &self.inbox {
+            drop(inbox.lock());
+        }
         self.out.iter().map(|o| o.lock().unacked()).sum()
     }
 
@@ -69,8 +78,8 @@ impl Channels {
 /// What one pass of a writer has to write.
 struct Batch {
     chunks: Vec<Bytes>,
-    /// New messages in it (not retransmissions or probes).
-    fresh: u64,
+    /// Whether it carries messages or a probe (not only acknowledgements).
+    data: bool,
 }
 
 impl Mesh {
@@ -91,15 +100,32 @@ impl Mesh {
             self.config.retry_max_delay,
             self.jitter_seed.fetch_add(1, Ordering::Relaxed),
         );
+        // Acknowledged when the current series of retries began: a series
+        // ends when the peer acknowledges something, not when a write is
+        // merely buffered (a peer that accepts writes and then kills each
+        // stream would otherwise be retried forever).
+        let mut series_acked = 0;
         // A message taken from the queue while waiting, written next.
         let mut held: Option<NetMessage> = None;
         let mut queue_closed = false;
+        // Encoding space, reused; each batch is copied out at its exact
+        // size, so what the window counts is what is kept.
+        let mut scratch = Vec::with_capacity(WRITE_BATCH + 4096);
         loop {
             let now = clock();
-            let mut batch =
-                self.take_batch(&channels, k, &mut rx, &mut held, &mut queue_closed, now);
-            if kind == STREAM_MEMBERSHIP {
-                let acks = owed_acks(&channels, !batch.chunks.is_empty(), now);
+            let mut batch = self.take_batch(
+                &channels,
+                k,
+                &mut rx,
+                &mut held,
+                &mut queue_closed,
+                &mut scratch,
+                now,
+            );
+            // Any write carries what this node owes; the membership writer
+            // also sends those that fell due while nothing else was written.
+            if batch.data || kind == STREAM_MEMBERSHIP {
+                let acks = owed_acks(&channels, batch.data, now);
                 if !acks.is_empty() {
                     batch.chunks.insert(0, acks);
                 }
@@ -123,11 +149,10 @@ impl Mesh {
             let bytes: usize = batch.chunks.iter().map(Bytes::len).sum();
             match stream.write_all_chunks(&mut batch.chunks).await {
                 Ok(()) => {
-                    retry.handle_success();
+                    channels.out[k].lock().handle_written(clock());
                     if let Some(breaker) = &breaker {
                         breaker.lock().success();
                     }
-                    bump(&c.messages_sent, "pg_net_messages_sent_total", batch.fresh);
                     bump(&c.bytes_sent, "pg_net_bytes_sent_total", bytes as u64);
                 }
                 Err(e) => {
@@ -136,6 +161,15 @@ impl Mesh {
                     }
                     if let Some(breaker) = &breaker {
                         breaker.lock().failure(Instant::now());
+                    }
+                    // Acknowledgements it carried may be lost: repeat them.
+                    for inbox in &channels.inbox {
+                        inbox.lock().repeat_ack();
+                    }
+                    let acked = channels.out[k].lock().acked();
+                    if acked > series_acked {
+                        retry.handle_success();
+                        series_acked = acked;
                     }
                     match retry.handle_failure(clock()) {
                         RetryDecision::RetryAt(at) => {
@@ -152,8 +186,8 @@ impl Mesh {
                             stream = fresh;
                         }
                         RetryDecision::GiveUp => {
-                            let unacked = channels.out[k].lock().unacked() as u64;
-                            bump(&c.writes_failed, "pg_net_writes_failed_total", unacked);
+                            let unacked = channels.out[k].lock().unacked();
+                            bump(&c.writes_failed, "pg_net_writes_failed_total", 1);
                             tracing::warn!(node = %self.hello.node, error = %e, unacked, "writes to a peer kept failing; closing the link (the scopes resynchronise over the next one)");
                             conn.close(code::LINK_FAILED.into(), b"writes kept failing");
                             return;
@@ -166,7 +200,9 @@ impl Mesh {
 
     /// Numbers and encodes what the queue holds (while the window has
     /// room, up to a write's worth), and returns everything the channel
-    /// has to write: the new batch, or what a rewind or probe asks for.
+    /// has to write: the new batch or what a rewind asks for, and a probe
+    /// if one is due.
+    #[allow(clippy::too_many_arguments)] // one call site; the writer's state
     fn take_batch(
         &self,
         channels: &Channels,
@@ -174,18 +210,17 @@ impl Mesh {
         rx: &mut mpsc::Receiver<NetMessage>,
         held: &mut Option<NetMessage>,
         queue_closed: &mut bool,
+        scratch: &mut Vec<u8>,
         now: Instant,
     ) -> Batch {
         let max = self.config.max_frame_size;
         let mut out = channels.out[k].lock();
-        // A batch's buffer is kept until its messages are acknowledged, so
-        // it is not reused; sized for one message, or for a full write
-        // when more are queued (no regrowing on the hot path).
-        let queued = rx.len() + usize::from(held.is_some());
-        let mut buf = Vec::with_capacity(if queued > 1 { WRITE_BATCH + 4096 } else { 512 });
+        scratch.clear();
         let mut spans = Vec::new();
         let first_seq = out.next_seq();
-        while out.has_room() && buf.len() < WRITE_BATCH {
+        // The window is checked once per batch: a channel keeps at most a
+        // window, a write's worth and one message unacknowledged.
+        while out.has_room() && scratch.len() < WRITE_BATCH {
             let message = match held.take() {
                 Some(message) => message,
                 None => match rx.try_recv() {
@@ -197,38 +232,49 @@ impl Mesh {
                     }
                 },
             };
-            let start = buf.len();
+            let start = scratch.len();
             let seq = first_seq + spans.len() as u64;
-            let len = wire::encode_data_into(seq, &message, &mut buf);
+            let len = wire::encode_data_into(seq, &message, scratch);
             if len - 4 > max {
-                buf.truncate(start);
+                scratch.truncate(start);
                 bump(&self.counters.oversized, "pg_net_oversized_total", 1);
                 tracing::warn!(node = %self.hello.node, limit = max, "message over max_frame_size not sent");
                 continue;
             }
-            // The window is checked once per batch: a channel keeps at
-            // most a window and a write's worth unacknowledged.
             spans.push(start..start + len);
         }
         let unwritten_before = out.unwritten();
-        let buf = Bytes::from(buf);
+        let buf = Bytes::copy_from_slice(scratch);
+        if scratch.capacity() > 4 * (WRITE_BATCH + 4096) {
+            // One huge message grew it: do not keep that much around.
+            *scratch = Vec::with_capacity(WRITE_BATCH + 4096);
+        }
         let fresh = spans.len() as u64;
         for span in spans {
-            out.push(span.len(), buf.slice(span), now);
+            out.push(span.len(), buf.slice(span));
         }
-        let probe = out.poll_probe(now);
+        bump(
+            &self.counters.messages_sent,
+            "pg_net_messages_sent_total",
+            fresh,
+        );
         let mut chunks = Vec::new();
-        if unwritten_before == 0 && probe.is_none() {
+        if unwritten_before == 0 {
             // The common case: exactly the new batch, in one piece.
             while out.poll_write().is_some() {}
             if !buf.is_empty() {
                 chunks.push(buf);
             }
         } else {
-            chunks.extend(probe.map(|(_, record)| record));
             chunks.extend(std::iter::from_fn(|| out.poll_write()).map(|(_, record)| record));
         }
-        Batch { chunks, fresh }
+        if out.poll_probe(now) {
+            let mut probe = Vec::new();
+            wire::encode_probe_into(&mut probe);
+            chunks.push(Bytes::from(probe));
+        }
+        let data = !chunks.is_empty();
+        Batch { chunks, data }
     }
 }
 

@@ -77,11 +77,18 @@ const UNREACHED_DIAL_MAX: Duration = Duration::from_secs(30);
 const FRAME_OVERHEAD: usize = 4096;
 
 /// A change of a peer, handed to the runtime in the order it happened.
+/// Each carries the link run it ends (if any), retired before the runtime
+/// hears of the change, so nothing of an old run arrives after it.
 enum PeerEvent {
-    Up(NodeId, tokio::sync::oneshot::Sender<()>),
-    Down(NodeId),
+    /// A new run of the peer is up (replacing an older run's link, if any).
+    Up(
+        NodeId,
+        tokio::sync::oneshot::Sender<()>,
+        Option<Arc<Channels>>,
+    ),
+    Down(NodeId, Arc<Channels>),
     /// A duplicate connection replaced the link: messages may be lost.
-    Reset(NodeId),
+    Reset(NodeId, Arc<Channels>),
 }
 
 /// Counters of the mesh (also exported through `metrics`).
@@ -101,18 +108,20 @@ pub struct NetStats {
     pub dropped_breaker: u64,
     /// Sends refused because the peer's queue was full.
     pub dropped_overloaded: u64,
-    /// Messages written.
+    /// Messages numbered and handed to a link (written at least once, or
+    /// counted in `unconfirmed_at_close` if their run ended first).
     pub messages_sent: u64,
     /// Bytes written.
     pub bytes_sent: u64,
-    /// Messages read.
+    /// Messages handed to the runtime (each once, in order, per link run).
     pub messages_received: u64,
     /// Writes retried on a fresh stream.
     pub write_retries: u64,
-    /// Messages unacknowledged when writes kept failing after every
-    /// retry and the link was closed (the scopes resynchronise).
+    /// Links closed because writes kept failing after every retry (their
+    /// unacknowledged messages count in `unconfirmed_at_close`; the scopes
+    /// resynchronise).
     pub writes_failed: u64,
-    /// Messages received twice (a retransmission) and dropped.
+    /// Messages received again after a retransmission, and dropped.
     pub duplicates_dropped: u64,
     /// Messages sent and never acknowledged when their link run ended
     /// (the peer may not have them; the scopes resynchronise).
@@ -224,6 +233,7 @@ impl QuicTransport {
                 "listening on {local}: set `advertise` to an address peers can reach"
             )));
         }
+        config.link.validate().map_err(NetError::Config)?;
         if config.retry_base_delay.is_zero() {
             return Err(NetError::Config("retry_base_delay must not be zero".into()));
         }
@@ -376,15 +386,25 @@ impl Transport for QuicTransport {
             self.mesh.inbound().cloned(),
         ) {
             // One task reports peers up and down, in the order they changed.
+            let mesh = Arc::clone(&self.mesh);
             self.mesh.runtime.spawn(async move {
                 while let Some(event) = rx.recv().await {
                     match event {
-                        PeerEvent::Up(peer, reported) => {
+                        PeerEvent::Up(peer, reported, replaced) => {
+                            if let Some(old) = replaced {
+                                mesh.end_run(&old);
+                            }
                             inbound.node_up(peer);
                             let _ = reported.send(());
                         }
-                        PeerEvent::Down(peer) => inbound.node_down(&peer),
-                        PeerEvent::Reset(peer) => inbound.link_reset(&peer),
+                        PeerEvent::Down(peer, old) => {
+                            mesh.end_run(&old);
+                            inbound.node_down(&peer);
+                        }
+                        PeerEvent::Reset(peer, old) => {
+                            mesh.end_run(&old);
+                            inbound.link_reset(&peer);
+                        }
                     }
                 }
             });
@@ -486,7 +506,7 @@ impl Mesh {
         let (reported_tx, reported_rx) = tokio::sync::oneshot::channel();
         let reported = {
             let mut peers = mesh.peers.lock();
-            let report = match peers.get(&peer.name) {
+            let (report, replaced) = match peers.get(&peer.name) {
                 Some(old) if old.node.incarnation > peer.incarnation => {
                     conn.close(
                         code::REPLACED.into(),
@@ -504,19 +524,18 @@ impl Mesh {
                     }
                     old.conn
                         .close(code::DUPLICATE.into(), b"duplicate connection");
-                    mesh.end_run(&old.channels);
                     // What was in flight on the old connection may be lost:
                     // the scopes re-send their state over the new one.
-                    let _ = mesh.events.send(PeerEvent::Reset(peer.clone()));
-                    false
+                    let old = Arc::clone(&old.channels);
+                    let _ = mesh.events.send(PeerEvent::Reset(peer.clone(), old));
+                    (false, None)
                 }
                 Some(old) => {
                     old.conn
                         .close(code::REPLACED.into(), b"replaced by a newer run");
-                    mesh.end_run(&old.channels);
-                    true
+                    (true, Some(Arc::clone(&old.channels)))
                 }
-                None => true,
+                None => (true, None),
             };
             peers.insert(peer.name.clone(), link.clone());
             mesh.discovery
@@ -526,7 +545,8 @@ impl Mesh {
             // Queued under the lock, so ups and downs reach the runtime in
             // the order the links changed.
             if report {
-                let _ = mesh.events.send(PeerEvent::Up(peer.clone(), reported_tx));
+                let up = PeerEvent::Up(peer.clone(), reported_tx, replaced);
+                let _ = mesh.events.send(up);
                 Some(reported_rx)
             } else {
                 None
@@ -623,9 +643,10 @@ impl Mesh {
                 return; // a duplicate or replaced connection: nothing changed
             }
             if let Some(link) = peers.remove(&peer.name) {
-                self.end_run(&link.channels);
+                let _ = self
+                    .events
+                    .send(PeerEvent::Down(peer.clone(), link.channels));
             }
-            let _ = self.events.send(PeerEvent::Down(peer.clone()));
             // Both sides redial (the smaller name first): a link comes back
             // whoever restarted, and whatever their seeds. Told under the
             // peers lock, as register tells of a link up, so the policy

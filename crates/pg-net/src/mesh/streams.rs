@@ -134,6 +134,28 @@ impl Mesh {
             return self.protocol_error(&conn, &peer, "unknown stream kind");
         }
         let k = usize::from(tag[0]);
+        self.read_records(&conn, &peer, &channels, k, &mut recv)
+            .await;
+        // A stream that ends (or fails) while a delivery awaits its delayed
+        // acknowledgement takes that timer with it: acknowledge now.
+        let mut inbox = channels.inbox[k].lock();
+        if inbox.poll_timeout().is_some() {
+            inbox.repeat_ack();
+            drop(inbox);
+            channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
+        }
+    }
+
+    /// Reads channel `k`'s records from one stream until it ends or the
+    /// peer breaks the protocol.
+    async fn read_records(
+        self: &Arc<Self>,
+        conn: &quinn::Connection,
+        peer: &NodeId,
+        channels: &Arc<Channels>,
+        k: usize,
+        recv: &mut quinn::RecvStream,
+    ) {
         let max = self.config.max_frame_size;
         // One timer for the whole stream, re-armed only when the deadline
         // moves: registering a timer per message would cost more than the
@@ -152,9 +174,9 @@ impl Mesh {
                 armed = ack_at;
             }
             let read = match armed {
-                None => read_body(&mut recv, max).await,
+                None => read_body(recv, max).await,
                 Some(_) => {
-                    let read = read_body(&mut recv, max);
+                    let read = read_body(recv, max);
                     tokio::pin!(read);
                     tokio::select! {
                         biased;
@@ -176,14 +198,14 @@ impl Mesh {
                 Err(ReadError::Wire(wire::WireError::TooLarge { len, max })) => {
                     bump(&self.counters.oversized, "pg_net_oversized_total", 1);
                     return self.protocol_error(
-                        &conn,
-                        &peer,
+                        conn,
+                        peer,
                         &format!("frame of {len} bytes over the {max} limit"),
                     );
                 }
                 Err(ReadError::Wire(e)) => {
                     bump(&self.counters.malformed, "pg_net_malformed_total", 1);
-                    return self.protocol_error(&conn, &peer, &e.to_string());
+                    return self.protocol_error(conn, peer, &e.to_string());
                 }
                 Err(ReadError::Stream(_)) => return,
             };
@@ -192,18 +214,23 @@ impl Mesh {
                 Ok(record) => record,
                 Err(e) => {
                     bump(&self.counters.malformed, "pg_net_malformed_total", 1);
-                    return self.protocol_error(&conn, &peer, &e.to_string());
+                    return self.protocol_error(conn, peer, &e.to_string());
                 }
             };
             drop(body);
             let now = clock();
             let verdict = match record {
                 Record::Data { seq, message } => {
-                    self.receive_data(&peer, &channels, k, seq, size, message, now)
+                    self.receive_data(peer, channels, k, seq, size, message, now)
+                }
+                Record::Probe => {
+                    channels.inbox[k].lock().repeat_ack();
+                    channels.wake[usize::from(STREAM_MEMBERSHIP)].notify_one();
+                    Ok(())
                 }
                 Record::Ack { channel, next } => {
                     let Some(out) = channels.out.get(usize::from(channel)) else {
-                        return self.protocol_error(&conn, &peer, "ack of an unknown channel");
+                        return self.protocol_error(conn, peer, "ack of an unknown channel");
                     };
                     let mut out = out.lock();
                     let was_full = !out.has_room();
@@ -221,7 +248,7 @@ impl Mesh {
                 }
             };
             if let Err(reason) = verdict {
-                return self.protocol_error(&conn, &peer, &reason);
+                return self.protocol_error(conn, peer, &reason);
             }
         }
     }
@@ -241,14 +268,14 @@ impl Mesh {
         let mut inbox = channels.inbox[k].lock();
         match inbox.handle_data(seq, size, now) {
             Arrival::Deliver => {
-                bump(
-                    &self.counters.messages_received,
-                    "pg_net_messages_received_total",
-                    1,
-                );
                 // A replaced or closed run delivers nothing more: its
                 // successor starts over with a resync.
                 if !channels.is_retired() {
+                    bump(
+                        &self.counters.messages_received,
+                        "pg_net_messages_received_total",
+                        1,
+                    );
                     self.dispatch(peer, message)?;
                 }
                 // The membership writer sends acknowledgements not carried
