@@ -20,7 +20,10 @@
 //!     - { effect: deny, principal: guest, permission: pg.join, resource: "admin*" }
 //! ```
 //!
-//! Every field is optional but `name` and `kind`; defaults are those of docs/configuration.md.
+//! Every field is optional but `name` and `kind`; defaults are those of
+//! docs/configuration.md. Entries of kinds outside `pg.*` are kept for the
+//! application ([`Config::app`]). `${VAR}` and `${VAR:-default}` are
+//! replaced by environment variables first ([`expand_env`]).
 //! Errors name the entry and the field: unknown fields, wrong types, a zero
 //! where zero cannot work, a maximum below its warning level, an unreadable
 //! certificate.
@@ -68,6 +71,7 @@ enum Entry {
     Scope(RawScopeEntry),
     Node(NodeEntry),
     Policy(PolicyEntry),
+    App(serde_json::Map<String, serde_json::Value>),
 }
 
 /// Deserializes the list, each entry straight into the type its `kind`
@@ -113,9 +117,11 @@ impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed {
             Some("pg.scope") => RawScopeEntry::deserialize(de).map(Entry::Scope),
             Some("pg.node") => NodeEntry::deserialize(de).map(Entry::Node),
             Some("pg.policy") => PolicyEntry::deserialize(de).map(Entry::Policy),
-            Some(other) => Err(D::Error::custom(format!(
+            Some(other) if other.starts_with("pg.") => Err(D::Error::custom(format!(
                 "unknown kind {other:?} (expected pg.scope, pg.node or pg.policy)"
             ))),
+            // Any other kind belongs to the application.
+            Some(_) => serde_json::Map::deserialize(de).map(Entry::App),
             None => Err(D::Error::custom("missing field `kind`")),
         }
     }
@@ -250,22 +256,70 @@ pub struct Config {
     pub node: Option<NodeConfig>,
     /// The permission policy, if any (default: allow everything).
     pub policy: Option<RulePolicy>,
+    /// Entries of other kinds (not `pg.*`), in file order, left to the
+    /// application.
+    pub app: Vec<AppEntry>,
+}
+
+/// An entry of a kind pg-rs does not own (any kind outside `pg.*`), kept
+/// for the application that shares the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppEntry {
+    /// Its `name`.
+    pub name: String,
+    /// Its `kind`.
+    pub kind: String,
+    /// Its other fields.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AppEntry {
+    /// Reads the entry's other fields as a `T`.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        serde_json::from_value(serde_json::Value::Object(self.fields.clone())).map_err(|e| {
+            ConfigError::new(
+                Some(format!("entry ({}, {})", self.name, self.kind)),
+                None,
+                e.to_string(),
+            )
+        })
+    }
+}
+
+impl Config {
+    /// The application entries of kind `kind`.
+    pub fn app_entries<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a AppEntry> + 'a {
+        self.app.iter().filter(move |e| e.kind == kind)
+    }
 }
 
 impl Config {
     /// Reads and validates a configuration file; relative certificate
     /// paths are taken from the file's directory.
+    /// `${VAR}` and `${VAR:-default}` are replaced by the environment's
+    /// values first (see [`expand_env`]).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(None, None, format!("cannot read {}: {e}", path.display()))
         })?;
+        let text = expand_env(&text, |name| std::env::var(name).ok())?;
         Self::parse(&text, path.parent())
     }
 
     /// Parses and validates configuration text (certificate paths relative
-    /// to the current directory).
+    /// to the current directory), after replacing `${VAR}` and
+    /// `${VAR:-default}` with the environment's values.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        Self::parse(text, None)
+        Self::parse(&expand_env(text, |name| std::env::var(name).ok())?, None)
+    }
+
+    /// As [`from_yaml`](Self::from_yaml), with variables looked up by
+    /// `env` instead of the process environment.
+    pub fn from_yaml_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Self::parse(&expand_env(text, env)?, None)
     }
 
     fn parse(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
@@ -320,6 +374,7 @@ impl Config {
             scopes: Vec::new(),
             node: None,
             policy: None,
+            app: Vec::new(),
         };
         for (i, entry) in entries.into_iter().enumerate() {
             let at = || Some(describe(i));
@@ -360,6 +415,15 @@ impl Config {
                         .map_err(|(f, m)| ConfigError::new(at(), Some(f), m))?;
                     config.policy = Some(policy);
                 }
+                Entry::App(mut fields) => {
+                    let text = |v: Option<serde_json::Value>| match v {
+                        Some(serde_json::Value::String(s)) => s,
+                        _ => String::new(),
+                    };
+                    let name = text(fields.remove("name"));
+                    let kind = text(fields.remove("kind"));
+                    config.app.push(AppEntry { name, kind, fields });
+                }
             }
         }
         // The file format puts breaker and retry settings on scopes; the mesh has
@@ -379,6 +443,68 @@ impl Config {
 }
 
 type FieldError = (&'static str, String);
+
+/// Replaces `${NAME}` with `env(NAME)` and `${NAME:-default}` with it or,
+/// when unset or empty, `default`; `$$` is a literal `$`, and a `$` not
+/// followed by `{` or `$` stays as it is. Lines that are whole comments
+/// (first non-blank character `#`) are left alone. The value is inserted as
+/// text: quote the placeholder in the YAML if the value may hold
+/// characters YAML reads specially. An unset variable without a default,
+/// or an unterminated `${`, is an error naming it.
+pub fn expand_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let at =
+            |message: String| ConfigError::new(Some(format!("line {}", number + 1)), None, message);
+        let mut rest = line;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let end = body
+                    .find('}')
+                    .ok_or_else(|| at("unterminated ${ (write $$ for a literal $)".into()))?;
+                let (name, default) = match body[..end].split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (&body[..end], None),
+                };
+                let valid = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(at(format!("${{{name}}} is not a variable name")));
+                }
+                match (
+                    env(name).filter(|v| !v.is_empty() || default.is_none()),
+                    default,
+                ) {
+                    (Some(value), _) => out.push_str(&value),
+                    (None, Some(default)) => out.push_str(default),
+                    (None, None) => {
+                        return Err(at(format!(
+                            "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                        )));
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
 
 /// Brackets the path of a failing field inside a deserializer error's text
 /// (printable: the YAML library escapes control characters).

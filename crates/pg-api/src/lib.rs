@@ -54,7 +54,7 @@ mod permission;
 mod prefix;
 mod process;
 
-pub use config::{Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry};
+pub use config::{AppEntry, Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry, expand_env};
 pub use error::{ErrorKind, PgError};
 pub use instance::{Groups, Instance};
 pub use node::{Node, NodeBuilder};
@@ -62,7 +62,7 @@ pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glo
 pub use process::Process;
 
 pub use pg_core::{
-    Event, EventKind, GroupName, MAX_GROUP_NAME_LEN, Members, NodeId, NodeName, Pid,
+    Event, EventKind, GroupName, MAX_GROUP_NAME_LEN, Members, NodeId, NodeName, Pid, ScopeStats,
 };
 pub use pg_net::{DevCa, NetConfig, NetStats, TlsIdentity};
 pub use pg_runtime::{

@@ -3,9 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use pg_core::ScopeStats;
 use pg_core::{NodeId, Pid};
 use pg_net::{NetConfig, QuicTransport, TlsIdentity};
-use pg_runtime::{MemoryNetwork, NodeOptions, ScopeOptions};
+use pg_runtime::{
+    DeliveryCounters, Health, MemoryNetwork, NodeOptions, ScopeCounters, ScopeOptions,
+};
 
 use crate::config::{Config, ScopeEntry};
 use crate::error::{ErrorKind, PgError};
@@ -248,6 +251,33 @@ impl Node {
     /// The mesh's counters (networked nodes only).
     pub fn net_stats(&self) -> Option<pg_net::NetStats> {
         self.quic.as_ref().map(|q| q.stats())
+    }
+
+    /// Scope `id`'s health check (`pg.broadcast_recent.<scope>`): healthy
+    /// while broadcast traffic is seen within `broadcast_health_window`,
+    /// with the scope's loop lag. Administrative: not checked against the
+    /// policy. `NotFound` for a scope that does not run here.
+    pub fn health(&self, id: &str) -> Result<Health, PgError> {
+        Ok(self.runtime.scope(id)?.health())
+    }
+
+    /// Scope `id`'s counters: events delivered to subscribers, subscribers
+    /// that lagged, frames that could not be sent.
+    pub fn scope_counters(&self, id: &str) -> Result<ScopeCounters, PgError> {
+        Ok(self.runtime.scope(id)?.counters())
+    }
+
+    /// Scope `id`'s protocol statistics: frames in and out by kind,
+    /// frames refused, syncs, protocol violations of peers.
+    pub fn protocol_stats(&self, id: &str) -> Result<ScopeStats, PgError> {
+        Ok(self.runtime.scope(id)?.protocol_stats())
+    }
+
+    /// Messages put in a local mailbox, and messages dropped (recipient
+    /// gone, mailbox full past the timeout, node unreachable), since the
+    /// node started.
+    pub fn deliveries(&self) -> DeliveryCounters {
+        self.runtime.deliveries()
     }
 
     /// Fault injection: cuts and refuses the link to node `name` until

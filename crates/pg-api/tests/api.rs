@@ -403,3 +403,32 @@ async fn batch_joins_of_many_processes_check_permission_once() {
         "none of them was a member"
     );
 }
+
+/// Health, counters and protocol statistics are reachable from the facade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_scope_and_the_node() {
+    let node = Node::builder()
+        .name("status")
+        .scope("app:pg", ScopeOptions::default())
+        .start()
+        .unwrap();
+    let health = node.health("app:pg").unwrap();
+    assert_eq!(health.name, "pg.broadcast_recent.app:pg");
+    assert!(health.healthy, "a young scope counts as healthy");
+    assert_eq!(
+        node.health("app:nope").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let p = node.spawn("app");
+    let pg = p.open("app:pg").unwrap();
+    pg.join("g").unwrap();
+    let mut q = node.spawn("app");
+    let qg = q.open("app:pg").unwrap();
+    qg.join("g").unwrap();
+    assert_eq!(pg.broadcast("g", "t", "x").unwrap(), 2);
+    q.recv().await.unwrap();
+    let deliveries = node.deliveries();
+    assert!(deliveries.delivered >= 1, "{deliveries:?}");
+    assert_eq!(node.scope_counters("app:pg").unwrap().frames_unsent, 0);
+    assert_eq!(node.protocol_stats("app:pg").unwrap().violations, 0);
+}

@@ -316,3 +316,79 @@ fn network_fields_are_checked_at_load() {
     assert_eq!(e.field.as_deref(), Some("retry_max_delay"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Entries of other kinds share the file with pg-rs's: they are kept, in
+/// order, for the application to read into its own types.
+#[test]
+fn application_entries_are_kept_for_the_application() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Http {
+        listen: String,
+        workers: u32,
+    }
+    let config = Config::from_yaml(
+        "- name: pg\n  kind: pg.scope\n\
+         - name: web\n  kind: app.http\n  listen: 0.0.0.0:8080\n  workers: 4\n\
+         - name: other\n  kind: app.http\n  listen: x\n  workers: 1\n\
+         - name: jobs\n  kind: app.queue\n  depth: 10\n",
+    )
+    .unwrap();
+    assert_eq!(config.scopes.len(), 1);
+    assert_eq!(config.app.len(), 3);
+    let http: Vec<_> = config.app_entries("app.http").collect();
+    assert_eq!(http.len(), 2);
+    assert_eq!(http[0].name, "web");
+    assert_eq!(
+        http[0].deserialize::<Http>().unwrap(),
+        Http {
+            listen: "0.0.0.0:8080".into(),
+            workers: 4
+        }
+    );
+    // The application's own errors name its entry.
+    let e = config
+        .app_entries("app.queue")
+        .next()
+        .unwrap()
+        .deserialize::<Http>();
+    assert!(e.unwrap_err().to_string().contains("jobs"));
+    // A kind in pg-rs's own namespace must be one of ours (a typo is caught).
+    assert!(Config::from_yaml("- name: x\n  kind: pg.scopes\n").is_err());
+}
+
+/// `${VAR}`, `${VAR:-default}` and `$$` in a file; an unset variable
+/// without a default is an error naming it, and whole comment lines are
+/// left alone.
+#[test]
+fn environment_variables_are_expanded() {
+    let env = |name: &str| match name {
+        "POD_IP" => Some("10.1.2.3".to_owned()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    };
+    let text = r#"# listen on ${NOT_SET} is only a comment
+- name: web
+  kind: app.http
+  cluster: "c$$1"
+  listen: ${POD_IP}:${PORT:-4700}
+- name: pg
+  kind: pg.scope
+  namespace: ${EMPTY:-app}
+"#;
+    let config = Config::from_yaml_with_env(text, env).unwrap();
+    let web = &config.app[0].fields;
+    assert_eq!(web["listen"], "10.1.2.3:4700");
+    assert_eq!(web["cluster"], "c$1");
+    assert_eq!(config.scopes[0].id, "app:pg");
+
+    let e = Config::from_yaml_with_env("- name: ${MISSING}\n  kind: pg.scope\n", env).unwrap_err();
+    assert!(e.to_string().contains("MISSING"), "{e}");
+    assert!(e.to_string().contains("line 1"), "{e}");
+    let e = Config::from_yaml_with_env("- name: ${OPEN\n", env).unwrap_err();
+    assert!(e.to_string().contains("unterminated"), "{e}");
+    assert_eq!(
+        pg_api::expand_env("cost: $5 and ${EMPTY}.", env).unwrap(),
+        "cost: $5 and ."
+    );
+}
