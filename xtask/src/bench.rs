@@ -23,7 +23,7 @@ use crate::nodes::{NodeProc, build_binary, free_ports, start_node};
 pub(crate) fn run(cluster_only: bool) -> anyhow::Result<()> {
     let root = crate::tidy::workspace_root();
     eprintln!("bench: building the workloads (release)...");
-    let node = build_binary(&root, "pg-api", "pg-node", true)?;
+    let node = build_binary(&root, "pg-node", "pg-node", true)?;
     if !cluster_only {
         let workloads = build_binary(&root, "pg-benches", "pg-workloads", true)?;
         eprintln!("bench: single-node workloads W1-W8, M1, M2, F1, X1 (about a minute)");

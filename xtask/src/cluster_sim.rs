@@ -54,7 +54,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     let root = crate::tidy::workspace_root();
     // The same profile xtask itself was built with.
-    let binary = crate::nodes::build_binary(&root, "pg-api", "pg-node", !cfg!(debug_assertions))?;
+    let binary = crate::nodes::build_binary(&root, "pg-node", "pg-node", !cfg!(debug_assertions))?;
     crate::cluster_real::run(crate::cluster_real::RealArgs {
         nodes: args.nodes,
         seed: args.seed,

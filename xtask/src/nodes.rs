@@ -77,6 +77,7 @@ pub(crate) fn start_node(
     std::fs::write(&config, yaml)?;
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let mut child = Command::new(binary)
+        .arg("--stdin")
         .arg(&config)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
