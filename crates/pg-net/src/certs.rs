@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -94,37 +96,87 @@ impl From<rcgen::Error> for CertError {
     }
 }
 
-/// A development cluster CA, generated in memory.
+/// A cluster CA: generated ([`generate`](Self::generate)) or loaded from
+/// the PEM files it was saved to ([`from_pem`](Self::from_pem)), so that
+/// nodes added later get certificates from the same CA. It issues node
+/// certificates as every node expects them: the node's name as subject
+/// common name, the DNS name [`NODE_SERVER_NAME`] (and `localhost`) as
+/// subjectAltName, usable for TLS server and client authentication.
 pub struct DevCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+    pem: String,
+    key_pem: String,
 }
 
+/// How long a CA made by [`DevCa::generate`] is valid: ten years.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a node certificate is valid by default: one year.
+pub const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl DevCa {
-    /// A new CA for cluster `cluster`.
+    /// A new CA for cluster `cluster`, valid for [`CA_VALIDITY`].
     pub fn generate(cluster: &str) -> Result<Self, CertError> {
+        Self::generate_valid_for(cluster, CA_VALIDITY)
+    }
+
+    /// A new CA for cluster `cluster`, valid from now for `validity`.
+    pub fn generate_valid_for(cluster: &str, validity: Duration) -> Result<Self, CertError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
             .push(DnType::CommonName, format!("pg-rs cluster CA {cluster}"));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-        Ok(Self { issuer })
+        set_validity(&mut params, validity);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let key_pem = key.serialize_pem();
+        Ok(Self {
+            der: CertificateDer::from(cert.der().to_vec()),
+            pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A CA saved earlier: its certificate and its private key, as PEM.
+    pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes()).map_err(|e| {
+            CertError::Unreadable {
+                path: "CA certificate".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(certificate_pem, key)?;
+        Ok(Self {
+            der,
+            pem: certificate_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer,
+        })
     }
 
     /// The CA certificate.
     pub fn certificate(&self) -> CertificateDer<'static> {
-        CertificateDer::from(self.issuer.der().to_vec())
+        self.der.clone()
     }
 
     /// The CA certificate as PEM.
     pub fn certificate_pem(&self) -> String {
-        self.issuer.pem()
+        self.pem.clone()
+    }
+
+    /// The CA's private key as PEM, to save it (keep it secret; whoever
+    /// holds it can make nodes of the cluster).
+    pub fn key_pem(&self) -> String {
+        self.key_pem.clone()
     }
 
     /// A certificate and key for node `node`, usable to accept and to dial.
     pub fn issue(&self, node: &str) -> Result<TlsIdentity, CertError> {
-        let (cert, key) = self.issue_raw(node)?;
+        let (cert, key) = self.issue_raw(node, NODE_VALIDITY)?;
         Ok(TlsIdentity {
             ca: self.certificate(),
             chain: vec![CertificateDer::from(cert.der().to_vec())],
@@ -133,23 +185,46 @@ impl DevCa {
         })
     }
 
-    /// The same as [`issue`](Self::issue), as PEM (certificate, key), for
-    /// writing configuration files.
+    /// The same as [`issue`](Self::issue), as PEM strings (certificate,
+    /// key), for writing the files a configuration points to.
     pub fn issue_pem(&self, node: &str) -> Result<(String, String), CertError> {
-        let (cert, key) = self.issue_raw(node)?;
+        self.issue_pem_valid_for(node, NODE_VALIDITY)
+    }
+
+    /// As [`issue_pem`](Self::issue_pem), valid from now for `validity`.
+    pub fn issue_pem_valid_for(
+        &self,
+        node: &str,
+        validity: Duration,
+    ) -> Result<(String, String), CertError> {
+        let (cert, key) = self.issue_raw(node, validity)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
-    fn issue_raw(&self, node: &str) -> Result<(rcgen::Certificate, KeyPair), CertError> {
+    fn issue_raw(
+        &self,
+        node: &str,
+        validity: Duration,
+    ) -> Result<(rcgen::Certificate, KeyPair), CertError> {
         let mut params =
             CertificateParams::new(vec![NODE_SERVER_NAME.to_owned(), "localhost".to_owned()])?;
         params.distinguished_name.push(DnType::CommonName, node);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        set_validity(&mut params, validity);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert, key))
     }
+}
+
+/// Valid from a minute ago (clocks differ a little) for `validity`.
+fn set_validity(params: &mut CertificateParams, validity: Duration) {
+    let now = std::time::SystemTime::now();
+    let from = now - Duration::from_secs(60);
+    params.not_before = from.into();
+    params.not_after = (now + validity).into();
 }

@@ -56,7 +56,10 @@ pub mod wire;
 
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, CircuitBreaker};
-pub use certs::{CertError, DevCa, NODE_SERVER_NAME, TlsIdentity, certificate_node_name};
+pub use certs::{
+    CA_VALIDITY, CertError, DevCa, NODE_SERVER_NAME, NODE_VALIDITY, TlsIdentity,
+    certificate_node_name,
+};
 pub use config::NetConfig;
 pub use error::NetError;
 pub use handshake::HelloError;

@@ -3,6 +3,8 @@
 //! ```text
 //! pg-node [--http ADDR] [--log-format text|json] CONFIG.yaml
 //! pg-node --stdin CONFIG.yaml
+//! pg-node certs create-ca --dir DIR --cluster NAME [--days N]
+//! pg-node certs create-node NAME --dir DIR [--days N]
 //! ```
 //!
 //! - **Service mode** (the default): starts the node of the configuration
@@ -15,23 +17,33 @@
 //!   pure pg-rs node: a relay, an observer, a seed.
 //! - **Harness mode** (`--stdin`): the line commands `cargo xtask` drives
 //!   (see `harness.rs`).
+//! - **Certificates** (`certs`): a cluster CA saved to files, and node
+//!   certificates issued from it.
 //!
 //! Logs go to stderr, filtered by `PG_LOG` (`warn` by default, e.g.
 //! `PG_LOG=info,pg_net=debug`).
 
+mod certs;
 mod harness;
 mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "pg-node", version, about = "A pg-rs node as a process")]
+#[command(
+    name = "pg-node",
+    version,
+    about = "A pg-rs node as a process",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The configuration file (YAML).
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Take line commands on stdin instead of serving (the harness of
     /// `cargo xtask`).
     #[arg(long)]
@@ -42,6 +54,15 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Makes TLS material as PEM files.
+    Certs {
+        #[command(subcommand)]
+        action: certs::CertsCommand,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,7 +92,14 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = pg_api::Config::from_file(&args.config)?;
+    if let Some(Command::Certs { action }) = &args.command {
+        return certs::run(action);
+    }
+    let path = args
+        .config
+        .as_ref()
+        .ok_or("a configuration file is required (pg-node --help)")?;
+    let config = pg_api::Config::from_file(path)?;
     if args.stdin {
         harness::run(&config)
     } else {
