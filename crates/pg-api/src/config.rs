@@ -11,7 +11,7 @@
 //!   kind: pg.node
 //!   cluster: prod
 //!   listen: 127.0.0.1:4700
-//!   seeds: [127.0.0.1:4701]
+//!   seeds: [127.0.0.1:4701, "pg-peers.prod.svc:4700"]   # addresses or host:port
 //!   tls: { ca: ca.pem, cert: node-1.pem, key: node-1.key }
 //! - name: policy                  # optional permissions
 //!   kind: pg.policy
@@ -172,8 +172,11 @@ struct NodeEntry {
     cluster: Option<String>,
     listen: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
+    /// Addresses, or DNS names as `host:port`.
     #[serde(default)]
-    seeds: Vec<SocketAddr>,
+    seeds: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    dns_refresh: Option<Duration>,
     tls: Option<TlsFiles>,
     mailbox_capacity: Option<usize>,
     max_payload_size: Option<usize>,
@@ -669,7 +672,26 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
             }
             let mut net = NetConfig::new(e.cluster.as_deref().unwrap_or("pg"), listen);
             net.advertise = e.advertise;
-            net.seeds = e.seeds;
+            for seed in &e.seeds {
+                match seed.parse::<SocketAddr>() {
+                    Ok(addr) => net.seeds.push(addr),
+                    Err(_) => {
+                        let port = seed
+                            .rsplit_once(':')
+                            .map(|(host, p)| (host, p.parse::<u16>()));
+                        if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+                            return Err((
+                                "seeds",
+                                format!("{seed:?} is neither an address nor host:port"),
+                            ));
+                        }
+                        net.seed_names.push(seed.clone());
+                    }
+                }
+            }
+            if let Some(d) = positive("dns_refresh", e.dns_refresh)? {
+                net.dns_refresh = d;
+            }
             if let Some(n) = e.max_frame_size {
                 net.max_frame_size = n;
             }
@@ -705,6 +727,7 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
         None => {
             let needs_listen = [
                 ("seeds", !e.seeds.is_empty()),
+                ("dns_refresh", e.dns_refresh.is_some()),
                 ("advertise", e.advertise.is_some()),
                 ("cluster", e.cluster.is_some()),
                 ("max_frame_size", e.max_frame_size.is_some()),

@@ -253,6 +253,19 @@ impl Node {
         self.quic.as_ref().map(|q| q.stats())
     }
 
+    /// Adds `addr` as a seed at run time: dialed now, and again with
+    /// backoff until a node answers there (networked nodes only; returns
+    /// false for an in-memory node).
+    pub fn add_seed(&self, addr: SocketAddr) -> bool {
+        match &self.quic {
+            Some(q) => {
+                q.dial(addr);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Scope `id`'s health check (`pg.broadcast_recent.<scope>`): healthy
     /// while broadcast traffic is seen within `broadcast_health_window`,
     /// with the scope's loop lag. Administrative: not checked against the

@@ -34,6 +34,13 @@ impl Process {
         self.inner.pid()
     }
 
+    /// Messages to this process dropped because its mailbox stayed full
+    /// (past `broadcast_timeout`, or beyond `4 x mailbox_capacity` waiting
+    /// at once).
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+
     /// The principal permission checks see.
     pub fn principal(&self) -> &str {
         &self.principal

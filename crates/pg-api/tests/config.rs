@@ -392,3 +392,34 @@ fn environment_variables_are_expanded() {
         "cost: $5 and ."
     );
 }
+
+/// Seeds are addresses or `host:port` names (resolved by the mesh);
+/// anything else names the field.
+#[test]
+fn seeds_may_be_names() {
+    let dir = std::env::temp_dir().join(format!("pg-seeds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = pg_api::DevCa::generate("t").unwrap();
+    let (cert, key) = ca.issue_pem("n").unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem()).unwrap();
+    std::fs::write(dir.join("n.pem"), cert).unwrap();
+    std::fs::write(dir.join("n.key"), key).unwrap();
+    let node = |seeds: &str| {
+        format!(
+            "- name: n\n  kind: pg.node\n  listen: 127.0.0.1:0\n  seeds: {seeds}\n  dns_refresh: 5s\n  \
+             tls: {{ ca: ca.pem, cert: n.pem, key: n.key }}\n"
+        )
+    };
+    let path = dir.join("pg.yaml");
+    std::fs::write(&path, node("[10.0.0.1:4700, \"pg-peers.prod.svc:4700\"]")).unwrap();
+    let net = Config::from_file(&path).unwrap().node.unwrap().net.unwrap();
+    assert_eq!(net.seeds, vec!["10.0.0.1:4700".parse().unwrap()]);
+    assert_eq!(net.seed_names, vec!["pg-peers.prod.svc:4700".to_owned()]);
+    assert_eq!(net.dns_refresh, std::time::Duration::from_secs(5));
+    for bad in ["[pg-peers]", "[\":4700\"]", "[\"host:port\"]"] {
+        std::fs::write(&path, node(bad)).unwrap();
+        let e = Config::from_file(&path).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("seeds"), "{bad}: {e}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

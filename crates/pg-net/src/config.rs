@@ -16,6 +16,13 @@ pub struct NetConfig {
     pub advertise: Option<SocketAddr>,
     /// Static seed addresses; peer exchange finds the rest.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds as DNS names, `host:port` (a Kubernetes headless Service):
+    /// resolved at start and every `dns_refresh`; every address an answer
+    /// yields is a seed, and one it stops yielding is not any more. A name
+    /// that does not resolve is retried and logged, never fatal.
+    pub seed_names: Vec<String>,
+    /// How often seed names are resolved again. Default 30 s.
+    pub dns_refresh: Duration,
     /// Largest message accepted or sent, in bytes: room for the runtime's
     /// `max_payload_size` (8 MiB) and headers. Default 9 MiB.
     pub max_frame_size: usize,
@@ -57,6 +64,8 @@ impl NetConfig {
             listen,
             advertise: None,
             seeds: Vec::new(),
+            seed_names: Vec::new(),
+            dns_refresh: Duration::from_secs(30),
             max_frame_size: 9 << 20,
             idle_timeout: Duration::from_millis(750),
             keep_alive: Duration::from_millis(200),

@@ -19,7 +19,10 @@
 //!   every new connection) dials it again soon;
 //! - seeds are dialed at start (a capped random subset at once, the rest a
 //!   little later) until some node answers there, and all of them again
-//!   whenever the node has no peer left.
+//!   whenever the node has no peer left. A seed may be a DNS name (a
+//!   Kubernetes headless Service): whatever it resolves to now is a seed
+//!   ([`DialPolicy::handle_resolved`]), and an address it stops yielding
+//!   stops being one (a pod that went away is not dialed for ever).
 //!
 //! Memory is bounded: at most [`MAX_KNOWN`] node addresses are remembered,
 //! so peer exchange cannot grow the tables without limit.
@@ -43,6 +46,9 @@ pub const MAX_KNOWN: usize = 16 * 1024;
 /// Dials running at once at most (a flood of addresses is dialed a batch
 /// at a time).
 pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Addresses kept from one DNS answer at most.
+pub const MAX_RESOLVED: usize = 256;
 
 /// Timing of the dial policy.
 #[derive(Debug, Clone)]
@@ -95,7 +101,10 @@ struct Target {
 pub struct DialPolicy {
     me: NodeName,
     config: DialConfig,
+    /// Seeds given as addresses (configured, or added at run time).
     seeds: Vec<SocketAddr>,
+    /// What each seed name resolved to last.
+    resolved: FxHashMap<String, Vec<SocketAddr>>,
     /// Where each node known listens.
     listen_of: FxHashMap<NodeName, SocketAddr>,
     /// Nodes that answered at an address (a seed's node, a past link).
@@ -125,6 +134,7 @@ impl DialPolicy {
             jitter: config.seed,
             config,
             seeds: Vec::new(),
+            resolved: FxHashMap::default(),
             listen_of: FxHashMap::default(),
             reached: FxHashSet::default(),
             connected: FxHashMap::default(),
@@ -156,6 +166,35 @@ impl DialPolicy {
         self.want_seed(addr, now);
     }
 
+    /// Seed name `name` (host:port) resolves to `addrs` now: addresses new
+    /// to it are seeds, due at once; addresses it no longer yields (and
+    /// that no other name or configured seed gives) stop being seeds. At
+    /// most [`MAX_RESOLVED`] addresses of one answer are kept. A failed
+    /// resolution is not reported: the last answer stands.
+    pub fn handle_resolved(&mut self, name: &str, addrs: &[SocketAddr], now: Instant) {
+        let mut addrs = addrs.to_vec();
+        addrs.sort_unstable();
+        addrs.dedup();
+        addrs.truncate(MAX_RESOLVED);
+        let old = self
+            .resolved
+            .insert(name.to_owned(), addrs.clone())
+            .unwrap_or_default();
+        for addr in &addrs {
+            if !old.contains(addr) {
+                self.want_seed(*addr, now);
+            }
+        }
+        for addr in old.iter().filter(|a| !addrs.contains(a)) {
+            let still_seed = self.seeds.contains(addr)
+                || self.resolved.values().any(|answer| answer.contains(addr));
+            if !still_seed && let Some(target) = self.targets.get_mut(addr) {
+                target.seed = false;
+            }
+        }
+        self.prune();
+    }
+
     /// A link to `name` is up; `listen` is where it says it listens (its
     /// own word, which gossip does not overwrite while it is connected).
     pub fn handle_connected(&mut self, name: &NodeName, listen: Option<SocketAddr>, now: Instant) {
@@ -183,7 +222,9 @@ impl DialPolicy {
         };
         self.want_node(name, when);
         if self.connected.is_empty() {
-            for addr in self.seeds.clone() {
+            let resolved = self.resolved.values().flatten().copied();
+            let all: Vec<SocketAddr> = self.seeds.iter().copied().chain(resolved).collect();
+            for addr in all {
                 self.want_seed(addr, now);
             }
         }

@@ -506,3 +506,53 @@ fn a_blocked_node_is_not_dialed_until_unblocked() {
     p.handle_unblocked(&name("x"), now);
     assert_eq!(p.poll_dials(now), vec![addr(1)]);
 }
+
+/// A seed given as a DNS name (a headless Service) follows its answers:
+/// addresses it starts to yield are dialed at once, an address it stops
+/// yielding is not dialed again (a pod that went away), and a node once
+/// met is still redialed wherever it listens.
+#[test]
+fn a_seed_name_follows_its_changing_answers() {
+    let t0 = Instant::now();
+    let mut p = DialPolicy::new(name("a"), &[], DialConfig::default(), t0);
+    p.handle_resolved("peers:4700", &[addr(1), addr(2)], t0);
+    let mut first = p.poll_dials(t0);
+    first.sort();
+    assert_eq!(first, vec![addr(1), addr(2)]);
+    for a in first {
+        p.handle_dial_result(a, DialOutcome::Failed, t0);
+    }
+    // Pod 1 went away, pod 3 came.
+    let t1 = t0 + Duration::from_secs(1);
+    p.handle_resolved("peers:4700", &[addr(2), addr(3)], t1);
+    let mut dialed = std::collections::BTreeMap::new();
+    let mut now = t1;
+    while now < t1 + Duration::from_secs(600) {
+        for a in p.poll_dials(now) {
+            *dialed.entry(a).or_insert(0) += 1;
+            if a == addr(3) && dialed[&a] == 3 {
+                // Pod 3 answers as node x, then goes away from DNS too.
+                p.handle_dial_result(a, DialOutcome::Connected(name("x")), now);
+                p.handle_connected(&name("x"), Some(addr(3)), now);
+                p.handle_resolved("peers:4700", &[addr(2)], now);
+                p.handle_disconnected(&name("x"), now);
+            } else {
+                p.handle_dial_result(a, DialOutcome::Failed, now);
+            }
+        }
+        now += Duration::from_millis(250);
+    }
+    assert_eq!(
+        dialed.get(&addr(1)),
+        None,
+        "an address DNS dropped is not dialed"
+    );
+    assert!(
+        dialed[&addr(2)] > 10,
+        "a seed address is dialed until answered"
+    );
+    assert!(
+        dialed[&addr(3)] > 3,
+        "a node once met is redialed, whatever DNS says"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pg_core::NodeId;
 use pg_net::wire::{self, Hello, NetMessage};
-use pg_net::{DevCa, NET_PROTOCOL_VERSION, NODE_SERVER_NAME};
+use pg_net::{DevCa, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, QuicTransport};
 use pg_runtime::ScopeOptions;
 
 mod common;
@@ -388,4 +388,26 @@ async fn fault_injection_partitions_and_heals() {
         nodes.iter().all(|n| n.scope.members("all").len() == 3)
     })
     .await;
+}
+
+/// A seed given as a DNS name is resolved and dialed; one that does not
+/// resolve is retried in the background, never fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_names_are_resolved_and_a_bad_one_is_not_fatal() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = start("a", &ca.issue("a").unwrap(), config("test", &[]));
+    let mut named = config("test", &[]);
+    named.seed_names = vec![
+        "no-such-host.invalid:4700".to_owned(),
+        format!("localhost:{}", a.transport.local_addr().port()),
+    ];
+    let b = start("b", &ca.issue("b").unwrap(), named);
+    eventually("b found a through its name", LIMIT, || {
+        b.node.peers().len() == 1 && a.node.peers().len() == 1
+    })
+    .await;
+    let mut bad = config("test", &[]);
+    bad.seed_names = vec!["no-port".to_owned()];
+    let id = NodeId::parse_name("c", 1).unwrap();
+    assert!(QuicTransport::bind(id, bad, &ca.issue("c").unwrap()).is_err());
 }

@@ -155,5 +155,8 @@ async fn a_full_remote_mailbox_drops_after_the_timeout_only_for_that_receiver() 
         b.node.deliveries().failed == 2
     })
     .await;
+    // The receiver can learn what it missed; the other lost nothing.
+    assert_eq!(stuck.dropped(), 2);
+    assert_eq!(live.dropped(), 0);
     drop(stuck);
 }

@@ -1,15 +1,18 @@
-//! Making connections: accepting and dialing, the hello exchange, and the
-//! dial task that follows the [`DialPolicy`](crate::dial::DialPolicy).
+//! Making connections: accepting and dialing, the hello exchange, the
+//! dial task that follows the [`DialPolicy`](crate::dial::DialPolicy), and
+//! the task that resolves seed names.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use pg_core::NodeName;
 use rustls::pki_types::CertificateDer;
 
 use super::streams::{read_message, write_message};
 use super::{HANDSHAKE_MAX, Mesh, bump, clock, code};
+use crate::backoff::Backoff;
 use crate::certs::{NODE_SERVER_NAME, certificate_node_name};
 use crate::dial::DialOutcome;
 use crate::handshake::{Chain, Failure, HandshakeError, HelloError};
@@ -231,6 +234,71 @@ impl Mesh {
                 }
                 None => notified.await,
             }
+        }
+    }
+}
+
+impl Mesh {
+    /// Resolves the seed names (`host:port`) now and every `dns_refresh`,
+    /// and hands each answer to the dial policy. A name that does not
+    /// resolve keeps its last answer, is logged (at WARN once per failing
+    /// streak) and is tried again sooner; it is never fatal.
+    pub(super) async fn resolve_loop(mesh: Arc<Mesh>) {
+        let names = mesh.config.seed_names.clone();
+        if names.is_empty() {
+            return;
+        }
+        let own = mesh.hello.listen;
+        let mut failing: Vec<bool> = vec![false; names.len()];
+        let mut retry = Backoff::new(
+            mesh.config.retry_base_delay.max(Duration::from_millis(500)),
+            mesh.config.dns_refresh,
+            mesh.jitter_seed.fetch_add(1, Ordering::Relaxed),
+        );
+        loop {
+            if mesh.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let mut any_failed = false;
+            for (name, failed) in names.iter().zip(failing.iter_mut()) {
+                match tokio::net::lookup_host(name.as_str()).await {
+                    Ok(found) => {
+                        // A headless Service lists this node too.
+                        let addrs: Vec<SocketAddr> = found.filter(|a| Some(*a) != own).collect();
+                        if *failed {
+                            tracing::info!(node = %mesh.hello.node, seed = %name, "seed name resolves again");
+                        }
+                        *failed = false;
+                        tracing::debug!(node = %mesh.hello.node, seed = %name, ?addrs, "seed name resolved");
+                        mesh.discovery
+                            .dial
+                            .lock()
+                            .handle_resolved(name, &addrs, clock());
+                        mesh.discovery.dial_wake.notify_one();
+                    }
+                    Err(error) => {
+                        any_failed = true;
+                        if !*failed {
+                            tracing::warn!(node = %mesh.hello.node, seed = %name, %error, "seed name does not resolve; retrying");
+                        }
+                        *failed = true;
+                    }
+                }
+            }
+            let wait = if any_failed {
+                retry.next_delay()
+            } else {
+                retry = Backoff::new(
+                    mesh.config.retry_base_delay.max(Duration::from_millis(500)),
+                    mesh.config.dns_refresh,
+                    mesh.jitter_seed.fetch_add(1, Ordering::Relaxed),
+                );
+                mesh.config.dns_refresh
+            };
+            // (Not woken by the dial task's Notify: a second waiter could
+            // take the wake-up meant for it. After a shutdown this task
+            // ends at its next round.)
+            tokio::time::sleep(wait).await;
         }
     }
 }

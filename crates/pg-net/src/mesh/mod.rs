@@ -14,7 +14,8 @@
 //!   close: it shut down) the peer is reported down at once. Two nodes that
 //!   dial each other keep the connection dialed by the smaller name.
 //! - **Discovery.** Seeds (a random subset of at most `discovery_fanout`
-//!   at once), then peer exchange on every new connection. Who is dialed
+//!   at once; addresses, or DNS names resolved again every `dns_refresh`),
+//!   then peer exchange on every new connection. Who is dialed
 //!   and when is decided by the sans-IO [`DialPolicy`](crate::dial): no
 //!   address a node may need is ever given up, so a mesh always heals.
 //! - **Faults.** Per-peer circuit breakers skip sends to a failing peer;
@@ -234,6 +235,17 @@ impl QuicTransport {
             )));
         }
         config.link.validate().map_err(NetError::Config)?;
+        for name in &config.seed_names {
+            let port = name.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(NetError::Config(format!(
+                    "seed name {name:?} must be host:port"
+                )));
+            }
+        }
+        if config.dns_refresh.is_zero() {
+            return Err(NetError::Config("dns_refresh must not be zero".into()));
+        }
         if config.retry_base_delay.is_zero() {
             return Err(NetError::Config("retry_base_delay must not be zero".into()));
         }
@@ -415,6 +427,8 @@ impl Transport for QuicTransport {
         // cluster restarting at once does not dial N².
         let mesh = Arc::clone(&self.mesh);
         self.mesh.runtime.spawn(Mesh::dial_loop(mesh));
+        let mesh = Arc::clone(&self.mesh);
+        self.mesh.runtime.spawn(Mesh::resolve_loop(mesh));
     }
 
     fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
