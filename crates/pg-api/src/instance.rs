@@ -105,6 +105,18 @@ impl Instance {
         Ok(())
     }
 
+    /// Whether this instance's principal holds `permission` on `resource`.
+    pub(crate) fn allows(&self, permission: Permission, resource: &str) -> bool {
+        self.node.allows(&self.principal, permission, resource)
+    }
+
+    /// A per-group check for the scope's writer: the policy, as this
+    /// instance's principal, for `permission` on each group.
+    pub(crate) fn group_filter(&self, permission: Permission) -> pg_runtime::GroupFilter {
+        let (node, principal) = (self.node.clone(), Arc::clone(&self.principal));
+        Arc::new(move |group: &str| node.allows(&principal, permission, group))
+    }
+
     pub(crate) fn check(&self, permission: Permission, resource: &str) -> Result<(), PgError> {
         self.node.check(&self.principal, permission, resource)
     }

@@ -314,6 +314,11 @@ impl Node {
         &self.runtime
     }
 
+    /// Whether the policy allows it (no error built).
+    pub(crate) fn allows(&self, principal: &str, permission: Permission, resource: &str) -> bool {
+        self.policy.allows(principal, permission, resource)
+    }
+
     pub(crate) fn check(
         &self,
         principal: &str,

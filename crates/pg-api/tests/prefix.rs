@@ -283,3 +283,57 @@ async fn prefix_reads_and_monitors_across_three_nodes() {
     })
     .await;
 }
+
+/// A rule that denies some groups cannot be got round with a shorter
+/// prefix: prefix calls answer only for the groups on which the caller
+/// holds the per-group permission, in reads, counts, snapshots and events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_prefix_does_not_reveal_denied_groups() {
+    let policy = RulePolicy {
+        rules: vec![Rule {
+            effect: Effect::Deny,
+            principal: "guest".into(),
+            permission: "pg.*".into(),
+            resource: "secret*".into(),
+        }],
+        default: Effect::Allow,
+    };
+    let node = Node::builder()
+        .name("solo")
+        .scope("app:pg", ScopeOptions::default())
+        .policy(policy)
+        .start()
+        .unwrap();
+    let admin = node.spawn("admin");
+    let apg = admin.open("app:pg").unwrap();
+    apg.join(["secret/plans", "seen/news"]).unwrap();
+    let guest = node.spawn("guest");
+    let g = guest.open("app:pg").unwrap();
+    let names = |groups: &GroupsSnapshot| -> Vec<String> {
+        groups.iter().map(|(n, _)| n.to_string()).collect()
+    };
+    assert_eq!(names(&g.get_members_prefix("se").unwrap()), ["seen/news"]);
+    assert_eq!(
+        names(&g.get_local_members_prefix("s").unwrap()),
+        ["seen/news"]
+    );
+    assert_eq!(g.count_prefix("s").unwrap(), 1);
+    assert_eq!(g.local_count_prefix("s").unwrap(), 1);
+    assert_eq!(g.which_groups_prefix("s").unwrap().len(), 1);
+    let (mut sub, snapshot) = g.monitor_prefix("se").unwrap();
+    assert_eq!(names(&snapshot), ["seen/news"]);
+    apg.join("secret/more").unwrap();
+    apg.join("seen/more").unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event.group.as_str(),
+        "seen/more",
+        "no event of a denied group"
+    );
+    assert!(sub.try_recv().is_none());
+    // The admin sees everything.
+    assert_eq!(apg.count_prefix("s").unwrap(), 4);
+}

@@ -71,5 +71,5 @@ pub use memory::{MemoryNetwork, MemoryTransport};
 pub use node::{DeliveryCounters, Node};
 pub use process::{Envelope, Listener, Process};
 pub use scope::{GroupsSnapshot, Health, Scope, ScopeCounters};
-pub use subscription::{Pattern, RecvError, Subscription};
+pub use subscription::{GroupFilter, Pattern, RecvError, Subscription};
 pub use transport::{Inbound, SendError, Transport, Wire};

@@ -56,10 +56,16 @@ impl Pattern {
     }
 }
 
+/// A further filter on the groups a subscription hears of (a permission
+/// check per group, say). Called by the scope's writer for every matching
+/// event: it must return quickly.
+pub type GroupFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The shared half of a subscription, held by the scope's writer.
 pub(crate) struct SubShared {
     pub(crate) id: u64,
     pub(crate) filter: Pattern,
+    allow: Option<GroupFilter>,
     pub(crate) owner: Option<Pid>,
     buffer: usize,
     cap: usize,
@@ -80,6 +86,7 @@ impl SubShared {
     pub(crate) fn new(
         id: u64,
         filter: Pattern,
+        allow: Option<GroupFilter>,
         owner: Option<Pid>,
         buffer: usize,
         cap: usize,
@@ -87,6 +94,7 @@ impl SubShared {
         Self {
             id,
             filter,
+            allow,
             owner,
             buffer,
             cap: cap.max(1),
@@ -96,7 +104,8 @@ impl SubShared {
     }
 
     pub(crate) fn wants(&self, event: &Event) -> bool {
-        self.filter.matches(event.group.as_str())
+        let group = event.group.as_str();
+        self.filter.matches(group) && self.allow.as_ref().is_none_or(|allow| allow(group))
     }
 
     /// Queues an event (writer only).

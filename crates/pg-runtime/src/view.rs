@@ -9,7 +9,8 @@
 //! emptied stay (empty) and are pruned in bulk when they outnumber live
 //! groups. Group lists are rebuilt by a reader only after their epoch moved.
 //! An ordered index of the same cells serves prefix reads in
-//! O(log groups + matches), never a scan of every group.
+//! O(log groups + matches), never a scan of every group (matches include
+//! emptied groups not yet pruned: at most the live ones plus 1024).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

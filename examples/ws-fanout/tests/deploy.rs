@@ -72,7 +72,7 @@ fn the_manifests_agree_with_the_service() {
     assert_eq!(set["spec"]["serviceName"], "ws-fanout-peers");
     assert_eq!(peers["spec"]["clusterIP"], "None");
     assert_eq!(peers["spec"]["publishNotReadyAddresses"], true);
-    assert!(config.contains("ws-fanout-peers.${POD_NAMESPACE}.svc.cluster.local:4700"));
+    assert!(config.contains("ws-fanout-peers.${POD_NAMESPACE}.svc.cluster.local.:4700"));
 
     // Probes: /healthz on the HTTP port.
     for probe in ["readinessProbe", "livenessProbe"] {
@@ -134,7 +134,7 @@ fn the_manifests_agree_with_the_service() {
         let net = node.net.unwrap();
         assert_eq!(
             net.seed_names,
-            vec!["ws-fanout-peers.prod.svc.cluster.local:4700".to_owned()]
+            vec!["ws-fanout-peers.prod.svc.cluster.local.:4700".to_owned()]
         );
         assert_eq!(
             net.advertise.unwrap().to_string(),

@@ -96,18 +96,20 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     start.elapsed()
 }
 
-/// Users present in `room` as node `addr` sees it.
-async fn present(addr: SocketAddr, room: usize) -> usize {
-    json(addr, &format!("/presence/room/r{room}")).await["users"]
+/// Users present in `room` as node `addr` sees it, if each has exactly
+/// one connection (a leaked membership would show as 2).
+async fn present(addr: SocketAddr, room: usize) -> Option<usize> {
+    let users = json(addr, &format!("/presence/room/r{room}")).await["users"]
         .as_object()
         .unwrap()
-        .len()
+        .clone();
+    users.values().all(|n| n == 1).then_some(users.len())
 }
 
 async fn all_present(nodes: &[SocketAddr], expected: usize) -> bool {
     for addr in nodes {
         for room in 0..ROOMS {
-            if present(*addr, room).await != expected {
+            if present(*addr, room).await != Some(expected) {
                 return false;
             }
         }
@@ -116,19 +118,25 @@ async fn all_present(nodes: &[SocketAddr], expected: usize) -> bool {
 }
 
 /// A client connected to `node`: its messages' texts, collected until it
-/// has seen the end marker of every publishing node.
+/// has seen the end marker of every publishing node (each once), then for
+/// a quiet period more, so that a late duplicate is caught too.
 fn client(node: SocketAddr, i: usize, ends: usize) -> tokio::task::JoinHandle<Vec<String>> {
     let url = format!("ws://{node}/ws?user=u{i}&room=r{}", i % ROOMS);
     tokio::spawn(async move {
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let mut texts = Vec::new();
-        let mut seen_ends = 0;
-        while seen_ends < ends {
-            let frame = tokio::time::timeout(LIMIT, ws.next())
-                .await
-                .expect("a client waited too long")
-                .unwrap()
-                .unwrap();
+        let mut seen_ends = std::collections::BTreeSet::new();
+        loop {
+            let wait = if seen_ends.len() < ends {
+                LIMIT
+            } else {
+                Duration::from_millis(300)
+            };
+            let frame = match tokio::time::timeout(wait, ws.next()).await {
+                Ok(frame) => frame.unwrap().unwrap(),
+                Err(_) if seen_ends.len() == ends => break,
+                Err(_) => panic!("client u{i} waited too long"),
+            };
             let Message::Text(text) = frame else { continue };
             let message: serde_json::Value = serde_json::from_str(&text).unwrap();
             if message["type"] != "message" {
@@ -136,7 +144,10 @@ fn client(node: SocketAddr, i: usize, ends: usize) -> tokio::task::JoinHandle<Ve
             }
             let text = message["text"].as_str().unwrap().to_owned();
             if text.starts_with("END") {
-                seen_ends += 1;
+                assert!(
+                    seen_ends.insert(text.clone()),
+                    "client u{i} got {text} twice"
+                );
             } else {
                 texts.push(text);
             }

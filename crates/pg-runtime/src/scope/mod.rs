@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::exits::{EXIT_STEP_MEMBERSHIPS, ExitQueue};
 use crate::node::NodeInner;
 use crate::process::ProcessTable;
-use crate::subscription::{Pattern, Pushed, SubShared, Subscription};
+use crate::subscription::{GroupFilter, Pattern, Pushed, SubShared, Subscription};
 use crate::transport::{Transport, Wire};
 use crate::view::View;
 
@@ -357,6 +357,7 @@ impl ScopeShared {
         &self,
         core: &mut CoreState,
         filter: Pattern,
+        allow: Option<GroupFilter>,
         owner: Option<&Pid>,
     ) -> Result<Arc<SubShared>, Error> {
         if let Some(owner) = owner {
@@ -366,6 +367,7 @@ impl ScopeShared {
         let shared = Arc::new(SubShared::new(
             id,
             filter,
+            allow,
             owner.cloned(),
             self.options.monitor_buffer,
             self.options.monitor_max_pending,
@@ -573,7 +575,7 @@ impl Scope {
     ) -> Result<(Subscription, Members), Error> {
         let shared = &self.shared;
         let (sub, members) = shared.act(|c| {
-            let sub = shared.subscribe(c, Pattern::Exact(group.clone()), owner)?;
+            let sub = shared.subscribe(c, Pattern::Exact(group.clone()), None, owner)?;
             Ok::<_, Error>((sub, c.scope.members(group.as_str())))
         })??;
         Ok((Subscription::new(sub, Arc::downgrade(shared)), members))
@@ -584,7 +586,7 @@ impl Scope {
     pub fn events(&self, owner: Option<&Pid>) -> Result<(Subscription, GroupsSnapshot), Error> {
         let shared = &self.shared;
         let (sub, snapshot) = shared.act(|c| {
-            let sub = shared.subscribe(c, Pattern::All, owner)?;
+            let sub = shared.subscribe(c, Pattern::All, None, owner)?;
             Ok::<_, Error>((sub, c.scope.snapshot()))
         })??;
         Ok((Subscription::new(sub, Arc::downgrade(shared)), snapshot))

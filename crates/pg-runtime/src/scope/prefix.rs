@@ -14,7 +14,7 @@ use pg_core::{GroupName, Members, Pid};
 
 use super::{GroupsSnapshot, Scope};
 use crate::error::Error;
-use crate::subscription::{Pattern, Subscription};
+use crate::subscription::{GroupFilter, Pattern, Subscription};
 
 impl Scope {
     /// Every group whose name starts with `prefix` and has a member, in
@@ -79,6 +79,18 @@ impl Scope {
         pattern: Pattern,
         owner: Option<&Pid>,
     ) -> Result<(Subscription, GroupsSnapshot), Error> {
+        self.monitor_pattern_where(pattern, None, owner)
+    }
+
+    /// As [`monitor_pattern`](Self::monitor_pattern), restricted to the
+    /// groups `allow` accepts, in the snapshot and in the events (pg-api
+    /// checks a permission per group with it).
+    pub fn monitor_pattern_where(
+        &self,
+        pattern: Pattern,
+        allow: Option<GroupFilter>,
+        owner: Option<&Pid>,
+    ) -> Result<(Subscription, GroupsSnapshot), Error> {
         if matches!(&pattern, Pattern::Prefix(p) if p.is_empty()) {
             return Err(Error::EmptyPrefix);
         }
@@ -98,7 +110,14 @@ impl Scope {
                 Pattern::Prefix(prefix) => shared.view.prefix(prefix),
                 Pattern::All => c.scope.snapshot(),
             };
-            let sub = shared.subscribe(c, pattern, owner)?;
+            let snapshot = match &allow {
+                Some(allow) => snapshot
+                    .into_iter()
+                    .filter(|(g, _)| allow(g.as_str()))
+                    .collect(),
+                None => snapshot,
+            };
+            let sub = shared.subscribe(c, pattern, allow, owner)?;
             Ok::<_, Error>((sub, snapshot))
         })??;
         Ok((Subscription::new(sub, Arc::downgrade(shared)), snapshot))
