@@ -117,8 +117,11 @@ impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed {
             Some("pg.scope") => RawScopeEntry::deserialize(de).map(Entry::Scope),
             Some("pg.node") => NodeEntry::deserialize(de).map(Entry::Node),
             Some("pg.policy") => PolicyEntry::deserialize(de).map(Entry::Policy),
-            Some(other) if other.starts_with("pg.") => Err(D::Error::custom(format!(
+            Some(other) if other.starts_with("pg") => Err(D::Error::custom(format!(
                 "unknown kind {other:?} (expected pg.scope, pg.node or pg.policy)"
+            ))),
+            Some(other) if !other.contains('.') => Err(D::Error::custom(format!(
+                "kind {other:?} is not namespace.name (pg.scope, pg.node, pg.policy, or the application's own, like app.http)"
             ))),
             // Any other kind belongs to the application.
             Some(_) => serde_json::Map::deserialize(de).map(Entry::App),
@@ -425,6 +428,13 @@ impl Config {
                     };
                     let name = text(fields.remove("name"));
                     let kind = text(fields.remove("kind"));
+                    if name.is_empty() {
+                        return Err(ConfigError::new(
+                            at(),
+                            Some("name"),
+                            "every entry needs a name",
+                        ));
+                    }
                     config.app.push(AppEntry { name, kind, fields });
                 }
             }

@@ -353,8 +353,16 @@ fn application_entries_are_kept_for_the_application() {
         .unwrap()
         .deserialize::<Http>();
     assert!(e.unwrap_err().to_string().contains("jobs"));
-    // A kind in pg-rs's own namespace must be one of ours (a typo is caught).
-    assert!(Config::from_yaml("- name: x\n  kind: pg.scopes\n").is_err());
+    // A kind in pg-rs's own namespace must be one of ours, and every kind is
+    // namespace.name: typos of ours are caught, not kept for the app.
+    for kind in ["pg.scopes", "pg-node", "pg_scope", "node"] {
+        let e = Config::from_yaml(&format!("- name: x\n  kind: {kind}\n")).unwrap_err();
+        assert!(e.to_string().contains(kind), "{kind}: {e}");
+    }
+    assert!(
+        Config::from_yaml("- kind: app.http\n  listen: x\n").is_err(),
+        "a name is needed"
+    );
 }
 
 /// `${VAR}`, `${VAR:-default}` and `$$` in a file; an unset variable

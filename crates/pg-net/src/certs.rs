@@ -107,7 +107,12 @@ pub struct DevCa {
     der: CertificateDer<'static>,
     pem: String,
     key_pem: String,
+    /// The CA's own expiry: no certificate it issues outlives it.
+    not_after: std::time::SystemTime,
 }
+
+/// Longest validity accepted: a hundred years.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How long a CA made by [`DevCa::generate`] is valid: ten years.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -122,13 +127,14 @@ impl DevCa {
 
     /// A new CA for cluster `cluster`, valid from now for `validity`.
     pub fn generate_valid_for(cluster: &str, validity: Duration) -> Result<Self, CertError> {
+        let not_after = valid_until(validity)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
             .push(DnType::CommonName, format!("pg-rs cluster CA {cluster}"));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, validity);
+        set_validity(&mut params, not_after);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
@@ -137,24 +143,37 @@ impl DevCa {
             pem: cert.pem(),
             key_pem,
             issuer: Issuer::new(params, key),
+            not_after,
         })
     }
 
     /// A CA saved earlier: its certificate and its private key, as PEM.
+    /// The key must be the certificate's (a wrong key would issue
+    /// certificates no node accepts).
     pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let unreadable = |reason: String| CertError::Unreadable {
+            path: "CA certificate".into(),
+            reason,
+        };
         let key = KeyPair::from_pem(key_pem)?;
-        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes()).map_err(|e| {
-            CertError::Unreadable {
-                path: "CA certificate".into(),
-                reason: e.to_string(),
-            }
-        })?;
+        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes())
+            .map_err(|e| unreadable(e.to_string()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| unreadable(e.to_string()))?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(unreadable("the key is not this certificate's".into()));
+        }
+        let not_after = std::time::UNIX_EPOCH
+            + Duration::from_secs(
+                u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0),
+            );
         let issuer = Issuer::from_ca_cert_pem(certificate_pem, key)?;
         Ok(Self {
             der,
             pem: certificate_pem.to_owned(),
             key_pem: key_pem.to_owned(),
             issuer,
+            not_after,
         })
     }
 
@@ -214,17 +233,59 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        set_validity(&mut params, validity);
+        let not_after = valid_until(validity)?.min(self.not_after);
+        set_validity(&mut params, not_after);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert, key))
     }
 }
 
-/// Valid from a minute ago (clocks differ a little) for `validity`.
-fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = std::time::SystemTime::now();
-    let from = now - Duration::from_secs(60);
+/// The end of a validity starting now: at least a second, at most
+/// [`MAX_VALIDITY`].
+fn valid_until(validity: Duration) -> Result<std::time::SystemTime, CertError> {
+    if validity.is_zero() || validity > MAX_VALIDITY {
+        return Err(CertError::Generate(format!(
+            "a validity must be above zero and at most {} days",
+            MAX_VALIDITY.as_secs() / 86_400
+        )));
+    }
+    Ok(std::time::SystemTime::now() + validity)
+}
+
+/// Valid from a minute ago (clocks differ a little) until `not_after`.
+fn set_validity(params: &mut CertificateParams, not_after: std::time::SystemTime) {
+    let from = std::time::SystemTime::now() - Duration::from_secs(60);
     params.not_before = from.into();
-    params.not_after = (now + validity).into();
+    params.not_after = not_after.into();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_ca_loads_only_with_its_own_key_and_bounds_validity() {
+        let ca = DevCa::generate("t").unwrap();
+        let other = DevCa::generate("t").unwrap();
+        assert!(DevCa::from_pem(&ca.certificate_pem(), &ca.key_pem()).is_ok());
+        assert!(matches!(
+            DevCa::from_pem(&ca.certificate_pem(), &other.key_pem()),
+            Err(CertError::Unreadable { .. })
+        ));
+        assert!(ca.issue_pem_valid_for("n", Duration::ZERO).is_err());
+        assert!(ca.issue_pem_valid_for("n", MAX_VALIDITY * 2).is_err());
+        assert!(DevCa::generate_valid_for("t", Duration::MAX).is_err());
+        // A node certificate never outlives its CA.
+        let short = DevCa::generate_valid_for("t", Duration::from_secs(3600)).unwrap();
+        let (pem, _) = short.issue_pem_valid_for("n", NODE_VALIDITY).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let ends = cert.validity().not_after.timestamp();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(ends <= now + 3600, "the node certificate outlives its CA");
+    }
 }

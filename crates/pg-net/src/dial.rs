@@ -103,6 +103,8 @@ pub struct DialPolicy {
     config: DialConfig,
     /// Seeds given as addresses (configured, or added at run time).
     seeds: Vec<SocketAddr>,
+    /// Addresses found to be this node's own.
+    own: FxHashSet<SocketAddr>,
     /// What each seed name resolved to last.
     resolved: FxHashMap<String, Vec<SocketAddr>>,
     /// Where each node known listens.
@@ -124,6 +126,10 @@ pub enum DialOutcome {
     Connected(NodeName),
     /// No link came of it.
     Failed,
+    /// The address is this node's own (it presented our own certificate: a
+    /// seed name that lists us under another address form, say): it is
+    /// never dialed again, unless a peer says another node listens there.
+    Own,
 }
 
 impl DialPolicy {
@@ -134,6 +140,7 @@ impl DialPolicy {
             jitter: config.seed,
             config,
             seeds: Vec::new(),
+            own: FxHashSet::default(),
             resolved: FxHashMap::default(),
             listen_of: FxHashMap::default(),
             reached: FxHashSet::default(),
@@ -176,14 +183,25 @@ impl DialPolicy {
         addrs.sort_unstable();
         addrs.dedup();
         addrs.truncate(MAX_RESOLVED);
+        addrs.retain(|a| !self.own.contains(a));
         let old = self
             .resolved
             .insert(name.to_owned(), addrs.clone())
             .unwrap_or_default();
-        for addr in &addrs {
-            if !old.contains(addr) {
-                self.want_seed(*addr, now);
-            }
+        // A first answer is dialed like the configured seeds: a capped
+        // subset at once, the rest a little later (a cluster starting at
+        // once does not dial N² at once); later newcomers at once.
+        let fresh = old.is_empty();
+        let later = now + self.config.max;
+        let mut new: Vec<SocketAddr> = addrs.iter().filter(|a| !old.contains(a)).copied().collect();
+        fastrand::Rng::with_seed(self.jitter).shuffle(&mut new);
+        for (i, addr) in new.into_iter().enumerate() {
+            let at = if fresh && i >= self.config.fanout.max(1) {
+                later
+            } else {
+                now
+            };
+            self.want_seed(addr, at);
         }
         for addr in old.iter().filter(|a| !addrs.contains(a)) {
             let still_seed = self.seeds.contains(addr)
@@ -237,6 +255,8 @@ impl DialPolicy {
         if *name == self.me || self.connected.contains_key(name) || !self.remember(name, addr) {
             return;
         }
+        // Another node listens where we once found ourselves.
+        self.own.remove(&addr);
         let first = now + self.first_delay(name);
         if let Some(target) = self.targets.get_mut(&addr)
             && !target.in_flight
@@ -263,6 +283,17 @@ impl DialPolicy {
     /// A dial of `addr` handed out by `poll_dials` ended.
     pub fn handle_dial_result(&mut self, addr: SocketAddr, outcome: DialOutcome, now: Instant) {
         let max = self.config.max;
+        if outcome == DialOutcome::Own {
+            if self.own.len() < MAX_KNOWN {
+                self.own.insert(addr);
+            }
+            self.seeds.retain(|a| *a != addr);
+            for answer in self.resolved.values_mut() {
+                answer.retain(|a| *a != addr);
+            }
+            self.targets.remove(&addr);
+            return;
+        }
         if let DialOutcome::Connected(name) = &outcome {
             self.reached.insert(addr);
             // Whoever answered is who listens here now: a node we expected
@@ -282,6 +313,7 @@ impl DialPolicy {
         target.reached |= reached;
         match outcome {
             DialOutcome::Connected(_) => target.backoff.reset(),
+            DialOutcome::Own => {}
             DialOutcome::Failed => {
                 // The backoff is capped at `unreached_max`; seeds and nodes
                 // once reached keep to the shorter `max`.
@@ -382,6 +414,9 @@ impl DialPolicy {
     }
 
     fn want_seed(&mut self, addr: SocketAddr, at: Instant) {
+        if self.own.contains(&addr) {
+            return;
+        }
         let target = self.target(addr, at);
         target.seed = true;
         if !target.in_flight {

@@ -57,7 +57,7 @@ pub mod wire;
 pub use backoff::Backoff;
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use certs::{
-    CA_VALIDITY, CertError, DevCa, NODE_SERVER_NAME, NODE_VALIDITY, TlsIdentity,
+    CA_VALIDITY, CertError, DevCa, MAX_VALIDITY, NODE_SERVER_NAME, NODE_VALIDITY, TlsIdentity,
     certificate_node_name,
 };
 pub use config::NetConfig;

@@ -556,3 +556,50 @@ fn a_seed_name_follows_its_changing_answers() {
         "a node once met is redialed, whatever DNS says"
     );
 }
+
+/// An address found to be our own is never dialed again, whatever DNS
+/// keeps answering, until a peer says another node listens there; and a
+/// first DNS answer is dialed like configured seeds, a capped few at once.
+#[test]
+fn own_addresses_are_dropped_and_first_answers_are_capped() {
+    let t0 = Instant::now();
+    let config = DialConfig {
+        fanout: 3,
+        ..DialConfig::default()
+    };
+    let max = config.max;
+    let mut p = DialPolicy::new(name("a"), &[], config, t0);
+    let answer: Vec<SocketAddr> = (1..=10).map(addr).collect();
+    p.handle_resolved("peers:4700", &answer, t0);
+    let first = p.poll_dials(t0);
+    assert_eq!(first.len(), 3, "a capped subset at once");
+    for a in &first {
+        let outcome = if *a == first[0] {
+            DialOutcome::Own
+        } else {
+            DialOutcome::Failed
+        };
+        p.handle_dial_result(*a, outcome, t0);
+    }
+    let own = first[0];
+    let mut dialed_own = 0;
+    let mut rest = std::collections::BTreeSet::new();
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(600) {
+        p.handle_resolved("peers:4700", &answer, now);
+        for a in p.poll_dials(now) {
+            dialed_own += usize::from(a == own);
+            if now < t0 + max {
+                assert!(first.contains(&a), "only the first few before `max`");
+            }
+            rest.insert(a);
+            p.handle_dial_result(a, DialOutcome::Failed, now);
+        }
+        now += Duration::from_millis(250);
+    }
+    assert_eq!(dialed_own, 0, "our own address is not dialed again");
+    assert_eq!(rest.len(), 9);
+    // A peer says node x listens there now: it is dialed again.
+    p.handle_heard(&name("x"), own, now);
+    assert!(p.poll_dials(now + Duration::from_secs(60)).contains(&own));
+}

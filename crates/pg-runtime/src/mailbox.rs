@@ -42,6 +42,9 @@ pub(crate) struct Mailbox {
     readable: Notify,
     /// Wakes a sender waiting for room (the process's overflow task).
     writable: Notify,
+    /// Messages to the process dropped because the mailbox stayed full
+    /// (here, where both the process and its slot can see it).
+    pub(crate) dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Mailbox {
@@ -51,6 +54,7 @@ impl Mailbox {
             capacity: capacity.max(1),
             readable: Notify::new(),
             writable: Notify::new(),
+            dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -86,8 +86,6 @@ pub(crate) struct ProcessSlot {
     overflow: Mutex<Overflow>,
     /// Most messages waiting in `overflow`.
     overflow_cap: usize,
-    /// Messages to this process dropped because its mailbox stayed full.
-    dropped: AtomicU64,
 }
 
 impl ProcessSlot {
@@ -151,7 +149,7 @@ impl ProcessSlot {
                 }
             }
         } else if overflow.queue.len() >= self.overflow_cap {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.mailbox.dropped.fetch_add(1, Ordering::Relaxed);
             return deliveries.failed(1, "mailbox_overflow");
         } else {
             overflow.queue.push_back((deadline(timeout), envelope));
@@ -181,7 +179,7 @@ impl ProcessSlot {
                 Ok(true) => deliveries.delivered(),
                 Ok(false) => deliveries.failed(1, "no_process"),
                 Err(()) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.mailbox.dropped.fetch_add(1, Ordering::Relaxed);
                     deliveries.failed(1, "mailbox_timeout");
                 }
             }
@@ -236,7 +234,6 @@ impl Process {
             next_listener: AtomicU64::new(0),
             overflow: Mutex::new(Overflow::default()),
             overflow_cap: capacity.saturating_mul(4),
-            dropped: AtomicU64::new(0),
         });
         let process = Self {
             pid,
@@ -258,9 +255,7 @@ impl Process {
     /// `4 x mailbox_capacity` messages that may wait at once (a process
     /// that reads slowly learns here what it missed).
     pub fn dropped(&self) -> u64 {
-        self.slot
-            .upgrade()
-            .map_or(0, |slot| slot.dropped.load(Ordering::Relaxed))
+        self.mailbox.dropped.load(Ordering::Relaxed)
     }
 
     /// The next message not taken by a topic listener; `None` once the node

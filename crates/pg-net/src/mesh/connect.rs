@@ -106,6 +106,18 @@ impl Mesh {
             .await
             .map_err(|_| HandshakeError::Timeout("connecting"))??;
         *conn_seen = Some(conn.clone());
+        // Our own certificate: this address is ours (a seed name that also
+        // lists this node, in another address form).
+        let ours = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .is_some_and(|chain| {
+                chain.first().map(AsRef::as_ref) == Some(&mesh.own_certificate[..])
+            });
+        if ours {
+            conn.close(code::REJECTED.into(), b"dialed itself");
+            return Err(HelloError::OwnName(mesh.hello.node.name.clone()).into());
+        }
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
             write_message(&mut send, &NetMessage::Hello(mesh.hello.clone())).await?;
@@ -198,6 +210,10 @@ impl Mesh {
                     let outcome = match Mesh::dial_once(&m, addr).await {
                         Ok(name) => DialOutcome::Connected(name),
                         Err(Failure::Benign) => DialOutcome::Failed,
+                        Err(Failure::Refused(HandshakeError::Hello(HelloError::OwnName(_)))) => {
+                            tracing::debug!(node = %m.hello.node, %addr, "this address is our own; not dialing it again");
+                            DialOutcome::Own
+                        }
                         Err(Failure::Refused(error)) => {
                             bump(
                                 &m.counters.handshakes_failed,
@@ -256,6 +272,11 @@ impl Mesh {
             mesh.jitter_seed.fetch_add(1, Ordering::Relaxed),
         );
         loop {
+            // Armed before the check: a shutdown between the two still
+            // wakes it.
+            let stop = mesh.discovery.stop.notified();
+            tokio::pin!(stop);
+            stop.as_mut().enable();
             if mesh.closed.load(Ordering::Acquire) {
                 return;
             }
@@ -295,10 +316,10 @@ impl Mesh {
                 );
                 mesh.config.dns_refresh
             };
-            // (Not woken by the dial task's Notify: a second waiter could
-            // take the wake-up meant for it. After a shutdown this task
-            // ends at its next round.)
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut stop => return,
+            }
         }
     }
 }

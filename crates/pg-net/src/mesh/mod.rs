@@ -175,6 +175,8 @@ struct Mesh {
     peers: Mutex<FxHashMap<NodeName, Link>>,
     /// Who is where, and who to dial.
     discovery: Discovery,
+    /// This node's certificate (DER): a dial that meets it reached itself.
+    own_certificate: Vec<u8>,
     /// The last scope frame encoded, reused for the next peer it goes to.
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
@@ -196,6 +198,8 @@ struct Discovery {
     dial_wake: tokio::sync::Notify,
     /// Addresses whose TLS refusal was logged at WARN (until they connect).
     tls_warned_about: Mutex<FxHashSet<SocketAddr>>,
+    /// Wakes every discovery task on shutdown (`notify_waiters`).
+    stop: tokio::sync::Notify,
 }
 
 /// A node's end of the QUIC mesh; implements pg-runtime's [`Transport`].
@@ -298,11 +302,17 @@ impl QuicTransport {
                 runtime,
                 inbound: OnceLock::new(),
                 peers: Mutex::new(FxHashMap::default()),
+                own_certificate: identity
+                    .chain
+                    .first()
+                    .map(|c| c.as_ref().to_vec())
+                    .unwrap_or_default(),
                 discovery: Discovery {
                     listen_of: Mutex::new(FxHashMap::default()),
                     dial: Mutex::new(dial),
                     dial_wake: tokio::sync::Notify::new(),
                     tls_warned_about: Mutex::new(FxHashSet::default()),
+                    stop: tokio::sync::Notify::new(),
                 },
                 encoded: Mutex::new(None),
                 counters: Counters::default(),
@@ -456,6 +466,7 @@ impl Transport for QuicTransport {
             .endpoint
             .close(code::SHUTDOWN.into(), b"node shutting down");
         self.mesh.discovery.dial_wake.notify_one();
+        self.mesh.discovery.stop.notify_waiters();
     }
 }
 
