@@ -51,6 +51,7 @@ mod error;
 mod handshake;
 pub mod link;
 mod mesh;
+pub mod peers;
 mod tls;
 pub mod wire;
 

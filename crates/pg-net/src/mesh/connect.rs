@@ -16,7 +16,8 @@ use crate::backoff::Backoff;
 use crate::certs::{NODE_SERVER_NAME, certificate_node_name};
 use crate::dial::DialOutcome;
 use crate::handshake::{Chain, Failure, HandshakeError, HelloError};
-use crate::wire::{Hello, NET_PROTOCOL_VERSION, NetMessage};
+use crate::peers;
+use crate::wire::{Hello, NetMessage};
 
 impl Mesh {
     pub(super) async fn accept_loop(mesh: Arc<Mesh>) {
@@ -150,44 +151,19 @@ impl Mesh {
         }
     }
 
-    /// Checks a peer's hello: version, cluster, and that the node name it
-    /// claims is the one its certificate was issued to (a node cannot pose
-    /// as another with its own valid certificate).
+    /// Checks a peer's hello ([`peers::check_hello`]) with the node name
+    /// its certificate was issued to.
     pub(super) fn check_hello(
         &self,
         hello: &Hello,
         conn: &quinn::Connection,
     ) -> Result<(), HelloError> {
-        if hello.version != NET_PROTOCOL_VERSION {
-            return Err(HelloError::Version {
-                theirs: hello.version,
-                ours: NET_PROTOCOL_VERSION,
-            });
-        }
-        if hello.cluster != self.config.cluster {
-            return Err(HelloError::Cluster {
-                theirs: hello.cluster.chars().take(64).collect(),
-                ours: self.config.cluster.clone(),
-            });
-        }
-        if hello.node.name == self.hello.node.name {
-            return Err(HelloError::OwnName(hello.node.name.clone()));
-        }
-        if self.blocked.lock().contains(&hello.node.name) {
-            return Err(HelloError::Blocked(hello.node.name.clone()));
-        }
         let certified = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
             .and_then(|chain| chain.first().and_then(certificate_node_name));
-        match certified {
-            Some(name) if name == hello.node.name.as_str() => Ok(()),
-            Some(name) => Err(HelloError::NameMismatch {
-                certified: name,
-                claimed: hello.node.name.as_str().to_owned(),
-            }),
-            None => Err(HelloError::NoCertifiedName),
-        }
+        let blocked = self.blocked.lock().contains(&hello.node.name);
+        peers::check_hello(&self.hello, hello, certified.as_deref(), blocked)
     }
 
     /// Dials what the policy says is due, reports each outcome back, and

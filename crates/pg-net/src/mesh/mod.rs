@@ -41,6 +41,7 @@ use crate::config::NetConfig;
 use crate::dial::{DialConfig, DialPolicy};
 use crate::error::NetError;
 use crate::handshake::HandshakeError;
+use crate::peers::{self, LinkDecision, LinkInfo};
 use crate::tls;
 use crate::wire::{self, Hello, NET_PROTOCOL_VERSION, NetMessage};
 
@@ -531,36 +532,48 @@ impl Mesh {
         let (reported_tx, reported_rx) = tokio::sync::oneshot::channel();
         let reported = {
             let mut peers = mesh.peers.lock();
-            let (report, replaced) = match peers.get(&peer.name) {
-                Some(old) if old.node.incarnation > peer.incarnation => {
+            let current = peers.get(&peer.name).map(|old| LinkInfo {
+                peer: old.node.clone(),
+                initiator: old.initiator.clone(),
+            });
+            let new = LinkInfo {
+                peer: peer.clone(),
+                initiator: link.initiator.clone(),
+            };
+            let (report, replaced) = match peers::decide(me, current.as_ref(), &new) {
+                LinkDecision::StaleRun => {
                     conn.close(
                         code::REPLACED.into(),
                         b"a newer run of this node is connected",
                     );
                     return Ok(());
                 }
-                Some(old) if old.node == peer => {
-                    // Both dialed: keep the connection dialed by the smaller
-                    // name, on both sides alike. The runtime sees no change.
-                    let preferred = std::cmp::min(me, &peer.name);
-                    if link.initiator != *preferred {
-                        conn.close(code::DUPLICATE.into(), b"duplicate connection");
-                        return Ok(());
+                LinkDecision::DuplicateLoses => {
+                    conn.close(code::DUPLICATE.into(), b"duplicate connection");
+                    return Ok(());
+                }
+                // Both dialed: the connection dialed by the smaller name
+                // stays, on both sides alike. What was in flight on the
+                // other may be lost: the scopes re-send their state.
+                LinkDecision::ReplacesDuplicate => match peers.get(&peer.name) {
+                    Some(old) => {
+                        old.conn
+                            .close(code::DUPLICATE.into(), b"duplicate connection");
+                        let old = Arc::clone(&old.channels);
+                        let _ = mesh.events.send(PeerEvent::Reset(peer.clone(), old));
+                        (false, None)
                     }
-                    old.conn
-                        .close(code::DUPLICATE.into(), b"duplicate connection");
-                    // What was in flight on the old connection may be lost:
-                    // the scopes re-send their state over the new one.
-                    let old = Arc::clone(&old.channels);
-                    let _ = mesh.events.send(PeerEvent::Reset(peer.clone(), old));
-                    (false, None)
-                }
-                Some(old) => {
-                    old.conn
-                        .close(code::REPLACED.into(), b"replaced by a newer run");
-                    (true, Some(Arc::clone(&old.channels)))
-                }
-                None => (true, None),
+                    None => (true, None),
+                },
+                LinkDecision::ReplacesOlderRun => match peers.get(&peer.name) {
+                    Some(old) => {
+                        old.conn
+                            .close(code::REPLACED.into(), b"replaced by a newer run");
+                        (true, Some(Arc::clone(&old.channels)))
+                    }
+                    None => (true, None),
+                },
+                LinkDecision::New => (true, None),
             };
             peers.insert(peer.name.clone(), link.clone());
             mesh.discovery
