@@ -181,6 +181,9 @@ struct NodeEntry {
     #[serde(default, with = "humantime_serde")]
     dns_refresh: Option<Duration>,
     tls: Option<TlsFiles>,
+    /// How often the TLS files are read again (0s: never).
+    #[serde(default, with = "humantime_serde")]
+    tls_reload: Option<Duration>,
     mailbox_capacity: Option<usize>,
     max_payload_size: Option<usize>,
     max_frame_size: Option<usize>,
@@ -251,6 +254,8 @@ pub struct NodeConfig {
     pub net: Option<NetConfig>,
     /// TLS material, loaded and checked.
     pub tls: Option<TlsIdentity>,
+    /// Where it was loaded from, read again every `tls_reload`.
+    pub tls_files: Option<crate::TlsFiles>,
 }
 
 /// A whole configuration file, validated.
@@ -672,6 +677,12 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
         }
         None => None,
     };
+    let tls_files = e.tls.as_ref().map(|files| crate::TlsFiles {
+        ca: resolve(&files.ca),
+        cert: resolve(&files.cert),
+        key: resolve(&files.key),
+        reload_every: e.tls_reload.unwrap_or(Duration::from_secs(60)),
+    });
     let net = match e.listen {
         Some(listen) => {
             if tls.is_none() {
@@ -743,6 +754,7 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
                 ("max_frame_size", e.max_frame_size.is_some()),
                 ("idle_timeout", e.idle_timeout.is_some()),
                 ("keep_alive", e.keep_alive.is_some()),
+                ("tls_reload", e.tls_reload.is_some()),
             ];
             if let Some((field, _)) = needs_listen.iter().find(|(_, set)| *set) {
                 return Err((field, "only applies to a node with a listen address".into()));
@@ -755,6 +767,7 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
         options,
         net,
         tls,
+        tls_files,
     })
 }
 

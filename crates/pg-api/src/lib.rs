@@ -53,6 +53,7 @@ mod node;
 mod permission;
 mod prefix;
 mod process;
+mod tls_reload;
 
 pub use config::{AppEntry, Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry, expand_env};
 pub use error::{ErrorKind, PgError};
@@ -60,6 +61,7 @@ pub use instance::{Groups, Instance};
 pub use node::{Node, NodeBuilder};
 pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
 pub use process::Process;
+pub use tls_reload::TlsFiles;
 
 pub use pg_core::{
     Event, EventKind, GroupName, MAX_GROUP_NAME_LEN, Members, NodeId, NodeName, Pid, ScopeStats,

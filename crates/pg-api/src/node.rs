@@ -15,6 +15,7 @@ use crate::error::{ErrorKind, PgError};
 use crate::instance::Instance;
 use crate::permission::{AllowAll, Permission, Policy};
 use crate::process::Process;
+use crate::tls_reload::{self, TlsFiles};
 
 /// Builds a [`Node`]. Without a listen address the node runs alone, in
 /// memory; with one, it joins the mesh over QUIC with mutual TLS. The API
@@ -25,6 +26,7 @@ pub struct NodeBuilder {
     options: NodeOptions,
     net: Option<NetConfig>,
     tls: Option<TlsIdentity>,
+    tls_files: Option<TlsFiles>,
     scopes: Vec<(String, ScopeOptions)>,
     policy: Arc<dyn Policy>,
 }
@@ -37,6 +39,7 @@ impl NodeBuilder {
             options: NodeOptions::default(),
             net: None,
             tls: None,
+            tls_files: None,
             scopes: Vec::new(),
             policy: Arc::new(AllowAll),
         }
@@ -116,6 +119,7 @@ impl NodeBuilder {
             self.options = node.options.clone();
             self.net = node.net.clone();
             self.tls = node.tls.clone();
+            self.tls_files = node.tls_files.clone();
         }
         for ScopeEntry {
             id,
@@ -134,6 +138,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Reads the TLS material from these files, and again every
+    /// `files.reload_every` (rotation without a restart; see [`TlsFiles`]).
+    pub fn tls_files(mut self, files: TlsFiles) -> Result<Self, PgError> {
+        let identity = TlsIdentity::from_pem_files(&files.ca, &files.cert, &files.key)
+            .map_err(|e| PgError::invalid(e.to_string()))?;
+        self.tls = Some(identity);
+        self.tls_files = Some(files);
+        Ok(self)
+    }
+
     /// Starts the node (inside a tokio runtime) and opens its scopes.
     pub fn start(self) -> Result<Node, PgError> {
         let incarnation = self.incarnation.unwrap_or_else(wall_clock_micros);
@@ -146,6 +160,9 @@ impl NodeBuilder {
                 })?;
                 let quic = QuicTransport::bind(id.clone(), net, tls)
                     .map_err(|e| PgError::new(ErrorKind::Internal, e.to_string()))?;
+                if let Some(files) = self.tls_files {
+                    tls_reload::watch(files, &quic);
+                }
                 (Arc::clone(&quic) as _, Some(quic))
             }
             None => (MemoryNetwork::new().transport(&id), None),

@@ -102,7 +102,8 @@ impl Mesh {
         conn_seen: &mut Option<quinn::Connection>,
     ) -> Result<NodeName, HandshakeError> {
         let timeout = mesh.config.protocol_timeout;
-        let connecting = mesh.endpoint.connect(addr, NODE_SERVER_NAME)?;
+        let client = mesh.client_config.read().clone();
+        let connecting = mesh.endpoint.connect_with(client, addr, NODE_SERVER_NAME)?;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| HandshakeError::Timeout("connecting"))??;
@@ -113,7 +114,7 @@ impl Mesh {
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
             .is_some_and(|chain| {
-                chain.first().map(AsRef::as_ref) == Some(&mesh.own_certificate[..])
+                chain.first().map(AsRef::as_ref) == Some(&mesh.own_certificate.read()[..])
             });
         if ours {
             conn.close(code::REJECTED.into(), b"dialed itself");

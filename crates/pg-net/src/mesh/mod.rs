@@ -176,7 +176,9 @@ struct Mesh {
     /// Who is where, and who to dial.
     discovery: Discovery,
     /// This node's certificate (DER): a dial that meets it reached itself.
-    own_certificate: Vec<u8>,
+    own_certificate: parking_lot::RwLock<Vec<u8>>,
+    /// What dials present and trust (replaced by `reload_identity`).
+    client_config: parking_lot::RwLock<quinn::ClientConfig>,
     /// The last scope frame encoded, reused for the next peer it goes to.
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
@@ -228,7 +230,7 @@ impl QuicTransport {
                 addr: config.listen.to_string(),
                 reason: e.to_string(),
             })?;
-        endpoint.set_default_client_config(client);
+        endpoint.set_default_client_config(client.clone());
         let local = endpoint.local_addr().map_err(|e| NetError::Bind {
             addr: config.listen.to_string(),
             reason: e.to_string(),
@@ -302,11 +304,14 @@ impl QuicTransport {
                 runtime,
                 inbound: OnceLock::new(),
                 peers: Mutex::new(FxHashMap::default()),
-                own_certificate: identity
-                    .chain
-                    .first()
-                    .map(|c| c.as_ref().to_vec())
-                    .unwrap_or_default(),
+                client_config: parking_lot::RwLock::new(client),
+                own_certificate: parking_lot::RwLock::new(
+                    identity
+                        .chain
+                        .first()
+                        .map(|c| c.as_ref().to_vec())
+                        .unwrap_or_default(),
+                ),
                 discovery: Discovery {
                     listen_of: Mutex::new(FxHashMap::default()),
                     dial: Mutex::new(dial),
@@ -322,6 +327,22 @@ impl QuicTransport {
                 events_rx: Mutex::new(Some(events_rx)),
             }),
         }))
+    }
+
+    /// Takes new TLS material (a renewed certificate, a rotated CA): every
+    /// handshake from now on, accepted or dialed, uses it; links already
+    /// up keep theirs. Fails, changing nothing, if the material does not
+    /// make a TLS configuration.
+    pub fn reload_identity(&self, identity: &TlsIdentity) -> Result<(), NetError> {
+        let server = tls::server(identity, &self.mesh.config)?;
+        let client = tls::client(identity, &self.mesh.config)?;
+        self.mesh.endpoint.set_server_config(Some(server));
+        *self.mesh.client_config.write() = client;
+        if let Some(cert) = identity.chain.first() {
+            *self.mesh.own_certificate.write() = cert.as_ref().to_vec();
+        }
+        tracing::info!(node = %self.mesh.hello.node, "TLS identity reloaded");
+        Ok(())
     }
 
     /// The address peers can dial.
