@@ -180,6 +180,8 @@ struct NodeEntry {
     seeds: Vec<String>,
     #[serde(default, with = "humantime_serde")]
     dns_refresh: Option<Duration>,
+    #[serde(default)]
+    dns_servers: Vec<SocketAddr>,
     tls: Option<TlsFiles>,
     /// How often the TLS files are read again (0s: never).
     #[serde(default, with = "humantime_serde")]
@@ -713,6 +715,7 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
             if let Some(d) = positive("dns_refresh", e.dns_refresh)? {
                 net.dns_refresh = d;
             }
+            net.dns_servers = e.dns_servers.clone();
             if let Some(n) = e.max_frame_size {
                 net.max_frame_size = n;
             }
@@ -749,6 +752,7 @@ fn node_config(e: NodeEntry, base: Option<&Path>) -> Result<NodeConfig, FieldErr
             let needs_listen = [
                 ("seeds", !e.seeds.is_empty()),
                 ("dns_refresh", e.dns_refresh.is_some()),
+                ("dns_servers", !e.dns_servers.is_empty()),
                 ("advertise", e.advertise.is_some()),
                 ("cluster", e.cluster.is_some()),
                 ("max_frame_size", e.max_frame_size.is_some()),

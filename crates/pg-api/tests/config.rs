@@ -414,7 +414,7 @@ fn seeds_may_be_names() {
     std::fs::write(dir.join("n.key"), key).unwrap();
     let node = |seeds: &str| {
         format!(
-            "- name: n\n  kind: pg.node\n  listen: 127.0.0.1:0\n  seeds: {seeds}\n  dns_refresh: 5s\n  \
+            "- name: n\n  kind: pg.node\n  listen: 127.0.0.1:0\n  seeds: {seeds}\n  dns_refresh: 5s\n  dns_servers: [127.0.0.1:53]\n  \
              tls: {{ ca: ca.pem, cert: n.pem, key: n.key }}\n"
         )
     };
@@ -424,6 +424,7 @@ fn seeds_may_be_names() {
     assert_eq!(net.seeds, vec!["10.0.0.1:4700".parse().unwrap()]);
     assert_eq!(net.seed_names, vec!["pg-peers.prod.svc:4700".to_owned()]);
     assert_eq!(net.dns_refresh, std::time::Duration::from_secs(5));
+    assert_eq!(net.dns_servers, vec!["127.0.0.1:53".parse().unwrap()]);
     for bad in ["[pg-peers]", "[\":4700\"]", "[\"host:port\"]"] {
         std::fs::write(&path, node(bad)).unwrap();
         let e = Config::from_file(&path).unwrap_err();

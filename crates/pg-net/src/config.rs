@@ -23,6 +23,9 @@ pub struct NetConfig {
     pub seed_names: Vec<String>,
     /// How often seed names are resolved again. Default 30 s.
     pub dns_refresh: Duration,
+    /// DNS servers to resolve seed names with (UDP and TCP, no cache);
+    /// empty (the default): the system's resolver.
+    pub dns_servers: Vec<SocketAddr>,
     /// Largest message accepted or sent, in bytes: room for the runtime's
     /// `max_payload_size` (8 MiB) and headers. Default 9 MiB.
     pub max_frame_size: usize,
@@ -66,6 +69,7 @@ impl NetConfig {
             seeds: Vec::new(),
             seed_names: Vec::new(),
             dns_refresh: Duration::from_secs(30),
+            dns_servers: Vec::new(),
             max_frame_size: 9 << 20,
             idle_timeout: Duration::from_millis(750),
             keep_alive: Duration::from_millis(200),

@@ -242,6 +242,7 @@ impl Mesh {
             return;
         }
         let own = mesh.hello.listen;
+        let resolver = SeedResolver::new(&mesh.config.dns_servers);
         let mut failing: Vec<bool> = vec![false; names.len()];
         let mut retry = Backoff::new(
             mesh.config.retry_base_delay.max(Duration::from_millis(500)),
@@ -259,10 +260,11 @@ impl Mesh {
             }
             let mut any_failed = false;
             for (name, failed) in names.iter().zip(failing.iter_mut()) {
-                match tokio::net::lookup_host(name.as_str()).await {
+                match resolver.resolve(name).await {
                     Ok(found) => {
                         // A headless Service lists this node too.
-                        let addrs: Vec<SocketAddr> = found.filter(|a| Some(*a) != own).collect();
+                        let addrs: Vec<SocketAddr> =
+                            found.into_iter().filter(|a| Some(*a) != own).collect();
                         if *failed {
                             tracing::info!(node = %mesh.hello.node, seed = %name, "seed name resolves again");
                         }
@@ -296,6 +298,59 @@ impl Mesh {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = &mut stop => return,
+            }
+        }
+    }
+}
+
+/// How seed names are resolved: the system's resolver, or given servers.
+enum SeedResolver {
+    System,
+    Servers(Box<hickory_resolver::TokioResolver>),
+}
+
+impl SeedResolver {
+    fn new(servers: &[SocketAddr]) -> Self {
+        use hickory_resolver::config::{
+            NameServerConfig, NameServerConfigGroup, ResolverConfig, ResolverOpts,
+        };
+        use hickory_resolver::proto::xfer::Protocol;
+        if servers.is_empty() {
+            return SeedResolver::System;
+        }
+        let mut group = NameServerConfigGroup::new();
+        for server in servers {
+            for protocol in [Protocol::Udp, Protocol::Tcp] {
+                group.push(NameServerConfig::new(*server, protocol));
+            }
+        }
+        let mut options = ResolverOpts::default();
+        // Answers change (pods come and go): ask every time.
+        options.cache_size = 0;
+        let config = ResolverConfig::from_parts(None, Vec::new(), group);
+        let resolver = hickory_resolver::Resolver::builder_with_config(
+            config,
+            hickory_resolver::name_server::TokioConnectionProvider::default(),
+        )
+        .with_options(options)
+        .build();
+        SeedResolver::Servers(Box::new(resolver))
+    }
+
+    /// The addresses `name` (`host:port`) stands for now.
+    async fn resolve(&self, name: &str) -> Result<Vec<SocketAddr>, String> {
+        match self {
+            SeedResolver::System => tokio::net::lookup_host(name)
+                .await
+                .map(Iterator::collect)
+                .map_err(|e| e.to_string()),
+            SeedResolver::Servers(resolver) => {
+                let (host, port) = name
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                    .ok_or_else(|| format!("{name:?} is not host:port"))?;
+                let found = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
+                Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
             }
         }
     }
