@@ -102,7 +102,7 @@ impl Mesh {
         conn_seen: &mut Option<quinn::Connection>,
     ) -> Result<NodeName, HandshakeError> {
         let timeout = mesh.config.protocol_timeout;
-        let client = mesh.client_config.read().clone();
+        let client = mesh.tls.read().client.clone();
         let connecting = mesh.endpoint.connect_with(client, addr, NODE_SERVER_NAME)?;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
@@ -114,7 +114,7 @@ impl Mesh {
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
             .is_some_and(|chain| {
-                chain.first().map(AsRef::as_ref) == Some(&mesh.own_certificate.read()[..])
+                chain.first().map(AsRef::as_ref) == Some(&mesh.tls.read().own_certificate[..])
             });
         if ours {
             conn.close(code::REJECTED.into(), b"dialed itself");

@@ -175,10 +175,8 @@ struct Mesh {
     peers: Mutex<FxHashMap<NodeName, Link>>,
     /// Who is where, and who to dial.
     discovery: Discovery,
-    /// This node's certificate (DER): a dial that meets it reached itself.
-    own_certificate: parking_lot::RwLock<Vec<u8>>,
-    /// What dials present and trust (replaced by `reload_identity`).
-    client_config: parking_lot::RwLock<quinn::ClientConfig>,
+    /// The TLS material dials use (replaced by `reload_identity`).
+    tls: parking_lot::RwLock<DialTls>,
     /// The last scope frame encoded, reused for the next peer it goes to.
     encoded: Mutex<Option<(Arc<Frame>, Bytes)>>,
     counters: Counters,
@@ -188,6 +186,13 @@ struct Mesh {
     jitter_seed: AtomicU64,
     events: mpsc::UnboundedSender<PeerEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
+}
+
+/// What a dial presents and trusts, and how it knows it reached itself.
+struct DialTls {
+    client: quinn::ClientConfig,
+    /// This node's certificate (DER): a dial that meets it reached itself.
+    own_certificate: Vec<u8>,
 }
 
 /// What the mesh knows of other nodes' addresses, and its dialing.
@@ -304,14 +309,14 @@ impl QuicTransport {
                 runtime,
                 inbound: OnceLock::new(),
                 peers: Mutex::new(FxHashMap::default()),
-                client_config: parking_lot::RwLock::new(client),
-                own_certificate: parking_lot::RwLock::new(
-                    identity
+                tls: parking_lot::RwLock::new(DialTls {
+                    client,
+                    own_certificate: identity
                         .chain
                         .first()
                         .map(|c| c.as_ref().to_vec())
                         .unwrap_or_default(),
-                ),
+                }),
                 discovery: Discovery {
                     listen_of: Mutex::new(FxHashMap::default()),
                     dial: Mutex::new(dial),
@@ -337,10 +342,12 @@ impl QuicTransport {
         let server = tls::server(identity, &self.mesh.config)?;
         let client = tls::client(identity, &self.mesh.config)?;
         self.mesh.endpoint.set_server_config(Some(server));
-        *self.mesh.client_config.write() = client;
+        let mut tls = self.mesh.tls.write();
+        tls.client = client;
         if let Some(cert) = identity.chain.first() {
-            *self.mesh.own_certificate.write() = cert.as_ref().to_vec();
+            tls.own_certificate = cert.as_ref().to_vec();
         }
+        drop(tls);
         tracing::info!(node = %self.mesh.hello.node, "TLS identity reloaded");
         Ok(())
     }
