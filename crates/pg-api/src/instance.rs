@@ -218,6 +218,25 @@ impl Instance {
         Ok(self.scope.which_local_groups())
     }
 
+    /// Every membership this node owns in the scope: `(group, pid, join
+    /// count)` for each of this node's processes in each group, groups in
+    /// name order (`pg.local_entries` on the scope id). What this node
+    /// contributes to the cluster's view; each group is its own snapshot.
+    pub fn local_entries(&self) -> Result<Vec<(GroupName, Pid, u32)>, PgError> {
+        self.live()?;
+        self.check(Permission::LocalEntries, self.id())?;
+        let mut entries = Vec::new();
+        for group in self.scope.which_local_groups().iter() {
+            let members = self.scope.local_members(group.as_str());
+            entries.extend(
+                members
+                    .iter_counted()
+                    .map(|(pid, count)| (group.clone(), pid, count)),
+            );
+        }
+        Ok(entries)
+    }
+
     /// Sends `payload` under `topic` to every member of `group` on every
     /// node, once each; returns how many were addressed.
     pub fn broadcast(

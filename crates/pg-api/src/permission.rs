@@ -47,11 +47,13 @@ pub enum Permission {
     LocalCountPrefix,
     /// `pg.monitor_prefix` on the prefix.
     MonitorPrefix,
+    /// `pg.local_entries` on the scope id.
+    LocalEntries,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 19] = [
+    pub const ALL: [Permission; 20] = [
         Permission::Open,
         Permission::Join,
         Permission::Leave,
@@ -71,6 +73,7 @@ impl Permission {
         Permission::CountPrefix,
         Permission::LocalCountPrefix,
         Permission::MonitorPrefix,
+        Permission::LocalEntries,
     ];
 
     /// The permission's name: `pg.open`, `pg.join`, ...
@@ -95,6 +98,7 @@ impl Permission {
             Permission::CountPrefix => "pg.count_prefix",
             Permission::LocalCountPrefix => "pg.local_count_prefix",
             Permission::MonitorPrefix => "pg.monitor_prefix",
+            Permission::LocalEntries => "pg.local_entries",
         }
     }
 }

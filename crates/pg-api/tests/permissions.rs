@@ -48,6 +48,7 @@ fn call(pg: &Instance, permission: Permission) -> Result<(), pg_api::PgError> {
         Permission::CountPrefix => pg.count_prefix("g/").map(drop),
         Permission::LocalCountPrefix => pg.local_count_prefix("g/").map(drop),
         Permission::MonitorPrefix => pg.monitor_prefix("g/").map(drop),
+        Permission::LocalEntries => pg.local_entries().map(drop),
     }
 }
 
@@ -59,7 +60,8 @@ fn resource(permission: Permission) -> &'static str {
         Permission::Open
         | Permission::WhichGroups
         | Permission::WhichLocalGroups
-        | Permission::Events => "app:pg",
+        | Permission::Events
+        | Permission::LocalEntries => "app:pg",
         Permission::GetMembersPrefix
         | Permission::GetLocalMembersPrefix
         | Permission::WhichGroupsPrefix

@@ -337,3 +337,33 @@ async fn a_shorter_prefix_does_not_reveal_denied_groups() {
     // The admin sees everything.
     assert_eq!(apg.count_prefix("s").unwrap(), 4);
 }
+
+/// Every membership this node owns, with join counts, and none of
+/// another node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_entries_list_this_nodes_memberships() {
+    let nodes = three_nodes();
+    eventually("a full mesh", || nodes.iter().all(|n| n.peers().len() == 2)).await;
+    let p = nodes[0].spawn("app");
+    let q = nodes[0].spawn("app");
+    let r = nodes[1].spawn("app");
+    let (pp, qp, rp) = (
+        p.open("app:pg").unwrap(),
+        q.open("app:pg").unwrap(),
+        r.open("app:pg").unwrap(),
+    );
+    pp.join(["b", "a", "a"]).unwrap();
+    qp.join("a").unwrap();
+    rp.join("a").unwrap();
+    eventually("r's join seen on node 0", || pp.count("a").unwrap() == 4).await;
+    let mut entries = pp.local_entries().unwrap();
+    entries.sort();
+    let mut expected = vec![
+        (pg_api::GroupName::new("a").unwrap(), p.pid().clone(), 2),
+        (pg_api::GroupName::new("a").unwrap(), q.pid().clone(), 1),
+        (pg_api::GroupName::new("b").unwrap(), p.pid().clone(), 1),
+    ];
+    expected.sort();
+    assert_eq!(entries, expected, "node 0's memberships only, with counts");
+    assert_eq!(rp.local_entries().unwrap().len(), 1);
+}
