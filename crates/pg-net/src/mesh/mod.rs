@@ -152,6 +152,12 @@ fn bump(counter: &AtomicU64, name: &'static str, n: u64) {
     metrics::counter!(name).increment(n);
 }
 
+/// A send refused, counted under `pg_net_dropped_total{reason}`.
+fn dropped(counter: &AtomicU64, reason: &'static str) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("pg_net_dropped_total", "reason" => reason).increment(1);
+}
+
 #[derive(Clone)]
 struct Link {
     node: NodeId,

@@ -14,7 +14,7 @@ use pg_core::Frame;
 use pg_runtime::{SendError, Wire};
 
 use super::channels::Channels;
-use super::{FRAME_OVERHEAD, Mesh, STREAM_BULK, STREAM_MEMBERSHIP, bump, clock, code};
+use super::{FRAME_OVERHEAD, Mesh, STREAM_BULK, STREAM_MEMBERSHIP, bump, clock, code, dropped};
 use crate::link::Arrival;
 use crate::wire::{self, NetMessage, Record};
 
@@ -28,7 +28,7 @@ impl Mesh {
             .filter(|l| l.node == *to)
             .cloned();
         let Some(link) = link else {
-            bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
+            dropped(&c.dropped_unreachable, "unreachable");
             return Err(SendError::Unreachable);
         };
         let limit = self.config.max_frame_size - FRAME_OVERHEAD;
@@ -57,7 +57,7 @@ impl Mesh {
                     return Err(SendError::TooLarge);
                 }
                 if !link.breaker.lock().allow(Instant::now()) {
-                    bump(&c.dropped_breaker, "pg_net_dropped_total", 1);
+                    dropped(&c.dropped_breaker, "circuit_open");
                     return Err(SendError::Unreachable);
                 }
                 let message = NetMessage::Deliver {
@@ -76,11 +76,11 @@ impl Mesh {
                 if guarded {
                     link.breaker.lock().failure(Instant::now());
                 }
-                bump(&c.dropped_overloaded, "pg_net_dropped_total", 1);
+                dropped(&c.dropped_overloaded, "overloaded");
                 Err(SendError::Overloaded)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                bump(&c.dropped_unreachable, "pg_net_dropped_total", 1);
+                dropped(&c.dropped_unreachable, "unreachable");
                 Err(SendError::Unreachable)
             }
         }
