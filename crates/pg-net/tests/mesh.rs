@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pg_core::NodeId;
-use pg_net::wire::{self, Hello, NetMessage};
-use pg_net::{DevCa, NET_PROTOCOL_VERSION, NODE_SERVER_NAME, QuicTransport};
+use pg_net::wire::{self, NetMessage};
+use pg_net::{DevCa, NODE_SERVER_NAME, QuicTransport};
 use pg_runtime::ScopeOptions;
 
 mod common;
-use common::{LIMIT, config, eventually, g, mesh_of_three, start};
+use common::{LIMIT, config, eventually, g, handshake, mesh_of_three, send_raw, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_and_broadcast_over_quic() {
@@ -266,31 +266,8 @@ async fn another_cluster_is_rejected_with_a_reason() {
 /// A client with a valid certificate that completes the hello, then sends
 /// `junk` on a membership stream.
 async fn misbehave(ca: &DevCa, target: SocketAddr, junk: &[u8]) {
-    let identity = ca.issue("junk").unwrap();
-    let client = pg_net::client_config(&identity, &config("test", &[])).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(client);
-    let conn = endpoint
-        .connect(target, NODE_SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = NetMessage::Hello(Hello {
-        version: NET_PROTOCOL_VERSION,
-        cluster: "test".into(),
-        node: NodeId::parse_name("junk", 1).unwrap(),
-        listen: None,
-    });
-    let mut buf = Vec::new();
-    wire::encode_into(&hello, &mut buf);
-    send.write_all(&buf).await.unwrap();
-    send.finish().unwrap();
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix).await.unwrap();
-    let mut stream = conn.open_uni().await.unwrap();
-    let _ = stream.write_all(&[0]).await; // membership stream
-    let _ = stream.write_all(junk).await;
+    let conn = handshake(ca, "junk", target).await;
+    let mut stream = send_raw(&conn, junk).await;
     let _ = stream.finish();
     // The node closes the connection on the bad input.
     let reason = tokio::time::timeout(LIMIT, conn.closed()).await.unwrap();

@@ -8,52 +8,18 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::page::Page;
+use common::{certificates, free_ports, start};
 use futures_util::StreamExt;
-use pg_api::DevCa;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ws-fanout");
 const LIMIT: Duration = Duration::from_secs(30);
-
-struct Service(Child, SocketAddr);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &Path, name: &str, port: u16, seed: Option<u16>) -> Service {
-    let seeds = seed.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
-    let yaml = format!(
-        "- name: chat\n  kind: pg.scope\n\
-         - name: {name}\n  kind: pg.node\n  cluster: web\n  listen: 127.0.0.1:{port}\n  seeds: [{seeds}]\n  \
-         tls: {{ ca: ca.pem, cert: {name}.pem, key: {name}.key }}\n\
-         - name: http\n  kind: ws-fanout.http\n  listen: 127.0.0.1:0\n"
-    );
-    let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(&config, yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let http = line.trim().strip_prefix("http ").unwrap().parse().unwrap();
-    Service(child, http)
-}
 
 fn chromium() -> PathBuf {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -97,26 +63,10 @@ async fn join(page: &Page, user: &str, room: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_on_two_nodes_chat_and_see_presence() {
-    let dir = std::env::temp_dir().join(format!("ws-fanout-browser-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = DevCa::generate("web").unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.certificate_pem()).unwrap();
-    for name in ["w0", "w1"] {
-        let (cert, key) = ca.issue_pem(name).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
-    }
-    let sockets: Vec<UdpSocket> = (0..2)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = sockets
-        .iter()
-        .map(|s| s.local_addr().unwrap().port())
-        .collect();
-    drop(sockets);
-    let a = start(&dir, "w0", ports[0], None);
-    let b = start(&dir, "w1", ports[1], Some(ports[0]));
+    let dir = certificates("web", &["w0", "w1"]);
+    let ports = free_ports(2);
+    let a = start(&dir, "web", "w0", ports[0], None);
+    let b = start(&dir, "web", "w1", ports[1], Some(ports[0]));
 
     let config = BrowserConfig::builder()
         .chrome_executable(chromium())
@@ -127,8 +77,14 @@ async fn two_pages_on_two_nodes_chat_and_see_presence() {
     let (mut browser, mut handler) = Browser::launch(config).await.unwrap();
     let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
 
-    let ann = browser.new_page(format!("http://{}/", a.1)).await.unwrap();
-    let bob = browser.new_page(format!("http://{}/", b.1)).await.unwrap();
+    let ann = browser
+        .new_page(format!("http://{}/", a.http))
+        .await
+        .unwrap();
+    let bob = browser
+        .new_page(format!("http://{}/", b.http))
+        .await
+        .unwrap();
     join(&ann, "ann", "lobby").await;
     join(&bob, "bob", "lobby").await;
     let presence = "document.getElementById('presence').textContent";

@@ -9,60 +9,23 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{Service, certificates, free_ports, run, start};
 use futures_util::{SinkExt, StreamExt};
-use pg_api::DevCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ws-fanout");
 const ROOMS: usize = 10;
 const CLIENTS: usize = 300;
 const PER_ROOM: usize = CLIENTS / ROOMS;
 const MESSAGES_PER_ROOM: usize = 5;
 const LIMIT: Duration = Duration::from_secs(20);
-
-struct Service {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, name: &str, port: u16, seed: Option<u16>) -> Service {
-    let seeds = seed.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
-    let yaml = format!(
-        "- name: chat\n  kind: pg.scope\n\
-         - name: {name}\n  kind: pg.node\n  cluster: e2e\n  listen: 127.0.0.1:{port}\n  seeds: [{seeds}]\n  \
-         tls: {{ ca: ca.pem, cert: {name}.pem, key: {name}.key }}\n\
-         - name: http\n  kind: ws-fanout.http\n  listen: 127.0.0.1:0\n"
-    );
-    let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(&config, yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let http = line.trim().strip_prefix("http ").unwrap().parse().unwrap();
-    Service { child, http }
-}
 
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -157,38 +120,15 @@ fn client(node: SocketAddr, i: usize, ends: usize) -> tokio::task::JoinHandle<Ve
     })
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().unwrap().port())
-        .collect()
-}
-
-fn dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ws-fanout-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = DevCa::generate("e2e").unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.certificate_pem()).unwrap();
-    for name in ["n0", "n1", "n2"] {
-        let (cert, key) = ca.issue_pem(name).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
-    }
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_services_and_300_clients() {
-    let dir = dir();
+    let dir = certificates("e2e", &["n0", "n1", "n2"]);
     let ports = free_ports(3);
     let mut services: Vec<Service> = (0..3)
         .map(|n| {
             start(
                 &dir,
+                "e2e",
                 &format!("n{n}"),
                 ports[n],
                 (n > 0).then_some(ports[0]),
@@ -291,7 +231,7 @@ async fn three_services_and_300_clients() {
     assert!(gone < Duration::from_secs(5), "{gone:?}");
 
     // Restarted (a new run on the same port), its clients reconnect.
-    services[2] = start(&dir, "n2", ports[2], Some(ports[0]));
+    services[2] = start(&dir, "e2e", "n2", ports[2], Some(ports[0]));
     nodes[2] = services[2].http;
     for i in (2..CLIENTS).step_by(3) {
         let url = format!("ws://{}/ws?user=u{i}&room=r{}", nodes[2], i % ROOMS);
@@ -315,21 +255,7 @@ async fn three_services_and_300_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_solo_configuration_runs_as_committed() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("solo.yaml");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("WS_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let service = Service {
-        http: line.trim().strip_prefix("http ").unwrap().parse().unwrap(),
-        child,
-    };
+    let service = run(&config, &[("WS_LISTEN", "127.0.0.1:0")]);
     let (status, page) = http(service.http, "GET", "/", "").await;
     assert_eq!(status, 200);
     assert!(page.contains("new WebSocket"), "the chat page");
