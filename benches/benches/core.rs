@@ -164,6 +164,7 @@ fn differential_sync(c: &mut Criterion) {
                 SyncGroup {
                     group: group(&format!("g{g}")),
                     members,
+                    metas: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
@@ -223,6 +224,7 @@ fn digest_compare(c: &mut Criterion) {
         let groups = vec![SyncGroup {
             group: group("g"),
             members: vec![(i as u64 + 1, 1)],
+            metas: Vec::new(),
         }];
         s.handle_frame(
             p,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use pg_core::{GroupName, Members, Pid};
+use pg_core::{GroupName, Members, Meta, Pid};
 use pg_runtime::{GroupsSnapshot, Subscription};
 use serde::Serialize;
 
@@ -13,6 +13,20 @@ use crate::error::PgError;
 use crate::node::Node;
 use crate::permission::Permission;
 use crate::process::Process;
+
+/// One membership owned by this node, as
+/// [`Instance::local_entries`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The group.
+    pub group: GroupName,
+    /// The process (of this node).
+    pub pid: Pid,
+    /// How many times it joined.
+    pub count: u32,
+    /// Its metadata in the group, if it joined with any.
+    pub meta: Option<Meta>,
+}
 
 /// One group name or several: what `join` and `leave` accept.
 pub trait Groups {
@@ -218,21 +232,22 @@ impl Instance {
         Ok(self.scope.which_local_groups())
     }
 
-    /// Every membership this node owns in the scope: `(group, pid, join
-    /// count)` for each of this node's processes in each group, groups in
-    /// name order (`pg.local_entries` on the scope id). What this node
-    /// contributes to the cluster's view; each group is its own snapshot.
-    pub fn local_entries(&self) -> Result<Vec<(GroupName, Pid, u32)>, PgError> {
+    /// Every membership this node owns in the scope, with join counts and
+    /// metadata, groups in name order (`pg.local_entries` on the scope
+    /// id). What this node contributes to the cluster's view; each group
+    /// is its own snapshot.
+    pub fn local_entries(&self) -> Result<Vec<Entry>, PgError> {
         self.live()?;
         self.check(Permission::LocalEntries, self.id())?;
         let mut entries = Vec::new();
         for group in self.scope.which_local_groups().iter() {
             let members = self.scope.local_members(group.as_str());
-            entries.extend(
-                members
-                    .iter_counted()
-                    .map(|(pid, count)| (group.clone(), pid, count)),
-            );
+            entries.extend(members.iter_with_meta().map(|(pid, count, meta)| Entry {
+                group: group.clone(),
+                pid,
+                count,
+                meta,
+            }));
         }
         Ok(entries)
     }

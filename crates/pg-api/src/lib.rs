@@ -49,6 +49,7 @@
 mod config;
 mod error;
 mod instance;
+mod meta;
 mod node;
 mod permission;
 mod prefix;
@@ -57,16 +58,18 @@ mod tls_reload;
 
 pub use config::{AppEntry, Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry, expand_env};
 pub use error::{ErrorKind, PgError};
-pub use instance::{Groups, Instance};
+pub use instance::{Entry, Groups, Instance};
 pub use node::{Node, NodeBuilder};
 pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
 pub use process::Process;
 pub use tls_reload::TlsFiles;
 
 pub use pg_core::{
-    Event, EventKind, GroupName, MAX_GROUP_NAME_LEN, Members, NodeId, NodeName, Pid, ScopeStats,
+    Event, EventEntry, EventKind, GroupName, LeaveReason, MAX_GROUP_NAME_LEN, MAX_META_SIZE,
+    Members, Meta, MetaChange, NodeId, NodeName, Pid, ScopeStats,
 };
 pub use pg_net::{DevCa, NetConfig, NetStats, TlsIdentity};
 pub use pg_runtime::{
-    Envelope, GroupsSnapshot, Listener, NodeOptions, Pattern, RecvError, ScopeOptions, Subscription,
+    Envelope, GroupsSnapshot, Listener, NodeOptions, Pattern, RecvError, ScopeOptions,
+    Subscription, decode_meta,
 };

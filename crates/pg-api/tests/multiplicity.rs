@@ -71,6 +71,7 @@ impl Replay {
                         assert!(*count >= *n, "{pid} left more often than it joined");
                         *count -= n;
                     }
+                    EventKind::Updated => assert!(*count > 0, "{pid} updated without a join"),
                 }
                 if *count == 0 {
                     self.counts.remove(pid);

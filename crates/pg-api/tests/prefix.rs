@@ -36,6 +36,7 @@ fn replay(state: &mut State, sub: &mut Subscription) {
                     assert!(*count >= *n, "{pid} left more often than it joined");
                     *count -= n;
                 }
+                EventKind::Updated => assert!(*count > 0, "{pid} updated without a join"),
             }
             if *count == 0 {
                 group.remove(pid);
@@ -353,17 +354,31 @@ async fn local_entries_list_this_nodes_memberships() {
         r.open("app:pg").unwrap(),
     );
     pp.join(["b", "a", "a"]).unwrap();
-    qp.join("a").unwrap();
+    qp.join_with_meta("a", "q's meta").unwrap();
     rp.join("a").unwrap();
     eventually("r's join seen on node 0", || pp.count("a").unwrap() == 4).await;
-    let mut entries = pp.local_entries().unwrap();
+    let mut entries: Vec<_> = pp
+        .local_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.group, e.pid, e.count, e.meta))
+        .collect();
     entries.sort();
+    let group = |name| pg_api::GroupName::new(name).unwrap();
     let mut expected = vec![
-        (pg_api::GroupName::new("a").unwrap(), p.pid().clone(), 2),
-        (pg_api::GroupName::new("a").unwrap(), q.pid().clone(), 1),
-        (pg_api::GroupName::new("b").unwrap(), p.pid().clone(), 1),
+        (group("a"), p.pid().clone(), 2, None),
+        (
+            group("a"),
+            q.pid().clone(),
+            1,
+            Some(pg_api::Meta::from("q's meta")),
+        ),
+        (group("b"), p.pid().clone(), 1, None),
     ];
     expected.sort();
-    assert_eq!(entries, expected, "node 0's memberships only, with counts");
+    assert_eq!(
+        entries, expected,
+        "node 0's memberships only, with counts and metadata"
+    );
     assert_eq!(rp.local_entries().unwrap().len(), 1);
 }

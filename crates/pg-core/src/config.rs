@@ -24,6 +24,10 @@ pub struct ScopeConfig {
     /// is refused as a protocol violation, never expanded into memory (a
     /// member list repeats a pid once per join). Default 1 000 000.
     pub max_join_count: u32,
+    /// Largest metadata of one membership, in bytes (at most
+    /// [`MAX_META_SIZE`](crate::MAX_META_SIZE)). Bounds local joins (a
+    /// typed error) and peers' parts (a protocol violation). Default 4096.
+    pub max_meta_size: usize,
     /// Member entries per frame when this node's part is sent whole: a
     /// larger part travels as several [`Frame::SyncPart`](crate::Frame::SyncPart)s
     /// (1 to [`MAX_SYNC_PART_ENTRIES`](crate::MAX_SYNC_PART_ENTRIES)).
@@ -50,6 +54,7 @@ impl Default for ScopeConfig {
             max_groups: 0,
             max_members_per_group: 0,
             max_join_count: 1_000_000,
+            max_meta_size: 4096,
             sync_part_entries: 32_768,
             sync_part_bytes: 1 << 20,
             discovery_fanout: 3,

@@ -92,6 +92,20 @@ pub enum Violation {
         /// The configured limit.
         limit: usize,
     },
+    /// Metadata larger than `max_meta_size`.
+    #[error(
+        "metadata of {len} bytes for process {serial} in group {group:?}, over max_meta_size ({limit})"
+    )]
+    MetaSize {
+        /// The group.
+        group: GroupName,
+        /// The process serial.
+        serial: u64,
+        /// Length of the metadata in bytes.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// A group of a part with more members than `max_members_per_group`.
     #[error(
         "{total} memberships of group {group:?} in one part, over max_members_per_group ({limit})"
@@ -153,6 +167,14 @@ pub enum CommandError {
     /// The join would exceed a configured limit.
     #[error("limit exceeded: {0}")]
     LimitExceeded(Limit),
+    /// Metadata larger than `max_meta_size`.
+    #[error("metadata of {len} bytes, over max_meta_size ({limit})")]
+    MetaTooLarge {
+        /// Length of the rejected metadata in bytes.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The join would push one process's join count in one group past
     /// `u32::MAX`.
     #[error("{pid} joined group {group:?} too many times")]
@@ -209,6 +231,10 @@ pub enum FrameInvariant {
     /// A sync group listed with no member.
     #[error("sync group with no member")]
     EmptyGroup,
+    /// A sync group whose metadata list is neither empty nor one entry
+    /// per member.
+    #[error("sync group metadata does not match its members")]
+    SyncMetas,
     /// Sync groups or members out of order, or repeated.
     #[error("sync groups or members out of order or repeated")]
     SyncOrder,

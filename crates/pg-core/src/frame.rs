@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DecodeError, FrameInvariant};
 use crate::group::GroupName;
 use crate::id::{MAX_PID_SERIAL, NodeId};
+use crate::meta::Meta;
 
 /// Version of the wire format spoken by this build. Bumped on every
 /// incompatible change to [`Frame`].
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// A message from one node's scope to the same scope on a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +89,8 @@ pub enum Op {
         serial: u64,
         /// Join references added (at least 1).
         count: u32,
+        /// New metadata, replacing the member's; `None` keeps what it has.
+        meta: Option<Meta>,
     },
     /// Process `serial` left `group` `count` times.
     Leave {
@@ -112,6 +115,9 @@ pub struct SyncGroup {
     pub group: GroupName,
     /// `(process serial, join count)` pairs; counts are at least 1.
     pub members: Vec<(u64, u32)>,
+    /// Metadata of each member, parallel to `members`; empty when no
+    /// member of the group has any (the common case costs one byte).
+    pub metas: Vec<Option<Meta>>,
 }
 
 /// The version of one node's part, in a [`Frame::Digest`].
@@ -173,6 +179,12 @@ impl Frame {
                 .all(|g| g.members.iter().all(|&(s, c)| member_ok(s, c)));
             if !members_ok {
                 return Err(Broken::SyncMember);
+            }
+            let metas_ok = groups
+                .iter()
+                .all(|g| g.metas.is_empty() || g.metas.len() == g.members.len());
+            if !metas_ok {
+                return Err(Broken::SyncMetas);
             }
             let sorted = groups.windows(2).all(|w| w[0].group < w[1].group)
                 && groups
@@ -239,6 +251,7 @@ mod tests {
                         group: g("a"),
                         serial: 1,
                         count: 2,
+                        meta: None,
                     },
                     Op::Leave {
                         group: g("a"),
@@ -254,6 +267,7 @@ mod tests {
                 groups: vec![SyncGroup {
                     group: g("x"),
                     members: vec![(1, 1), (2, 3)],
+                    metas: Vec::new(),
                 }],
             },
             Frame::SyncRequest,
@@ -303,6 +317,7 @@ mod tests {
                 group: g("a"),
                 serial: 1,
                 count: 0,
+                meta: None,
             }],
         };
         assert!(Frame::decode(&zero.encode()).is_err());
@@ -312,6 +327,7 @@ mod tests {
             groups: vec![SyncGroup {
                 group: g("a"),
                 members: vec![(MAX_PID_SERIAL + 1, 1)],
+                metas: Vec::new(),
             }],
         };
         assert!(Frame::decode(&big.encode()).is_err());
@@ -321,6 +337,7 @@ mod tests {
             groups: vec![SyncGroup {
                 group: g("a"),
                 members: vec![(1, 3), (1, 1)],
+                metas: Vec::new(),
             }],
         };
         assert!(Frame::decode(&repeated.encode()).is_err());
@@ -331,10 +348,12 @@ mod tests {
                 SyncGroup {
                     group: g("b"),
                     members: vec![(1, 1)],
+                    metas: Vec::new(),
                 },
                 SyncGroup {
                     group: g("a"),
                     members: vec![(1, 1)],
+                    metas: Vec::new(),
                 },
             ],
         };

@@ -8,10 +8,15 @@
 //! between 1 and 2 moves its member across the boundary with one swap.
 //! Removal swaps with the last member. Positions live in a writer-only map,
 //! which readers never see.
+//!
+//! Metadata lives in a third vector, parallel to the keys, created the
+//! first time a member of the list gets metadata (so groups without any
+//! cost nothing for it) and moved along with every swap.
 
 use hashbrown::HashTable;
 
 use crate::id::MAX_PID_SERIAL;
+use crate::meta::Meta;
 use crate::pvec::{self, PVec};
 
 /// Index of a node run in the table. Slot 0 is the local node.
@@ -45,6 +50,8 @@ impl MemberKey {
 pub(crate) struct ListSnapshot {
     keys: PVec<MemberKey>,
     counts: PVec<u32>,
+    /// Empty while no member has metadata; then one entry per key.
+    metas: PVec<Option<Meta>>,
     /// Sum of join counts.
     total: u64,
 }
@@ -67,6 +74,28 @@ impl ListSnapshot {
             counts: self.counts.iter(),
             counted_left: self.counts.len(),
         }
+    }
+
+    /// Metadata of each distinct member, in the order of [`iter`](Self::iter);
+    /// `None` when the list holds no metadata at all.
+    pub(crate) fn metas(&self) -> Option<pvec::Iter<'_, Option<Meta>>> {
+        (self.metas.len() > 0).then(|| self.metas.iter())
+    }
+
+    /// Each distinct member with its join count and metadata.
+    pub(crate) fn iter_meta(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (MemberKey, u32, Option<Meta>)> {
+        let mut metas = self.metas();
+        self.iter().map(move |(key, count)| {
+            let meta = metas.as_mut().and_then(|m| m.next()).flatten();
+            (key, count, meta)
+        })
+    }
+
+    /// Whether any member of the list has (or had) metadata.
+    pub(crate) fn has_metas(&self) -> bool {
+        self.metas.len() > 0
     }
 }
 
@@ -144,6 +173,18 @@ impl MemberList {
         self.list.iter()
     }
 
+    /// Whether any member has (or had) metadata.
+    pub(crate) fn has_metas(&self) -> bool {
+        self.list.has_metas()
+    }
+
+    /// Each distinct member with its join count and metadata.
+    pub(crate) fn iter_meta(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (MemberKey, u32, Option<Meta>)> {
+        self.list.iter_meta()
+    }
+
     /// The position of `key`, if a member.
     fn position(&self, key: MemberKey) -> Option<u32> {
         let keys = &self.list.keys;
@@ -160,6 +201,34 @@ impl MemberList {
     /// Join count of `key` (0 if not a member).
     pub(crate) fn count(&self, key: MemberKey) -> u32 {
         self.position(key).map_or(0, |pos| self.count_at(pos))
+    }
+
+    /// Metadata of `key` (`None` if not a member or without metadata).
+    pub(crate) fn meta(&self, key: MemberKey) -> Option<Meta> {
+        if self.list.metas.len() == 0 {
+            return None; // the common case: no lookup at all
+        }
+        let pos = self.position(key)?;
+        self.list.metas.get(pos as usize).flatten()
+    }
+
+    /// Sets the metadata of member `key` (does nothing if not a member);
+    /// returns the metadata it had. The first metadata in a list costs
+    /// O(list) once, to lay out the parallel vector.
+    pub(crate) fn set_meta(&mut self, key: MemberKey, meta: Option<Meta>) -> Option<Meta> {
+        let pos = self.position(key)? as usize;
+        let metas = &mut self.list.metas;
+        if metas.len() == 0 {
+            meta.as_ref()?;
+            for _ in 0..self.list.keys.len() {
+                metas.push(None);
+            }
+        }
+        let previous = metas.get(pos).flatten();
+        if previous != meta {
+            metas.set(pos, meta);
+        }
+        previous
     }
 
     /// Points the index entry of the member at `from` to `to`.
@@ -184,6 +253,9 @@ impl MemberList {
             None => {
                 let pos = self.list.keys.len() as u32;
                 self.list.keys.push(key);
+                if self.list.metas.len() > 0 {
+                    self.list.metas.push(None);
+                }
                 let MemberList { list, index } = self;
                 let keys = &list.keys;
                 index.insert_unique(hash(key), pos, |&p| keys.get(p as usize).map_or(0, hash));
@@ -222,8 +294,16 @@ impl MemberList {
         {
             self.list.keys.set(pos as usize, moved);
             self.moved(moved, last, pos);
+            if let Some(meta) = self.list.metas.get(last as usize) {
+                self.list.metas.set(pos as usize, meta);
+            }
         }
         self.list.keys.pop();
+        self.list.metas.pop();
+        if self.list.keys.len() == 0 {
+            // Metadata starts afresh with the next member.
+            self.list.metas = PVec::default();
+        }
         if self.index.capacity() > 64 && self.index.len() < self.index.capacity() / 4 {
             let MemberList { list, index } = self;
             let keys = &list.keys;
@@ -277,6 +357,13 @@ impl MemberList {
         };
         keys.set(a as usize, kb);
         keys.set(b as usize, ka);
+        let metas = &mut self.list.metas;
+        if let (Some(ma), Some(mb)) = (metas.get(a as usize), metas.get(b as usize))
+            && ma != mb
+        {
+            metas.set(a as usize, mb);
+            metas.set(b as usize, ma);
+        }
         // Two entries change value; update by key hash and old position.
         let (ha, hb) = (hash(ka), hash(kb));
         if let Some(p) = self.index.find_mut(ha, |&p| p == a) {
@@ -301,8 +388,19 @@ mod tests {
 
     use super::*;
 
-    fn contents(list: &ListSnapshot) -> BTreeMap<u64, u32> {
-        list.iter().map(|(k, c)| (k.0, c)).collect()
+    /// Serial -> (count, metadata byte).
+    type Model = BTreeMap<u64, (u32, Option<u8>)>;
+
+    fn contents(list: &ListSnapshot) -> Model {
+        let metas: Vec<Option<Meta>> = match list.metas() {
+            Some(metas) => metas.collect(),
+            None => vec![None; list.distinct()],
+        };
+        assert_eq!(metas.len(), list.distinct());
+        list.iter()
+            .zip(metas)
+            .map(|((k, c), m)| (k.0, (c, m.map(|m| m.as_bytes()[0]))))
+            .collect()
     }
 
     fn check_positions(list: &MemberList) -> Result<(), TestCaseError> {
@@ -312,50 +410,80 @@ mod tests {
             let counted = pos < list.list.counts.len();
             prop_assert_eq!(list.count(key) > 1, counted);
         }
+        let metas = list.list.metas.len();
+        prop_assert!(metas == 0 || metas == list.list.keys.len());
         Ok(())
     }
 
+    #[derive(Debug, Clone, Copy)]
+    enum Change {
+        Join,
+        Leave,
+        SetMeta(Option<u8>),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            3 => Just(Change::Join),
+            3 => Just(Change::Leave),
+            2 => proptest::option::weighted(0.8, 0u8..4).prop_map(Change::SetMeta),
+        ]
+    }
+
     proptest! {
-        /// Any mix of joins and leaves leaves the list equal to a counting
-        /// model, with positions consistent, and earlier snapshots intact;
-        /// the prefill spreads members over several leaves and levels, so
-        /// swaps cross them.
+        /// Any mix of joins, leaves and metadata changes leaves the list
+        /// equal to a counting model, with positions consistent, metadata
+        /// following its member through every swap, and earlier snapshots
+        /// intact; the prefill spreads members over several leaves and
+        /// levels, so swaps cross them.
         #[test]
         fn matches_a_counting_model(
             prefill in prop_oneof![Just(0u64), 1u64..300, 2000u64..2500],
-            ops in proptest::collection::vec((any::<bool>(), 0u64..2600, 1u32..4), 0..300),
+            ops in proptest::collection::vec((change(), 0u64..2600, 1u32..4), 0..300),
         ) {
             let mut list = MemberList::default();
-            let mut model: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut model = Model::new();
             for serial in 0..prefill {
                 let key = MemberKey::new(1, serial);
                 list.add(key, 1 + (serial % 3 == 0) as u32);
-                model.insert(key.0, 1 + (serial % 3 == 0) as u32);
+                model.insert(key.0, (1 + (serial % 3 == 0) as u32, None));
             }
             let mut snapshots = Vec::new();
-            for (i, (join, serial, n)) in ops.into_iter().enumerate() {
+            for (i, (change, serial, n)) in ops.into_iter().enumerate() {
                 // Mostly members that exist, so leaves and re-joins hit.
                 let serial = if prefill > 0 && serial % 2 == 0 { serial % prefill } else { serial };
                 let key = MemberKey::new(1, serial);
-                if join {
-                    let new = list.add(key, n);
-                    prop_assert_eq!(new, !model.contains_key(&key.0));
-                    *model.entry(key.0).or_default() += n;
-                } else {
-                    let have = model.get(&key.0).copied().unwrap_or(0);
-                    let (removed, gone) = list.sub(key, n);
-                    prop_assert_eq!(removed, n.min(have));
-                    prop_assert_eq!(gone, have > 0 && n >= have);
-                    if have > 0 {
-                        if n >= have {
-                            model.remove(&key.0);
-                        } else {
-                            model.insert(key.0, have - n);
+                let (have, had_meta) = model.get(&key.0).copied().unwrap_or((0, None));
+                match change {
+                    Change::Join => {
+                        let new = list.add(key, n);
+                        prop_assert_eq!(new, have == 0);
+                        model.insert(key.0, (have + n, had_meta));
+                    }
+                    Change::Leave => {
+                        let (removed, gone) = list.sub(key, n);
+                        prop_assert_eq!(removed, n.min(have));
+                        prop_assert_eq!(gone, have > 0 && n >= have);
+                        if have > 0 {
+                            if n >= have {
+                                model.remove(&key.0);
+                            } else {
+                                model.insert(key.0, (have - n, had_meta));
+                            }
+                        }
+                    }
+                    Change::SetMeta(byte) => {
+                        let previous = list.set_meta(key, byte.map(|b| Meta::from(vec![b])));
+                        prop_assert_eq!(previous.map(|m| m.as_bytes()[0]), had_meta);
+                        if have > 0 {
+                            model.insert(key.0, (have, byte));
                         }
                     }
                 }
-                prop_assert_eq!(list.count(key), model.get(&key.0).copied().unwrap_or(0));
-                prop_assert_eq!(list.total(), model.values().map(|&c| u64::from(c)).sum::<u64>());
+                let (count, meta) = model.get(&key.0).copied().unwrap_or((0, None));
+                prop_assert_eq!(list.count(key), count);
+                prop_assert_eq!(list.meta(key).map(|m| m.as_bytes()[0]), meta);
+                prop_assert_eq!(list.total(), model.values().map(|&(c, _)| u64::from(c)).sum::<u64>());
                 if i % 50 == 0 {
                     prop_assert_eq!(contents(&list.list), model.clone());
                     check_positions(&list)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::id::{NodeId, Pid};
 use crate::member_list::{CountedKeys, ListSnapshot, MemberKey};
+use crate::meta::Meta;
 
 /// A snapshot of one group's members (every node's, or this node's only),
 /// with join counts. Taking it copies nothing: it shares storage with the
@@ -92,6 +93,24 @@ impl Members {
     /// Each distinct member once (what a broadcast delivers to).
     pub fn iter_distinct(&self) -> impl ExactSizeIterator<Item = Pid> + '_ {
         self.iter_counted().map(|(pid, _)| pid)
+    }
+
+    /// Each distinct member once, with its join count and metadata (`None`
+    /// for a member that joined without any).
+    pub fn iter_with_meta(&self) -> impl Iterator<Item = (Pid, u32, Option<Meta>)> + '_ {
+        let nodes = &self.nodes;
+        self.local
+            .iter_meta()
+            .chain(self.remote.iter_meta())
+            .map(move |(key, count, meta)| (pid_of(nodes, key), count, meta))
+    }
+
+    /// The metadata of `pid` (`None` if not a member or joined without any;
+    /// a linear scan).
+    pub fn meta_of(&self, pid: &Pid) -> Option<Meta> {
+        self.iter_with_meta()
+            .find(|(p, _, _)| p == pid)
+            .and_then(|(_, _, meta)| meta)
     }
 
     /// The members with multiplicity, as a vector (Erlang's list).

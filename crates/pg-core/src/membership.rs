@@ -15,12 +15,23 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::event::{EventKind, EventQueue};
+use crate::event::{Change, EventKind, EventQueue};
 use crate::group::GroupName;
 use crate::id::{NodeId, NodeName, Pid};
 pub(crate) use crate::member_list::{LOCAL_SLOT, Slot};
 use crate::member_list::{MemberKey, MemberList};
 use crate::members::Members;
+use crate::meta::{LeaveReason, Meta};
+
+/// What a join does to the member's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MetaUpdate {
+    /// Leaves it as it is (a plain join).
+    Keep,
+    /// Replaces it (a join with metadata; `None` clears it, as a resync
+    /// does for a member whose owner holds none).
+    Set(Option<Meta>),
+}
 
 /// Index of a group in the table; reused only after the group is empty.
 pub(crate) type GroupId = u32;
@@ -195,10 +206,10 @@ impl Membership {
 
     /// Removes every member of the part in `slot` (with events) and frees
     /// the slot. The local part is emptied but kept.
-    pub(crate) fn remove_part(&mut self, slot: Slot, events: &mut EventQueue) {
+    pub(crate) fn remove_part(&mut self, slot: Slot, reason: LeaveReason, events: &mut EventQueue) {
         let serials: Vec<u64> = self.part(slot).processes.keys().copied().collect();
         for serial in serials {
-            self.remove_process(slot, serial, events);
+            self.remove_process(slot, serial, reason, events);
         }
         if slot == LOCAL_SLOT {
             return;
@@ -292,6 +303,18 @@ impl Membership {
         self.group(gid).list(key).count(key)
     }
 
+    /// Metadata of `serial` of `slot` in group `gid`.
+    pub(crate) fn meta_in(&self, slot: Slot, serial: u64, gid: GroupId) -> Option<Meta> {
+        let key = MemberKey::new(slot, serial);
+        self.group(gid).list(key).meta(key)
+    }
+
+    /// Metadata of `serial` of `slot` in group `name`.
+    pub(crate) fn meta(&self, slot: Slot, serial: u64, name: &str) -> Option<Meta> {
+        self.group_id(name)
+            .and_then(|gid| self.meta_in(slot, serial, gid))
+    }
+
     fn pid(&self, slot: Slot, serial: u64) -> Pid {
         Pid::new_unchecked(self.part(slot).node.clone(), serial)
     }
@@ -304,6 +327,7 @@ impl Membership {
         serial: u64,
         group: &GroupName,
         n: u32,
+        meta: MetaUpdate,
         events: &mut EventQueue,
     ) {
         if n == 0 {
@@ -316,7 +340,18 @@ impl Membership {
         let key = MemberKey::new(slot, serial);
         let g = self.group_mut(gid);
         let had_locals = g.local.distinct() > 0;
-        let new_member = g.list_mut(key).add(key, n);
+        let list = g.list_mut(key);
+        let new_member = list.add(key, n);
+        let (meta, previous) = match meta {
+            MetaUpdate::Keep => {
+                let meta = list.meta(key);
+                (meta.clone(), meta)
+            }
+            MetaUpdate::Set(meta) => {
+                let previous = list.set_meta(key, meta.clone());
+                (meta, previous)
+            }
+        };
         if slot == LOCAL_SLOT && !had_locals {
             self.local_groups += 1;
             self.local_groups_epoch += 1;
@@ -326,8 +361,46 @@ impl Membership {
         if new_member {
             part.processes.entry(serial).or_default().push(gid);
         }
-        let pid = self.pid(slot, serial);
-        events.push(EventKind::Joined, group, &pid, n);
+        events.push(Change {
+            kind: EventKind::Joined,
+            group,
+            pid: self.pid(slot, serial),
+            count: n,
+            meta,
+            previous,
+            reason: None,
+        });
+    }
+
+    /// Sets the metadata of member `serial` of `slot` in group `gid`,
+    /// reporting a change as an update event.
+    pub(crate) fn set_meta(
+        &mut self,
+        slot: Slot,
+        serial: u64,
+        gid: GroupId,
+        meta: Option<Meta>,
+        events: &mut EventQueue,
+    ) {
+        let key = MemberKey::new(slot, serial);
+        let list = self.group_mut(gid).list_mut(key);
+        if list.count(key) == 0 {
+            return;
+        }
+        let previous = list.set_meta(key, meta.clone());
+        if previous == meta {
+            return;
+        }
+        let group = self.group(gid).name.clone();
+        events.push(Change {
+            kind: EventKind::Updated,
+            group: &group,
+            pid: self.pid(slot, serial),
+            count: 0,
+            meta,
+            previous,
+            reason: None,
+        });
     }
 
     /// Removes up to `n` join references of process `serial` of `slot` from
@@ -338,11 +411,14 @@ impl Membership {
         serial: u64,
         gid: GroupId,
         n: u32,
+        reason: LeaveReason,
         events: &mut EventQueue,
     ) -> u32 {
         let key = MemberKey::new(slot, serial);
         let g = self.group_mut(gid);
-        let (removed, gone) = g.list_mut(key).sub(key, n);
+        let list = g.list_mut(key);
+        let meta = list.meta(key);
+        let (removed, gone) = list.sub(key, n);
         if removed == 0 {
             return 0;
         }
@@ -361,8 +437,15 @@ impl Membership {
                 part.processes.remove(&serial);
             }
         }
-        let pid = self.pid(slot, serial);
-        events.push(EventKind::Left, &name, &pid, removed);
+        events.push(Change {
+            kind: EventKind::Left,
+            group: &name,
+            pid: self.pid(slot, serial),
+            count: removed,
+            meta,
+            previous: None,
+            reason: Some(reason),
+        });
         if self.group(gid).total() == 0 {
             self.delete_group(gid);
         }
@@ -375,6 +458,7 @@ impl Membership {
         &mut self,
         slot: Slot,
         serial: u64,
+        reason: LeaveReason,
         events: &mut EventQueue,
     ) -> u64 {
         let Some(gids) = self.part(slot).processes.get(&serial).cloned() else {
@@ -382,7 +466,7 @@ impl Membership {
         };
         let mut removed = 0;
         for gid in gids {
-            removed += u64::from(self.sub(slot, serial, gid, u32::MAX, events));
+            removed += u64::from(self.sub(slot, serial, gid, u32::MAX, reason, events));
         }
         removed
     }
@@ -492,15 +576,33 @@ impl Membership {
             .flatten()
             .filter(|g| g.local.distinct() > 0)
             .map(|g| {
-                let mut members: Vec<(u64, u32)> = g
+                if !g.local.has_metas() {
+                    let mut members: Vec<(u64, u32)> = g
+                        .local
+                        .iter()
+                        .map(|(key, count)| (key.serial(), count))
+                        .collect();
+                    members.sort_unstable_by_key(|&(serial, _)| serial);
+                    return crate::frame::SyncGroup {
+                        group: g.name.clone(),
+                        members,
+                        metas: Vec::new(),
+                    };
+                }
+                let mut entries: Vec<(u64, u32, Option<Meta>)> = g
                     .local
-                    .iter()
-                    .map(|(key, count)| (key.serial(), count))
+                    .iter_meta()
+                    .map(|(key, count, meta)| (key.serial(), count, meta))
                     .collect();
-                members.sort_unstable_by_key(|&(serial, _)| serial);
+                entries.sort_unstable_by_key(|&(serial, _, _)| serial);
+                let (members, metas) = entries
+                    .into_iter()
+                    .map(|(serial, count, meta)| ((serial, count), meta))
+                    .unzip();
                 crate::frame::SyncGroup {
                     group: g.name.clone(),
                     members,
+                    metas,
                 }
             })
             .collect();

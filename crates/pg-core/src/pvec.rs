@@ -43,7 +43,7 @@ impl<T> Clone for Node<T> {
     }
 }
 
-/// A persistent vector of `Copy` elements. Cloning shares everything;
+/// A persistent vector (elements are cloned out: keep them cheap to clone). Cloning shares everything;
 /// changing a clone copies the changed path only.
 pub(crate) struct PVec<T> {
     root: Option<Node<T>>,
@@ -102,7 +102,7 @@ fn unshare<U: Clone>(arc: &mut Arc<Vec<U>>, max: usize) -> &mut Vec<U> {
     Arc::get_mut(arc).expect("unshared after copy")
 }
 
-impl<T: Copy> PVec<T> {
+impl<T: Clone> PVec<T> {
     /// Number of elements.
     pub(crate) fn len(&self) -> usize {
         self.len as usize
@@ -117,7 +117,7 @@ impl<T: Copy> PVec<T> {
         let mut height = self.height;
         loop {
             match node {
-                Node::Leaf(items) => return items.get(index & (LEAF - 1)).copied(),
+                Node::Leaf(items) => return items.get(index & (LEAF - 1)).cloned(),
                 Node::Branch(children) => {
                     node = children.get(child_index(index, height))?;
                     height -= 1;
@@ -239,7 +239,7 @@ impl<T: Copy> PVec<T> {
             Node::Leaf(items) => {
                 if items.len() == 1 {
                     // Dropped whole by the parent: no need to copy it.
-                    return (items.first().copied(), true);
+                    return (items.first().cloned(), true);
                 }
                 let items = unshare(items, LEAF);
                 (items.pop(), items.is_empty())
@@ -275,7 +275,7 @@ impl<T: Copy> PVec<T> {
     }
 }
 
-impl<T: Copy + fmt::Debug> fmt::Debug for PVec<T> {
+impl<T: Clone + fmt::Debug> fmt::Debug for PVec<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -289,14 +289,14 @@ pub(crate) struct Iter<'a, T> {
     remaining: usize,
 }
 
-impl<T: Copy> Iterator for Iter<'_, T> {
+impl<T: Clone> Iterator for Iter<'_, T> {
     type Item = T;
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        if let Some(&value) = self.leaf.next() {
+        if let Some(value) = self.leaf.next() {
             self.remaining -= 1;
-            return Some(value);
+            return Some(value.clone());
         }
         self.next_leaf()
     }
@@ -306,15 +306,15 @@ impl<T: Copy> Iterator for Iter<'_, T> {
     }
 }
 
-impl<T: Copy> Iter<'_, T> {
+impl<T: Clone> Iter<'_, T> {
     /// Moves to the next leaf and returns its first element (the slow path
     /// of `next`, once per leaf).
     #[cold]
     fn next_leaf(&mut self) -> Option<T> {
         loop {
-            if let Some(&value) = self.leaf.next() {
+            if let Some(value) = self.leaf.next() {
                 self.remaining -= 1;
-                return Some(value);
+                return Some(value.clone());
             }
             let (children, next) = self.stack.last_mut()?;
             let Some(child) = children.get(*next) else {
@@ -330,7 +330,7 @@ impl<T: Copy> Iter<'_, T> {
     }
 }
 
-impl<T: Copy> ExactSizeIterator for Iter<'_, T> {}
+impl<T: Clone> ExactSizeIterator for Iter<'_, T> {}
 
 #[cfg(test)]
 mod tests {

@@ -42,31 +42,52 @@ pub(crate) fn split(
     part_bytes: usize,
 ) -> Vec<Vec<SyncGroup>> {
     let per_part = per_part.clamp(1, MAX_SYNC_PART_ENTRIES);
-    // Room for at least one group of the longest name and one entry.
-    let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN);
+    // Room for at least one group of the longest name and one entry with
+    // the largest metadata.
+    let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN + crate::MAX_META_SIZE);
     let mut parts = Vec::new();
     let mut current: Vec<SyncGroup> = Vec::new();
     let (mut entries, mut bytes) = (0usize, 0usize);
-    for SyncGroup { group, members } in groups {
-        let mut members = members.as_slice();
+    for SyncGroup {
+        group,
+        members,
+        metas,
+    } in groups
+    {
+        let entry_bytes =
+            |i: usize| ENTRY_BYTES + metas.get(i).and_then(|m| m.as_ref()).map_or(0, |m| m.len());
+        let mut start = 0;
         loop {
             let head = group.as_str().len() + GROUP_BYTES;
             if !current.is_empty()
-                && (entries == per_part || bytes + head + ENTRY_BYTES > part_bytes)
+                && (entries == per_part || bytes + head + entry_bytes(start) > part_bytes)
             {
                 parts.push(std::mem::take(&mut current));
                 (entries, bytes) = (0, 0);
             }
-            let by_bytes = (part_bytes.saturating_sub(bytes + head) / ENTRY_BYTES).max(1);
-            let take = members.len().min(per_part - entries).min(by_bytes);
+            // At least one entry per piece; then as many as fit.
+            let mut end = start;
+            let mut used = head;
+            while end < members.len()
+                && entries + (end - start) < per_part
+                && (end == start || bytes + used + entry_bytes(end) <= part_bytes)
+            {
+                used += entry_bytes(end);
+                end += 1;
+            }
             current.push(SyncGroup {
                 group: group.clone(),
-                members: members[..take].to_vec(),
+                members: members[start..end].to_vec(),
+                metas: if metas.is_empty() {
+                    Vec::new()
+                } else {
+                    metas[start..end].to_vec()
+                },
             });
-            members = &members[take..];
-            entries += take;
-            bytes += head + take * ENTRY_BYTES;
-            if members.is_empty() {
+            entries += end - start;
+            bytes += used;
+            start = end;
+            if start == members.len() {
                 break;
             }
         }
@@ -78,14 +99,26 @@ pub(crate) fn split(
 }
 
 /// Joins pieces back into one canonical group list: consecutive pieces of
-/// one group are merged.
+/// one group are merged (metadata too: a group whose first piece carried
+/// none gets `None`s for it once a later piece carries some).
 pub(crate) fn join(parts: Vec<Vec<SyncGroup>>) -> Vec<SyncGroup> {
     let mut out: Vec<SyncGroup> = Vec::new();
     for part in parts {
-        for SyncGroup { group, members } in part {
+        for piece in part {
             match out.last_mut() {
-                Some(last) if last.group == group => last.members.extend(members),
-                _ => out.push(SyncGroup { group, members }),
+                Some(last) if last.group == piece.group => {
+                    if !piece.metas.is_empty() || !last.metas.is_empty() {
+                        last.metas.resize(last.members.len(), None);
+                        if piece.metas.is_empty() {
+                            last.metas
+                                .resize(last.members.len() + piece.members.len(), None);
+                        } else {
+                            last.metas.extend(piece.metas);
+                        }
+                    }
+                    last.members.extend(piece.members);
+                }
+                _ => out.push(piece),
             }
         }
     }
@@ -182,6 +215,14 @@ mod tests {
             .map(|(g, &n)| SyncGroup {
                 group: GroupName::new(&format!("g{g:03}")).unwrap(),
                 members: (0..n as u64).map(|s| (s, 1 + (s % 3) as u32)).collect(),
+                // Every other group carries metadata, on some members.
+                metas: if g % 2 == 0 {
+                    (0..n)
+                        .map(|s| (s % 4 != 1).then(|| crate::Meta::from(vec![s as u8; s % 50])))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect()
     }
@@ -194,10 +235,14 @@ mod tests {
         fn split_then_assemble_in_any_order_is_the_identity(
             sizes in proptest::collection::vec(1usize..40, 0..12),
             per_part in 1usize..20,
+            by_bytes in any::<bool>(),
             order_seed in any::<u64>(),
         ) {
             let list = groups(&sizes);
-            let parts = split(list.clone(), per_part, usize::MAX);
+            // The smallest byte budget (one long name and one largest
+            // metadata) also cuts by bytes, with the metadata counted.
+            let bytes = if by_bytes { 0 } else { usize::MAX };
+            let parts = split(list.clone(), per_part, bytes);
             prop_assert_eq!(join(parts.clone()), list.clone());
             let total = parts.len() as u32;
             let mut order: Vec<usize> = (0..parts.len()).chain(0..parts.len() / 2).collect();
@@ -229,6 +274,33 @@ mod tests {
             x ^= x << 17;
             v.swap(i, (x % (i as u64 + 1)) as usize);
         }
+    }
+
+    #[test]
+    fn metadata_counts_towards_a_piece_s_bytes() {
+        let big = crate::Meta::from(vec![1u8; 30 * 1024]);
+        let list = vec![SyncGroup {
+            group: GroupName::new("g").unwrap(),
+            members: (0..10).map(|s| (s, 1)).collect(),
+            metas: vec![Some(big); 10],
+        }];
+        // The smallest budget holds one longest name and one largest
+        // metadata: two of these entries fit, three do not.
+        let parts = split(list.clone(), 1000, 0);
+        assert_eq!(parts.len(), 5);
+        for part in &parts {
+            assert_eq!(part[0].members.len(), 2);
+            assert_eq!(part[0].metas.len(), 2);
+            let frame = Frame::SyncPart {
+                seq: 1,
+                known: None,
+                index: 0,
+                total: 5,
+                groups: part.clone(),
+            };
+            assert!(frame.encode().len() < 2 * crate::MAX_GROUP_NAME_LEN + crate::MAX_META_SIZE);
+        }
+        assert_eq!(join(parts), list);
     }
 
     #[test]

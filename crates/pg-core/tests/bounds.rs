@@ -35,6 +35,7 @@ fn huge_join_counts_make_small_events() {
         groups: vec![SyncGroup {
             group: g("x"),
             members: vec![(1, u32::MAX)],
+            metas: Vec::new(),
         }],
     };
     b.handle_frame(&a, sync, now);
@@ -67,6 +68,7 @@ fn a_remote_join_count_overflow_is_refused_not_a_panic() {
             group: g("x"),
             serial: 1,
             count: u32::MAX,
+            meta: None,
         }],
     };
     b.handle_frame(&a, join(1), now);
@@ -112,6 +114,7 @@ fn join_counts_over_the_bound_are_refused_locally_and_from_peers() {
     let group = |name: &str, members: Vec<(u64, u32)>| SyncGroup {
         group: g(name),
         members,
+        metas: Vec::new(),
     };
     b.handle_frame(&a, sync(1, vec![group("y", vec![(1, 2)])]), now);
     assert_eq!(
@@ -139,11 +142,13 @@ fn join_counts_over_the_bound_are_refused_locally_and_from_peers() {
                     group: g("y"),
                     serial: 1,
                     count: 1,
+                    meta: None,
                 },
                 Op::Join {
                     group: g("y"),
                     serial: 1,
                     count: 1,
+                    meta: None,
                 },
             ],
         },
@@ -154,6 +159,7 @@ fn join_counts_over_the_bound_are_refused_locally_and_from_peers() {
                 group: g("z"),
                 serial: 7,
                 count: u32::MAX,
+                meta: None,
             }],
         },
     ];
@@ -314,6 +320,7 @@ fn a_duplicate_delta_near_the_bound_is_stale_not_a_violation() {
             group: g("x"),
             serial: 1,
             count: 2,
+            meta: None,
         }],
     };
     b.handle_frame(&a, delta.clone(), now);
@@ -367,6 +374,7 @@ fn a_sync_group_without_members_is_invalid() {
         groups: vec![SyncGroup {
             group: g("x"),
             members: vec![],
+            metas: Vec::new(),
         }],
     };
     assert!(matches!(

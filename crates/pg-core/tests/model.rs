@@ -241,7 +241,7 @@ proptest! {
             Frame::Sync {
                 seq,
                 known: None,
-                groups: groups.into_iter().map(|(g, members)| SyncGroup { group: names[g].clone(), members }).collect(),
+                groups: groups.into_iter().map(|(g, members)| SyncGroup { group: names[g].clone(), members, metas: Vec::new() }).collect(),
             }
         };
         let mut replay = EventReplay::default();
@@ -270,9 +270,9 @@ proptest! {
         let view = check::view(&scope);
         for (g, name) in names.iter().enumerate() {
             for s in 1..=PROCS {
-                let remote = view.get(&(name.clone(), a.pid(s).unwrap())).copied();
+                let remote = view.get(&(name.clone(), a.pid(s).unwrap())).map(|e| e.0);
                 prop_assert_eq!(remote, second.get(&(g, s)).copied());
-                let mine = view.get(&(name.clone(), me.pid(s).unwrap())).copied();
+                let mine = view.get(&(name.clone(), me.pid(s).unwrap())).map(|e| e.0);
                 prop_assert_eq!(mine, local.get(&(g, s)).copied());
             }
         }

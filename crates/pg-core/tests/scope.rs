@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use pg_core::{
-    CommandError, Event, EventKind, Frame, Limit, Op, Pid, Scope, ScopeConfig, SyncGroup, Transmit,
+    CommandError, Event, EventKind, Frame, LeaveReason, Limit, Op, Pid, Scope, ScopeConfig,
+    SyncGroup, Transmit,
 };
 
 mod common;
@@ -58,7 +59,7 @@ fn batch_leave_errors_only_when_in_none() {
     s.join(&pid, &[g("x")]).unwrap();
     let _ = events(&mut s);
     s.leave(&pid, &[g("nope"), g("x"), g("other")]).unwrap();
-    assert_eq!(events(&mut s), vec![event(EventKind::Left, "x", &[&pid])]);
+    assert_eq!(events(&mut s), vec![left("x", &[&pid], LeaveReason::Left)]);
     assert_eq!(
         s.leave(&pid, &[g("x"), g("nope")]),
         Err(CommandError::NotMember)
@@ -97,8 +98,8 @@ fn exit_leaves_everything_with_multiplicity() {
     assert_eq!(
         evs,
         vec![
-            event(EventKind::Left, "x", &[&pid, &pid, &pid]),
-            event(EventKind::Left, "y", &[&pid]),
+            left("x", &[&pid, &pid, &pid], LeaveReason::Exit),
+            left("y", &[&pid], LeaveReason::Exit),
         ]
     );
     assert_eq!(s.which_groups(), vec![g("y")]);
@@ -298,6 +299,7 @@ fn unknown_part_asks_for_sync() {
             group: g("x"),
             serial: 1,
             count: 1,
+            meta: None,
         }],
     };
     b.handle_frame(a.local_node(), delta, now);
@@ -316,6 +318,7 @@ fn frames_from_nodes_that_are_not_up_are_ignored() {
         groups: vec![SyncGroup {
             group: g("x"),
             members: vec![(1, 1)],
+            metas: Vec::new(),
         }],
     };
     b.handle_frame(&stranger, sync.clone(), now);
@@ -340,6 +343,7 @@ fn sync_is_differential() {
             .map(|(name, members)| SyncGroup {
                 group: g(name),
                 members,
+                metas: Vec::new(),
             })
             .collect(),
     };
@@ -375,9 +379,9 @@ fn sync_is_differential() {
     assert_eq!(
         evs,
         vec![
-            event(EventKind::Left, "x", &[&p(1)]),
-            event(EventKind::Left, "x", &[&p(2)]),
-            event(EventKind::Left, "y", &[&p(1)]),
+            left("x", &[&p(1)], LeaveReason::Resync),
+            left("x", &[&p(2)], LeaveReason::Resync),
+            left("y", &[&p(1)], LeaveReason::Resync),
             event(EventKind::Joined, "z", &[&p(3)]),
         ]
     );
@@ -511,6 +515,7 @@ fn inconsistent_delta_asks_for_sync() {
             group: g("y"),
             serial: 2,
             count: 1,
+            meta: None,
         }],
     };
     b.handle_frame(&a, join.clone(), now);
@@ -523,6 +528,7 @@ fn inconsistent_delta_asks_for_sync() {
         groups: vec![SyncGroup {
             group: g("z"),
             members: vec![(3, 1)],
+            metas: Vec::new(),
         }],
     };
     b.handle_frame(&a, repair.clone(), now);
@@ -546,6 +552,7 @@ fn invalid_frames_from_memory_are_dropped_not_applied() {
             groups: vec![SyncGroup {
                 group: g("x"),
                 members: vec![(u64::MAX, 1)],
+                metas: Vec::new(),
             }],
         },
         Frame::Sync {
@@ -554,6 +561,7 @@ fn invalid_frames_from_memory_are_dropped_not_applied() {
             groups: vec![SyncGroup {
                 group: g("x"),
                 members: vec![(1, 3), (1, 1)],
+                metas: Vec::new(),
             }],
         },
         Frame::Delta {
@@ -563,6 +571,7 @@ fn invalid_frames_from_memory_are_dropped_not_applied() {
                 group: g("x"),
                 serial: (1 << 48) | 5,
                 count: 1,
+                meta: None,
             }],
         },
         Frame::Delta {
@@ -757,7 +766,7 @@ fn node_down_drops_its_members_with_multiplicity() {
     a.handle_node_down(b.local_node());
     assert_eq!(
         events(&mut a),
-        vec![event(EventKind::Left, "x", &[&pb, &pb])]
+        vec![left("x", &[&pb, &pb], LeaveReason::NodeDown)]
     );
     assert!(a.which_groups().is_empty());
     assert_eq!(a.peers().count(), 0);
@@ -778,7 +787,10 @@ fn new_incarnation_replaces_the_old_one() {
     // b restarts: its new run comes up before the old one was seen down.
     let b2_id = node("b", 2);
     a.handle_node_up(b2_id.clone());
-    assert_eq!(events(&mut a), vec![event(EventKind::Left, "x", &[&old])]);
+    assert_eq!(
+        events(&mut a),
+        vec![left("x", &[&old], LeaveReason::NodeDown)]
+    );
     // A late up for the old run is ignored.
     a.handle_node_up(node("b", 1));
     assert_eq!(a.peers().cloned().collect::<Vec<_>>(), vec![b2_id]);

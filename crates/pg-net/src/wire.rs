@@ -19,8 +19,9 @@ use thiserror::Error;
 /// this one moves with it too, so that nodes whose scope frames cannot be
 /// read by each other are refused at the hello instead of connecting and
 /// failing on the first frame (2: `Frame::SyncPart`, pg-core protocol 2;
-/// 3: numbered channel records and acknowledgements).
-pub const NET_PROTOCOL_VERSION: u16 = 3;
+/// 3: numbered channel records and acknowledgements; 4: member metadata,
+/// pg-core protocol 3).
+pub const NET_PROTOCOL_VERSION: u16 = 4;
 
 /// Most `(node, address)` entries one peer-exchange message may carry;
 /// a longer list is refused while decoding, before it is allocated.

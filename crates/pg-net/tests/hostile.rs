@@ -112,6 +112,7 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
         groups: vec![SyncGroup {
             group: g("victim"),
             members: vec![(1, u32::MAX)],
+            metas: Vec::new(),
         }],
     };
     let mut buf = Vec::new();

@@ -82,7 +82,9 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Command(CommandError::LimitExceeded(_)) => ErrorKind::LimitExceeded,
+            Error::Command(CommandError::LimitExceeded(_) | CommandError::MetaTooLarge { .. }) => {
+                ErrorKind::LimitExceeded
+            }
             Error::Command(_)
             | Error::EmptyScopeId
             | Error::EmptyTopic

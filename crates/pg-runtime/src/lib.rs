@@ -70,6 +70,6 @@ pub use error::{Error, ErrorKind};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use node::{DeliveryCounters, Node};
 pub use process::{Envelope, Listener, Process};
-pub use scope::{GroupsSnapshot, Health, Scope, ScopeCounters};
+pub use scope::{GroupsSnapshot, Health, Scope, ScopeCounters, decode_meta};
 pub use subscription::{GroupFilter, Pattern, RecvError, Subscription};
 pub use transport::{Inbound, SendError, Transport, Wire};

@@ -101,6 +101,7 @@ impl Replay {
                         self.counts.remove(pid);
                     }
                 }
+                EventKind::Updated => assert!(self.counts.contains_key(pid)),
             }
         }
     }

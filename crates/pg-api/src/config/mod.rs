@@ -163,6 +163,7 @@ struct RawScopeEntry {
     max_groups: Option<usize>,
     max_members_per_group: Option<usize>,
     max_join_count: Option<u32>,
+    max_meta_size: Option<usize>,
     lifecycle: Option<Lifecycle>,
 }
 
@@ -494,6 +495,15 @@ fn scope_config(e: RawScopeEntry) -> Result<ScopeEntry, FieldError> {
     }
     if let Some(n) = e.max_join_count {
         o.core.max_join_count = n;
+    }
+    if let Some(n) = e.max_meta_size {
+        if n > pg_core::MAX_META_SIZE {
+            return Err((
+                "max_meta_size",
+                format!("must be at most {} bytes", pg_core::MAX_META_SIZE),
+            ));
+        }
+        o.core.max_meta_size = n;
     }
     // Mesh settings: validated here, applied to the node's mesh.
     let base = positive("retry_base_delay", e.retry_base_delay)?;

@@ -27,8 +27,10 @@ impl Scope {
                         group,
                         serial,
                         count,
+                        meta,
                     } = op
                     {
+                        self.check_remote_meta(group, *serial, meta.as_ref())?;
                         // A lone op (the common delta) needs no tally.
                         let sum = if ops.len() == 1 {
                             u64::from(*count)
@@ -59,7 +61,15 @@ impl Scope {
                     });
                 }
                 let max_members = self.config.max_members_per_group;
-                for SyncGroup { group, members } in groups {
+                for SyncGroup {
+                    group,
+                    members,
+                    metas,
+                } in groups
+                {
+                    for (&(serial, _), meta) in members.iter().zip(metas) {
+                        self.check_remote_meta(group, serial, meta.as_ref())?;
+                    }
                     let mut total = 0u64;
                     for &(serial, count) in members {
                         if count > limit {
@@ -84,7 +94,15 @@ impl Scope {
             Frame::SyncPart { groups, .. } => {
                 // Each piece's counts at once; the whole part's groups and
                 // totals once assembled (as a Sync).
-                for SyncGroup { group, members } in groups {
+                for SyncGroup {
+                    group,
+                    members,
+                    metas,
+                } in groups
+                {
+                    for (&(serial, _), meta) in members.iter().zip(metas) {
+                        self.check_remote_meta(group, serial, meta.as_ref())?;
+                    }
                     if let Some(&(serial, count)) = members.iter().find(|&&(_, c)| c > limit) {
                         return Err(Violation::JoinCount {
                             group: group.clone(),
@@ -98,6 +116,25 @@ impl Scope {
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
         }
         Ok(())
+    }
+
+    /// Checks one entry's metadata against `max_meta_size`.
+    fn check_remote_meta(
+        &self,
+        group: &GroupName,
+        serial: u64,
+        meta: Option<&crate::Meta>,
+    ) -> Result<(), Violation> {
+        let limit = self.max_meta_size();
+        match meta {
+            Some(meta) if meta.len() > limit => Err(Violation::MetaSize {
+                group: group.clone(),
+                serial,
+                len: meta.len(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses a peer's frame as a violation: counted and reported.

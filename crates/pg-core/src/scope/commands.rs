@@ -7,7 +7,8 @@ use crate::error::{CommandError, Limit};
 use crate::frame::Op;
 use crate::group::GroupName;
 use crate::id::Pid;
-use crate::membership::LOCAL_SLOT;
+use crate::membership::{LOCAL_SLOT, MetaUpdate};
+use crate::meta::{LeaveReason, MAX_META_SIZE, Meta};
 
 use super::Scope;
 
@@ -18,8 +19,27 @@ impl Scope {
         self.check_local(pid)?;
         self.check_joins(groups.iter().map(|g| (pid, g)))?;
         for group in groups {
-            self.local_join(pid.serial(), group);
+            self.local_join(pid.serial(), group, None);
         }
+        self.bump();
+        Ok(())
+    }
+
+    /// Process `pid` (of this node) joins `group` once more, and `meta`
+    /// replaces its metadata there (a first join sets it). The joined
+    /// event carries `meta` and the metadata it replaced. Fails, changing
+    /// nothing, as [`join`](Self::join) does, or with
+    /// [`CommandError::MetaTooLarge`].
+    pub fn join_with_meta(
+        &mut self,
+        pid: &Pid,
+        group: &GroupName,
+        meta: Meta,
+    ) -> Result<(), CommandError> {
+        self.check_local(pid)?;
+        self.check_meta(&meta)?;
+        self.check_joins(std::iter::once((pid, group)))?;
+        self.local_join(pid.serial(), group, Some(meta));
         self.bump();
         Ok(())
     }
@@ -31,7 +51,7 @@ impl Scope {
         }
         self.check_joins(pids.iter().map(|p| (p, group)))?;
         for pid in pids {
-            self.local_join(pid.serial(), group);
+            self.local_join(pid.serial(), group, None);
         }
         self.bump();
         Ok(())
@@ -75,9 +95,12 @@ impl Scope {
     /// removed (0 for a process that was in no group).
     pub fn exit(&mut self, pid: &Pid) -> Result<u64, CommandError> {
         self.check_local(pid)?;
-        let removed = self
-            .table
-            .remove_process(LOCAL_SLOT, pid.serial(), &mut self.events);
+        let removed = self.table.remove_process(
+            LOCAL_SLOT,
+            pid.serial(),
+            LeaveReason::Exit,
+            &mut self.events,
+        );
         if removed > 0 {
             self.record(Op::Exit {
                 serial: pid.serial(),
@@ -92,6 +115,22 @@ impl Scope {
             return Err(CommandError::NotLocal {
                 pid: pid.clone(),
                 local: self.local_node().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured metadata bound, capped by what the wire carries.
+    pub(super) fn max_meta_size(&self) -> usize {
+        self.config.max_meta_size.min(MAX_META_SIZE)
+    }
+
+    fn check_meta(&self, meta: &Meta) -> Result<(), CommandError> {
+        let limit = self.max_meta_size();
+        if meta.len() > limit {
+            return Err(CommandError::MetaTooLarge {
+                len: meta.len(),
+                limit,
             });
         }
         Ok(())
@@ -190,13 +229,18 @@ impl Scope {
         }
     }
 
-    pub(super) fn local_join(&mut self, serial: u64, group: &GroupName) {
+    pub(super) fn local_join(&mut self, serial: u64, group: &GroupName, meta: Option<Meta>) {
+        let update = match &meta {
+            Some(meta) => MetaUpdate::Set(Some(meta.clone())),
+            None => MetaUpdate::Keep,
+        };
         self.table
-            .add(LOCAL_SLOT, serial, group, 1, &mut self.events);
+            .add(LOCAL_SLOT, serial, group, 1, update, &mut self.events);
         self.record(Op::Join {
             group: group.clone(),
             serial,
             count: 1,
+            meta,
         });
     }
 
@@ -204,7 +248,14 @@ impl Scope {
         let Some(gid) = self.table.group_id(group.as_str()) else {
             return 0;
         };
-        let removed = self.table.sub(LOCAL_SLOT, serial, gid, 1, &mut self.events);
+        let removed = self.table.sub(
+            LOCAL_SLOT,
+            serial,
+            gid,
+            1,
+            LeaveReason::Left,
+            &mut self.events,
+        );
         if removed > 0 {
             self.record(Op::Leave {
                 group: group.clone(),

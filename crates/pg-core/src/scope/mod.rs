@@ -12,7 +12,8 @@ use crate::error::Violation;
 use crate::event::{Event, EventQueue};
 use crate::frame::{Frame, Op, PartVersion, SyncGroup};
 use crate::id::{NodeId, NodeName};
-use crate::membership::{LOCAL_SLOT, Membership};
+use crate::membership::{LOCAL_SLOT, Membership, MetaUpdate};
+use crate::meta::LeaveReason;
 use crate::sync_parts::{self, Assembly};
 
 mod bounds;
@@ -241,7 +242,8 @@ impl Scope {
         if let Some(slot) = self.table.slot_of_name(name)
             && slot != LOCAL_SLOT
         {
-            self.table.remove_part(slot, &mut self.events);
+            self.table
+                .remove_part(slot, LeaveReason::NodeDown, &mut self.events);
         }
     }
 
@@ -314,14 +316,16 @@ impl Scope {
                     group,
                     serial,
                     count,
+                    meta,
                 } => {
                     let held = self.table.count(slot, serial, group.as_str());
                     if held.checked_add(count).is_none() {
                         consistent = false;
                         continue;
                     }
+                    let update = meta.map_or(MetaUpdate::Keep, |m| MetaUpdate::Set(Some(m)));
                     self.table
-                        .add(slot, serial, &group, count, &mut self.events);
+                        .add(slot, serial, &group, count, update, &mut self.events);
                 }
                 Op::Leave {
                     group,
@@ -329,13 +333,21 @@ impl Scope {
                     count,
                 } => {
                     let removed = match self.table.group_id(group.as_str()) {
-                        Some(gid) => self.table.sub(slot, serial, gid, count, &mut self.events),
+                        Some(gid) => self.table.sub(
+                            slot,
+                            serial,
+                            gid,
+                            count,
+                            LeaveReason::Left,
+                            &mut self.events,
+                        ),
                         None => 0,
                     };
                     consistent &= removed == count;
                 }
                 Op::Exit { serial } => {
-                    self.table.remove_process(slot, serial, &mut self.events);
+                    self.table
+                        .remove_process(slot, serial, LeaveReason::Exit, &mut self.events);
                 }
             }
         }
@@ -417,15 +429,22 @@ impl Scope {
     }
 
     /// Makes the part in `slot` equal to `groups`, with events only for
-    /// real changes.
+    /// real changes (metadata included).
     fn apply_sync(&mut self, slot: u16, groups: Vec<SyncGroup>) {
         // What the part holds now; whatever the sync does not mention goes.
         let mut unseen = self.table.part_counts(slot);
-        for SyncGroup { group, members } in groups {
+        for SyncGroup {
+            group,
+            members,
+            metas,
+        } in groups
+        {
             // Looked up once per group, and again only after a change that
             // may have created or deleted the group.
             let mut gid = self.table.group_id(group.as_str());
+            let mut metas = metas.into_iter();
             for (serial, count) in members {
+                let meta = metas.next().flatten();
                 let held = match gid {
                     Some(gid) => {
                         unseen.remove(&(gid, serial));
@@ -434,15 +453,24 @@ impl Scope {
                     None => 0,
                 };
                 if count > held {
+                    let update = MetaUpdate::Set(meta);
                     self.table
-                        .add(slot, serial, &group, count - held, &mut self.events);
+                        .add(slot, serial, &group, count - held, update, &mut self.events);
                     if gid.is_none() {
                         gid = self.table.group_id(group.as_str());
                     }
-                } else if let (Some(id), true) = (gid, count < held) {
+                    continue;
+                }
+                let Some(id) = gid else { continue };
+                if count < held {
+                    let reason = LeaveReason::Resync;
                     self.table
-                        .sub(slot, serial, id, held - count, &mut self.events);
-                    gid = self.table.group_id(group.as_str());
+                        .sub(slot, serial, id, held - count, reason, &mut self.events);
+                }
+                // The member stays (count >= 1), so the group does too.
+                if self.table.meta_in(slot, serial, id) != meta {
+                    self.table
+                        .set_meta(slot, serial, id, meta, &mut self.events);
                 }
             }
         }
@@ -451,7 +479,9 @@ impl Scope {
         let mut unseen: Vec<_> = unseen.into_iter().collect();
         unseen.sort_unstable_by_key(|&((gid, serial), _)| (gid, serial));
         for ((gid, serial), count) in unseen {
-            self.table.sub(slot, serial, gid, count, &mut self.events);
+            let reason = LeaveReason::Resync;
+            self.table
+                .sub(slot, serial, gid, count, reason, &mut self.events);
         }
     }
 

@@ -5,6 +5,7 @@ use crate::group::GroupName;
 use crate::id::{NodeId, Pid};
 use crate::members::Members;
 use crate::membership::LOCAL_SLOT;
+use crate::meta::Meta;
 
 use super::Scope;
 
@@ -76,6 +77,13 @@ impl Scope {
             Some(slot) => self.table.count(slot, pid.serial(), group),
             None => 0,
         }
+    }
+
+    /// The metadata of `pid` in `group` (`None` if not a member, or a
+    /// member without metadata).
+    pub fn meta_of(&self, pid: &Pid, group: &str) -> Option<Meta> {
+        let slot = self.table.slot_of(pid.node())?;
+        self.table.meta(slot, pid.serial(), group)
     }
 
     /// This node's version: `(node run, seq)`.

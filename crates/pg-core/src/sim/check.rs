@@ -5,10 +5,14 @@ use std::fmt;
 
 use rustc_hash::FxHashMap;
 
-use crate::{Event, EventKind, GroupName, NodeId, Pid, Scope};
+use crate::{Event, EventKind, GroupName, Meta, NodeId, Pid, Scope};
 
-/// One membership and its join count, sorted for stable comparison.
-pub type View = BTreeMap<(GroupName, Pid), u32>;
+/// A membership's join count and metadata.
+pub type Entry = (u32, Option<Meta>);
+
+/// One membership with its join count and metadata, sorted for stable
+/// comparison.
+pub type View = BTreeMap<(GroupName, Pid), Entry>;
 
 /// A broken invariant, with what was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +46,8 @@ pub fn view(scope: &Scope) -> View {
     for (group, members) in scope.snapshot() {
         // Counts come from the read snapshot, so the checks cover what
         // readers see, not only the table.
-        for (pid, count) in members.iter_counted() {
-            out.insert((group.clone(), pid), count);
+        for (pid, count, meta) in members.iter_with_meta() {
+            out.insert((group.clone(), pid), (count, meta));
         }
     }
     out
@@ -53,8 +57,8 @@ pub fn view(scope: &Scope) -> View {
 pub fn own_part(scope: &Scope) -> View {
     let mut out = View::new();
     for group in scope.which_local_groups() {
-        for (pid, count) in scope.local_members(group.as_str()).iter_counted() {
-            out.insert((group.clone(), pid), count);
+        for (pid, count, meta) in scope.local_members(group.as_str()).iter_with_meta() {
+            out.insert((group.clone(), pid), (count, meta));
         }
     }
     out
@@ -62,60 +66,112 @@ pub fn own_part(scope: &Scope) -> View {
 
 /// Replays a scope's events from empty. The replay must always equal the
 /// scope's state: every event is a real change, and every change has its
-/// event, with multiplicity.
+/// event, with multiplicity and metadata (a join's or update's
+/// `previous_meta` is the metadata held before it, a left event carries the
+/// metadata held when it left).
 #[derive(Debug, Default, Clone)]
 pub struct EventReplay {
-    counts: FxHashMap<(GroupName, Pid), u32>,
+    entries: FxHashMap<(GroupName, Pid), Entry>,
 }
 
 impl EventReplay {
-    /// Applies one event; a `Left` for a reference the replay does not hold
-    /// is a violation (an event without a state change).
+    /// Applies one event; a `Left` for a reference the replay does not
+    /// hold, or metadata that does not follow from what it holds, is a
+    /// violation.
     pub fn apply(&mut self, event: &Event) -> Result<(), Violation> {
-        for (pid, n) in &event.members {
+        let no_change =
+            |detail: String| Err(Violation::new("no event without a state change", detail));
+        let wrong_meta =
+            |detail: String| Err(Violation::new("event metadata follows the state", detail));
+        if !event.metas.is_empty() && event.metas.len() != event.members.len() {
+            return wrong_meta(format!(
+                "{} metas for {} members",
+                event.metas.len(),
+                event.members.len()
+            ));
+        }
+        if (event.kind == EventKind::Left) != event.reason.is_some() {
+            return wrong_meta(format!(
+                "{} event with reason {:?}",
+                event.kind, event.reason
+            ));
+        }
+        for (i, (pid, n)) in event.members.iter().enumerate() {
+            let (meta, previous) = (event.meta(i), event.previous_meta(i));
             let key = (event.group.clone(), pid.clone());
+            let (held, held_meta) = self.entries.get(&key).cloned().unwrap_or((0, None));
+            let group = &event.group;
             match event.kind {
-                EventKind::Joined => *self.counts.entry(key).or_default() += n,
-                EventKind::Left => match self.counts.get_mut(&key) {
-                    Some(count) if *count >= *n => {
-                        *count -= n;
-                        if *count == 0 {
-                            self.counts.remove(&key);
-                        }
-                    }
-                    held => {
-                        return Err(Violation::new(
-                            "no event without a state change",
-                            format!(
-                                "{pid} left {:?} {n} times holding {} joins",
-                                event.group,
-                                held.map_or(0, |c| *c)
-                            ),
+                EventKind::Joined => {
+                    if previous != held_meta.as_ref() {
+                        return wrong_meta(format!(
+                            "{pid} joined {group:?} with previous {previous:?}, held {held_meta:?}"
                         ));
                     }
-                },
+                    self.entries.insert(key, (held + n, meta.cloned()));
+                }
+                EventKind::Left => {
+                    if held < *n || *n == 0 {
+                        return no_change(format!(
+                            "{pid} left {group:?} {n} times holding {held} joins"
+                        ));
+                    }
+                    if meta != held_meta.as_ref() || previous.is_some() {
+                        return wrong_meta(format!(
+                            "{pid} left {group:?} with {meta:?} (previous {previous:?}), held {held_meta:?}"
+                        ));
+                    }
+                    if held == *n {
+                        self.entries.remove(&key);
+                    } else {
+                        self.entries.insert(key, (held - n, held_meta));
+                    }
+                }
+                EventKind::Updated => {
+                    if held == 0 || *n != 0 || meta == held_meta.as_ref() {
+                        return no_change(format!(
+                            "{pid} updated in {group:?} to {meta:?} holding {held} joins with {held_meta:?}"
+                        ));
+                    }
+                    if previous != held_meta.as_ref() {
+                        return wrong_meta(format!(
+                            "{pid} updated in {group:?} with previous {previous:?}, held {held_meta:?}"
+                        ));
+                    }
+                    self.entries.insert(key, (held, meta.cloned()));
+                }
             }
         }
         Ok(())
     }
 
+    /// The join count and metadata the replay holds for `(group, pid)`.
+    pub fn entry(&self, group: &GroupName, pid: &Pid) -> Entry {
+        self.entries
+            .get(&(group.clone(), pid.clone()))
+            .cloned()
+            .unwrap_or((0, None))
+    }
+
     /// The join count the replay holds for `(group, pid)`.
     pub fn count(&self, group: &GroupName, pid: &Pid) -> u32 {
-        self.counts
-            .get(&(group.clone(), pid.clone()))
-            .copied()
-            .unwrap_or(0)
+        self.entry(group, pid).0
     }
 
     /// Checks the replay against the scope's whole state.
     pub fn check(&self, scope: &Scope) -> Result<(), Violation> {
-        let replay: View = self.counts.iter().map(|(k, &c)| (k.clone(), c)).collect();
+        let replay: View = self
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
         compare("event replay equals state", &replay, &view(scope))
     }
 }
 
 /// Checks that the events of one input moved each touched membership by
-/// exactly its change of state, in one direction only when `one_way`.
+/// exactly its change of state (metadata included), in one direction only
+/// when `one_way` (metadata updates aside).
 pub fn check_events_of_input(
     before: &EventReplay,
     after: &EventReplay,
@@ -123,10 +179,14 @@ pub fn check_events_of_input(
     scope: &Scope,
     one_way: bool,
 ) -> Result<(), Violation> {
-    let mut direction: FxHashMap<(&GroupName, &Pid), EventKind> = FxHashMap::default();
+    let mut direction: FxHashMap<(&GroupName, &Pid), Option<EventKind>> = FxHashMap::default();
     for event in events {
         for (pid, _) in &event.members {
-            if let Some(prev) = direction.insert((&event.group, pid), event.kind)
+            let slot = direction.entry((&event.group, pid)).or_default();
+            if event.kind == EventKind::Updated {
+                continue;
+            }
+            if let Some(prev) = slot.replace(event.kind)
                 && one_way
                 && prev != event.kind
             {
@@ -141,14 +201,17 @@ pub fn check_events_of_input(
         }
     }
     for (group, pid) in direction.keys() {
-        let state = scope.join_count(pid, group.as_str());
-        if after.count(group, pid) != state {
+        let state = (
+            scope.join_count(pid, group.as_str()),
+            scope.meta_of(pid, group.as_str()),
+        );
+        if after.entry(group, pid) != state {
             return Err(Violation::new(
                 "event replay equals state",
                 format!(
-                    "{pid} in {group:?}: events say {} (was {}), state says {state}",
-                    after.count(group, pid),
-                    before.count(group, pid)
+                    "{pid} in {group:?}: events say {:?} (was {:?}), state says {state:?}",
+                    after.entry(group, pid),
+                    before.entry(group, pid)
                 ),
             ));
         }
@@ -176,10 +239,10 @@ pub fn compare(invariant: &'static str, got: &View, want: &View) -> Result<(), V
     let missing = want.iter().find(|(k, v)| got.get(*k) != Some(v));
     let detail = match (extra, missing) {
         (Some(((g, p), c)), _) => format!(
-            "holds {p} in {g:?} x{c}, expected x{}",
-            want.get(&(g.clone(), p.clone())).copied().unwrap_or(0)
+            "holds {p} in {g:?} as {c:?}, expected {:?}",
+            want.get(&(g.clone(), p.clone()))
         ),
-        (None, Some(((g, p), c))) => format!("lacks {p} in {g:?} x{c}"),
+        (None, Some(((g, p), c))) => format!("lacks {p} in {g:?} as {c:?}"),
         (None, None) => "views differ".to_owned(),
     };
     Err(Violation::new(

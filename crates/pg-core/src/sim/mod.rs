@@ -309,6 +309,17 @@ impl Cluster {
         self.command(i, |s| s.join(pid, groups))
     }
 
+    /// `pid` joins `group` on node `i` with metadata `meta`.
+    pub fn join_with_meta(
+        &mut self,
+        i: usize,
+        pid: &Pid,
+        group: &GroupName,
+        meta: crate::Meta,
+    ) -> Result<(), SimError> {
+        self.command(i, |s| s.join_with_meta(pid, group, meta))
+    }
+
     /// `pid` leaves `groups` on node `i`.
     pub fn leave(&mut self, i: usize, pid: &Pid, groups: &[GroupName]) -> Result<(), SimError> {
         self.command(i, |s| s.leave(pid, groups))

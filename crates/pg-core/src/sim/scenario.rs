@@ -315,9 +315,17 @@ impl<'a> Run<'a> {
             let idx = self.cluster.random_below(procs) as usize;
             let pid = self.processes[node][idx].clone();
             match roll {
-                30..50 => {
+                30..40 => {
                     let g = self.random_group();
                     self.cluster.join(node, &pid, &[g])
+                }
+                40..50 => {
+                    // Metadata from a few values, so re-joins both keep
+                    // and replace it, and partitions update it on both
+                    // sides.
+                    let g = self.random_group();
+                    let meta = crate::Meta::from(vec![self.cluster.random_below(3) as u8]);
+                    self.cluster.join_with_meta(node, &pid, &g, meta)
                 }
                 50..75 => {
                     let g = self.random_group();

@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use pg_core::{Event, EventKind, Frame, GroupName, NodeId, Pid, Scope, ScopeConfig, Transmit};
+use pg_core::{
+    Event, EventKind, Frame, GroupName, LeaveReason, NodeId, Pid, Scope, ScopeConfig, Transmit,
+};
 
 pub(crate) fn g(name: &str) -> GroupName {
     GroupName::new(name).unwrap()
@@ -45,6 +47,16 @@ pub(crate) fn event(kind: EventKind, group: &str, pids: &[&Pid]) -> Event {
         kind,
         group: g(group),
         members,
+        metas: Vec::new(),
+        reason: None,
+    }
+}
+
+/// A left event for `pids`, for `reason`.
+pub(crate) fn left(group: &str, pids: &[&Pid], reason: LeaveReason) -> Event {
+    Event {
+        reason: Some(reason),
+        ..event(EventKind::Left, group, pids)
     }
 }
 

@@ -30,6 +30,8 @@ use crate::transport::{Transport, Wire};
 use crate::view::View;
 
 mod broadcast;
+pub use meta::decode_meta;
+mod meta;
 mod prefix;
 mod tasks;
 
