@@ -5,13 +5,15 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pg_api::{
-    DevCa, Effect, ErrorKind, EventKind, GroupsSnapshot, Instance, Node, Pattern, Permission, Pid,
-    Rule, RulePolicy, ScopeOptions, Subscription,
+    Effect, ErrorKind, EventKind, GroupsSnapshot, Instance, Node, Pattern, Permission, Pid, Rule,
+    RulePolicy, ScopeOptions, Subscription,
 };
+
+mod common;
+use common::{eventually, three_nodes};
 
 /// group -> pid -> join count.
 type State = BTreeMap<String, BTreeMap<Pid, u32>>;
@@ -209,33 +211,6 @@ async fn a_prefix_monitor_replays_exactly_under_concurrent_churn() {
         assert_eq!(seen, expected);
     }
     drop(procs);
-}
-
-fn three_nodes() -> Vec<Node> {
-    let ca = DevCa::generate("t").unwrap();
-    let start = |name: &str, seeds: &[SocketAddr]| {
-        Node::builder()
-            .name(name)
-            .listen("t", "127.0.0.1:0".parse().unwrap())
-            .seeds(seeds)
-            .tls(ca.issue(name).unwrap())
-            .scope("app:pg", ScopeOptions::default())
-            .start()
-            .unwrap()
-    };
-    let a = start("a", &[]);
-    let seed = [a.local_addr().unwrap()];
-    let b = start("b", &seed);
-    let c = start("c", &seed);
-    vec![a, b, c]
-}
-
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
