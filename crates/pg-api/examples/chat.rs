@@ -1,20 +1,29 @@
 //! Chat-room fan-out across three nodes, in the spirit of a WebSocket notification service
 //! (WebSocket connections spread over a cluster): every connection is a
-//! process that joins its room's group; a message posted anywhere reaches
-//! every connection in the room, once, on every node; a connection that
-//! closes leaves the room everywhere, and a monitor sees it go.
+//! process that joins its room's group with its presence as metadata (user
+//! name and role); a message posted anywhere reaches every connection in
+//! the room, once, on every node; a prefix monitor on `room:` sees who
+//! comes, who changes role (with the role before) and who goes (with the
+//! presence they had, and why).
 //!
 //! `cargo run -p pg-api --example chat`
 
 use std::time::{Duration, Instant};
 
-use pg_api::{DevCa, EventKind, NetConfig, Node, Process, ScopeOptions};
+use pg_api::{DevCa, EventKind, LeaveReason, NetConfig, Node, Pattern, Process, ScopeOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct ChatMessage {
     author: String,
     text: String,
+}
+
+/// A connection's presence in a room: its group metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Presence {
+    user: String,
+    role: String,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -37,12 +46,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .start()?,
         );
     }
-    // Two connections per node, all in room "lobby".
+    // Two connections per node, all in room "lobby", each with its
+    // presence (user name, role) as metadata.
     let mut connections: Vec<Process> = Vec::new();
     for node in &nodes {
         for i in 0..2 {
-            let conn = node.spawn(&format!("user-{}-{i}", node.id().name));
-            conn.open("app:chat")?.join("room:lobby")?;
+            let user = format!("user-{}-{i}", node.id().name);
+            let conn = node.spawn(&user);
+            let presence = Presence {
+                user,
+                role: "member".into(),
+            };
+            conn.open("app:chat")?
+                .join_with_meta_typed("room:lobby", &presence)?;
             connections.push(conn);
         }
     }
@@ -63,9 +79,37 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     drop(readers);
+    // Who is in the room, and with what role.
+    for (pid, _, meta) in watcher_pg.get_members_with_meta("room:lobby")? {
+        let presence: Presence = pg_api::decode_meta(&meta.ok_or("no presence")?)?;
+        println!("{pid}: {} ({})", presence.user, presence.role);
+    }
+    // Every change in every room: a prefix monitor, with its snapshot.
+    let (mut sub, rooms) = watcher_pg.monitor_pattern(Pattern::Prefix("room:".into()))?;
+    assert_eq!(rooms.iter().map(|(_, m)| m.len()).sum::<usize>(), 6);
     println!("room:lobby has {} members over {} nodes", 6, nodes.len());
-    let (mut sub, members) = watcher_pg.monitor("room:lobby")?;
-    assert_eq!(members.len(), 6);
+
+    // A connection is promoted: re-joining with new metadata replaces its
+    // presence in place (and a leave keeps its join count at one).
+    let promoted = connections[1].open("app:chat")?;
+    let mut presence: Presence = pg_api::decode_meta(
+        &promoted
+            .get_local_members_with_meta("room:lobby")?
+            .into_iter()
+            .find(|(pid, _, _)| pid == connections[1].pid())
+            .and_then(|(_, _, meta)| meta)
+            .ok_or("no presence")?,
+    )?;
+    presence.role = "moderator".into();
+    promoted.join_with_meta_typed("room:lobby", &presence)?;
+    promoted.leave("room:lobby")?;
+    let event = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await??;
+    assert_eq!(event.kind, EventKind::Joined);
+    let before: Presence = pg_api::decode_meta(event.previous_meta(0).ok_or("no previous")?)?;
+    let after: Presence = pg_api::decode_meta(event.meta(0).ok_or("no meta")?)?;
+    println!("{} is now {} (was {})", after.user, after.role, before.role);
+    assert_eq!(after, presence);
+    let _count_back = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await??;
 
     // A post from a connection on ws-1 reaches all six, once each.
     let poster = connections[0].open("app:chat")?;
@@ -90,8 +134,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     drop(leaving);
     let event = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await??;
     assert_eq!(event.kind, EventKind::Left);
+    assert_eq!(event.reason, Some(LeaveReason::Exit));
     assert!(event.pids().any(|p| *p == left_pid));
-    println!("{left_pid} left room:lobby ({})", event.kind);
+    let gone: Presence = pg_api::decode_meta(event.meta(0).ok_or("no presence")?)?;
+    println!(
+        "{} left {} ({})",
+        gone.user,
+        event.group,
+        event.reason.map_or("", |r| r.as_str())
+    );
     wait_until(|| {
         poster
             .get_members("room:lobby")
