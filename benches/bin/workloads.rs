@@ -31,8 +31,12 @@ fn main() {
     // it, without waking a thread parked on the other CPU.
     // `pg-workloads W8 M2` runs only the workloads named (by prefix).
     let only: Vec<String> = std::env::args().skip(1).collect();
+    // Workloads that need a heap of their own (M1_meta) run only when
+    // named, in a process of their own.
+    let named = only.clone();
     let run =
         move |name: &str| only.is_empty() || only.iter().any(|o| name.starts_with(o.as_str()));
+    let run_named = move |name: &str| named.iter().any(|o| name.starts_with(o.as_str()));
     rt.block_on(async {
         tokio::spawn(async move {
             // First, while the heap holds nothing freed that it could reuse.
@@ -63,6 +67,9 @@ fn main() {
             }
             if run("M1") {
                 m1();
+            }
+            if run_named("M1_meta") {
+                m1_meta();
             }
             if run("W8") {
                 scale::w8();
@@ -412,6 +419,31 @@ fn m1() {
     let per = (after.saturating_sub(before)) as f64 / 1e6;
     println!(
         "{{\"system\":\"pg-rs\",\"workload\":\"M1_memory\",\"groups\":10000,\"memberships\":1000000,\"bytes_per_membership\":{per:.1},\"rss_before_bytes\":{before},\"rss_after_bytes\":{after}}}"
+    );
+    assert_eq!(scope.members("0").len(), 100);
+}
+
+/// M1 with metadata: the same 1M memberships, each joined with 32 bytes of
+/// metadata of its own (one `join_with_meta` per membership).
+fn m1_meta() {
+    let (node, scope) = fresh(1);
+    let procs: Vec<Process> = (0..100_000).map(|_| node.spawn()).collect();
+    let groups: Vec<GroupName> = (0..10_000).map(|i| g(&format!("{i}"))).collect();
+    let before = resident_bytes();
+    for (i, p) in procs.iter().enumerate() {
+        for k in 0..10 {
+            let mut meta = [b'm'; 32];
+            meta[..8].copy_from_slice(&((i * 10 + k) as u64).to_le_bytes());
+            let group = &groups[(i * 10 + k) % 10_000];
+            scope
+                .join_with_meta(p.pid(), group, pg_core::Meta::from(&meta[..]))
+                .unwrap();
+        }
+    }
+    let after = resident_bytes();
+    let per = (after.saturating_sub(before)) as f64 / 1e6;
+    println!(
+        "{{\"system\":\"pg-rs\",\"workload\":\"M1_memory_meta32\",\"groups\":10000,\"memberships\":1000000,\"meta_bytes\":32,\"bytes_per_membership\":{per:.1},\"rss_before_bytes\":{before},\"rss_after_bytes\":{after}}}"
     );
     assert_eq!(scope.members("0").len(), 100);
 }

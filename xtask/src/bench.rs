@@ -30,6 +30,11 @@ pub(crate) fn run(cluster_only: bool) -> anyhow::Result<()> {
         if !Command::new(&workloads).status()?.success() {
             bail!("pg-workloads failed");
         }
+        // M1 with metadata in a fresh process: its resident memory must not
+        // reuse what the other workloads freed.
+        if !Command::new(&workloads).arg("M1_meta").status()?.success() {
+            bail!("pg-workloads M1_meta failed");
+        }
     }
     eprintln!("bench: cluster workloads C1-C5 (node processes over QUIC + mTLS)");
     let dir = node
