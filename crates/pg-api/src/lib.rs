@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+mod clusters;
 mod config;
 mod error;
 mod instance;

@@ -28,6 +28,9 @@ pub struct NodeBuilder {
     tls: Option<TlsIdentity>,
     tls_files: Option<TlsFiles>,
     scopes: Vec<(String, ScopeOptions)>,
+    /// Every configured scope's options, `auto_start` or not, for
+    /// connecting later.
+    configured: Vec<(String, ScopeOptions)>,
     policy: Arc<dyn Policy>,
 }
 
@@ -41,6 +44,7 @@ impl NodeBuilder {
             tls: None,
             tls_files: None,
             scopes: Vec::new(),
+            configured: Vec::new(),
             policy: Arc::new(AllowAll),
         }
     }
@@ -131,6 +135,7 @@ impl NodeBuilder {
             if *auto_start {
                 self.scopes.push((id.clone(), options.clone()));
             }
+            self.configured.push((id.clone(), options.clone()));
         }
         if let Some(policy) = &config.policy {
             self.policy = Arc::new(policy.clone());
@@ -168,13 +173,16 @@ impl NodeBuilder {
             None => (MemoryNetwork::new().transport(&id), None),
         };
         let runtime = pg_runtime::Node::start_as(id, transport, self.options)?;
+        let mut configured: Vec<(String, ScopeOptions)> = self.configured;
         for (scope, options) in self.scopes {
-            runtime.open_scope(&scope, options)?;
+            runtime.open_scope(&scope, options.clone())?;
+            configured.push((scope, options));
         }
         Ok(Node {
             runtime,
             quic,
             policy: self.policy,
+            configured: Arc::new(configured.into_iter().collect()),
         })
     }
 }
@@ -191,6 +199,9 @@ pub struct Node {
     runtime: pg_runtime::Node,
     quic: Option<Arc<QuicTransport>>,
     policy: Arc<dyn Policy>,
+    /// The options of every scope named in the configuration or the
+    /// builder, for connecting to it later by id.
+    configured: Arc<std::collections::HashMap<String, ScopeOptions>>,
 }
 
 impl Node {
@@ -233,6 +244,32 @@ impl Node {
             .open_scope(id, options)
             .map(drop)
             .map_err(Into::into)
+    }
+
+    /// The options scope `id` was configured with (YAML entry or builder),
+    /// or the defaults for a scope named nowhere.
+    pub fn configured_options(&self, id: &str) -> ScopeOptions {
+        self.configured.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Whether this node is connected to scope `id`. Administrative: not
+    /// checked (processes use [`Process::is_connected`]).
+    pub fn is_connected(&self, id: &str) -> bool {
+        self.runtime.is_connected(id)
+    }
+
+    /// The nodes running scope `id` that this node is connected to, this
+    /// node first if it runs it. Administrative: not checked (processes
+    /// use [`Process::nodes`]).
+    pub fn scope_nodes(&self, id: &str) -> Vec<NodeId> {
+        self.runtime.scope_nodes(id)
+    }
+
+    /// Disconnects this node from scope `id` (see
+    /// [`Process::disconnect`]); returns whether it was connected.
+    /// Administrative: not checked.
+    pub fn disconnect_scope(&self, id: &str) -> bool {
+        self.runtime.disconnect_scope(id)
     }
 
     /// `pg.open(id)` for `process`: an instance of scope `id`

@@ -49,11 +49,17 @@ pub enum Permission {
     MonitorPrefix,
     /// `pg.local_entries` on the scope id.
     LocalEntries,
+    /// `pg.connect` on the scope id.
+    Connect,
+    /// `pg.disconnect` on each scope id.
+    Disconnect,
+    /// `pg.nodes` on the scope id.
+    Nodes,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 23] = [
         Permission::Open,
         Permission::Join,
         Permission::Leave,
@@ -74,6 +80,9 @@ impl Permission {
         Permission::LocalCountPrefix,
         Permission::MonitorPrefix,
         Permission::LocalEntries,
+        Permission::Connect,
+        Permission::Disconnect,
+        Permission::Nodes,
     ];
 
     /// The permission's name: `pg.open`, `pg.join`, ...
@@ -99,6 +108,9 @@ impl Permission {
             Permission::LocalCountPrefix => "pg.local_count_prefix",
             Permission::MonitorPrefix => "pg.monitor_prefix",
             Permission::LocalEntries => "pg.local_entries",
+            Permission::Connect => "pg.connect",
+            Permission::Disconnect => "pg.disconnect",
+            Permission::Nodes => "pg.nodes",
         }
     }
 }

@@ -49,6 +49,53 @@ fn call(pg: &Instance, permission: Permission) -> Result<(), pg_api::PgError> {
         Permission::LocalCountPrefix => pg.local_count_prefix("g/").map(drop),
         Permission::MonitorPrefix => pg.monitor_prefix("g/").map(drop),
         Permission::LocalEntries => pg.local_entries().map(drop),
+        Permission::Connect | Permission::Disconnect | Permission::Nodes => {
+            unreachable!("process calls, checked separately")
+        }
+    }
+}
+
+/// The named-cluster calls of a process, on scope `id`.
+fn cluster_call(
+    p: &pg_api::Process,
+    permission: Permission,
+    id: &str,
+) -> Result<(), pg_api::PgError> {
+    match permission {
+        Permission::Connect => p.connect(id),
+        Permission::Disconnect => p.disconnect(id).map(drop),
+        Permission::Nodes => p
+            .nodes(id)
+            .map(drop)
+            .and_then(|()| p.is_connected(id).map(drop)),
+        _ => unreachable!("instance calls"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cluster_permissions_are_checked_on_the_scope_id() {
+    for permission in [
+        Permission::Connect,
+        Permission::Disconnect,
+        Permission::Nodes,
+    ] {
+        let node = node_denying(permission, "app:other");
+        let guest = node.spawn("guest");
+        let admin = node.spawn("admin");
+        admin.connect("app:other").unwrap();
+        let err = cluster_call(&guest, permission, "app:other").unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::PermissionDenied,
+            "{permission}: {err}"
+        );
+        assert!(
+            node.is_connected("app:other"),
+            "{permission}: a denied call changes nothing"
+        );
+        // Other scopes, and other principals, are allowed.
+        cluster_call(&guest, permission, "app:pg").unwrap();
+        cluster_call(&admin, permission, "app:other").unwrap();
     }
 }
 
@@ -78,6 +125,12 @@ async fn each_permission_is_checked_on_its_resource() {
         let node = node_denying(permission, resource(permission));
         let guest = node.spawn("guest");
         let admin = node.spawn("admin");
+        if matches!(
+            permission,
+            Permission::Connect | Permission::Disconnect | Permission::Nodes
+        ) {
+            continue; // process calls: see the next test
+        }
         if permission == Permission::Open {
             assert_eq!(
                 guest.open("app:pg").unwrap_err().kind(),

@@ -7,6 +7,7 @@
 //! message of the channel, or an acknowledgement of the peer's channel
 //! (see [`link`](crate::link)).
 
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -20,12 +21,16 @@ use thiserror::Error;
 /// read by each other are refused at the hello instead of connecting and
 /// failing on the first frame (2: `Frame::SyncPart`, pg-core protocol 2;
 /// 3: numbered channel records and acknowledgements; 4: member metadata,
-/// pg-core protocol 3).
+/// pg-core protocol 3, and scope announcements).
 pub const NET_PROTOCOL_VERSION: u16 = 4;
 
 /// Most `(node, address)` entries one peer-exchange message may carry;
 /// a longer list is refused while decoding, before it is allocated.
 pub const MAX_PEERS: usize = 1024;
+
+/// Most scope ids one scope announcement may carry; a longer list is
+/// refused while decoding, before it is allocated.
+pub const MAX_SCOPES: usize = 1024;
 
 /// Application protocol negotiated by TLS (ALPN).
 pub const ALPN: &[u8] = b"pg-rs/1";
@@ -75,6 +80,14 @@ pub enum NetMessage {
         topic: String,
         /// The payload.
         payload: Bytes,
+    },
+    /// The scopes the sender runs, whole (sent when a link comes up or is
+    /// reset, and whenever the sender connects to or disconnects from a
+    /// scope); on the membership channel, ordered with scope frames.
+    Scopes {
+        /// Scope ids, at most [`MAX_SCOPES`].
+        #[serde(deserialize_with = "bounded_scopes")]
+        running: Vec<String>,
     },
     /// Peer exchange: nodes the sender is connected to, and where they
     /// listen.
@@ -145,33 +158,42 @@ fn bounded_peers<'de, D>(deserializer: D) -> Result<Vec<(NodeName, SocketAddr)>,
 where
     D: serde::Deserializer<'de>,
 {
-    struct Bounded;
-    impl<'de> serde::de::Visitor<'de> for Bounded {
-        type Value = Vec<(NodeName, SocketAddr)>;
+    deserializer.deserialize_seq(Bounded::<(NodeName, SocketAddr), MAX_PEERS>(PhantomData))
+}
 
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "at most {MAX_PEERS} peers")
-        }
+/// Deserializes a scope list, refusing one longer than [`MAX_SCOPES`].
+fn bounded_scopes<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    deserializer.deserialize_seq(Bounded::<String, MAX_SCOPES>(PhantomData))
+}
 
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let announced = seq.size_hint().unwrap_or(0);
-            if announced > MAX_PEERS {
-                return Err(serde::de::Error::invalid_length(announced, &self));
-            }
-            let mut out = Vec::with_capacity(announced);
-            while let Some(entry) = seq.next_element()? {
-                if out.len() == MAX_PEERS {
-                    return Err(serde::de::Error::invalid_length(MAX_PEERS + 1, &self));
-                }
-                out.push(entry);
-            }
-            Ok(out)
-        }
+/// A sequence of at most `MAX` elements, refused from its announced
+/// length (and again while reading, for formats that announce none).
+struct Bounded<T, const MAX: usize>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>, const MAX: usize> serde::de::Visitor<'de> for Bounded<T, MAX> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at most {MAX} entries")
     }
-    deserializer.deserialize_seq(Bounded)
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let announced = seq.size_hint().unwrap_or(0);
+        if announced > MAX {
+            return Err(serde::de::Error::invalid_length(announced, &self));
+        }
+        let mut out = Vec::with_capacity(announced);
+        while let Some(entry) = seq.next_element()? {
+            if out.len() == MAX {
+                return Err(serde::de::Error::invalid_length(MAX + 1, &self));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
 }
 
 /// Appends `message`, length-prefixed, to `out` (handshake messages).

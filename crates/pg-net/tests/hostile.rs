@@ -116,11 +116,17 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
         }],
     };
     let mut buf = Vec::new();
+    // It says it runs the scope (a node's frames for a scope count only
+    // after that), then sends the sync.
+    let announce = NetMessage::Scopes {
+        running: vec!["s".into()],
+    };
+    wire::encode_data_into(0, &announce, &mut buf);
     let message = NetMessage::Scope {
         scope: "s".into(),
         frame: sync.encode().into(),
     };
-    wire::encode_data_into(0, &message, &mut buf);
+    wire::encode_data_into(1, &message, &mut buf);
     let _stream = send_raw(&conn, &buf).await;
     let reason = conn.closed().await;
     assert!(

@@ -76,6 +76,9 @@ pub enum Error {
     /// The node has shut down.
     #[error("the node has shut down")]
     NodeClosed,
+    /// The scope is closed: this node disconnected from it, or shut down.
+    #[error("scope {0:?} is closed (disconnected, or the node shut down)")]
+    ScopeClosed(String),
 }
 
 impl Error {
@@ -96,7 +99,7 @@ impl Error {
             | Error::ScopeConflict(_) => ErrorKind::Invalid,
             Error::Overloaded { .. } => ErrorKind::Overloaded,
             Error::ScopeNotFound(_) => ErrorKind::NotFound,
-            Error::NodeClosed | Error::NoRuntime => ErrorKind::Closed,
+            Error::NodeClosed | Error::ScopeClosed(_) | Error::NoRuntime => ErrorKind::Closed,
         }
     }
 

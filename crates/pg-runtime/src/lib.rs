@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+mod clusters;
 mod config;
 mod error;
 mod exits;
@@ -72,4 +73,4 @@ pub use node::{DeliveryCounters, Node};
 pub use process::{Envelope, Listener, Process};
 pub use scope::{GroupsSnapshot, Health, Scope, ScopeCounters, decode_meta};
 pub use subscription::{GroupFilter, Pattern, RecvError, Subscription};
-pub use transport::{Inbound, SendError, Transport, Wire};
+pub use transport::{Inbound, MAX_ANNOUNCED_SCOPES, SendError, Transport, Wire};

@@ -2,6 +2,7 @@
 //! transport brings.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -11,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use pg_core::{Frame, NodeId, NodeName, Pid};
 use rustc_hash::FxHashMap;
 
+use crate::clusters::PeerState;
 use crate::config::{NodeOptions, ScopeOptions};
 use crate::error::Error;
 use crate::process::{Envelope, Process, ProcessTable};
@@ -30,12 +32,13 @@ pub struct DeliveryCounters {
 pub(crate) struct NodeInner {
     id: NodeId,
     options: NodeOptions,
-    transport: Arc<dyn Transport>,
+    pub(crate) transport: Arc<dyn Transport>,
     next_serial: AtomicU64,
     processes: Arc<ProcessTable>,
-    scopes: RwLock<FxHashMap<Arc<str>, Arc<ScopeShared>>>,
+    pub(crate) scopes: RwLock<FxHashMap<Arc<str>, Arc<ScopeShared>>>,
     runtime: tokio::runtime::Handle,
-    peers: Mutex<BTreeMap<NodeName, NodeId>>,
+    /// Connected peers, with the scopes each announced.
+    pub(crate) peers: Mutex<BTreeMap<NodeName, PeerState>>,
     closed: AtomicBool,
     deliveries: Arc<Deliveries>,
 }
@@ -65,7 +68,7 @@ impl Deliveries {
 /// [`shutdown`](Self::shutdown) or when the last handle is dropped.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<NodeInner>,
+    pub(crate) inner: Arc<NodeInner>,
 }
 
 impl Node {
@@ -141,40 +144,10 @@ impl Node {
     }
 
     /// Opens scope `id` (or returns it if already open with the same
-    /// options). It meets the peers already up at once.
+    /// options): [`connect_scope`](Self::connect_scope) without a lease. It
+    /// meets the peers that run it at once.
     pub fn open_scope(&self, id: &str, options: ScopeOptions) -> Result<Scope, Error> {
-        if id.is_empty() {
-            return Err(Error::EmptyScopeId);
-        }
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::NodeClosed);
-        }
-        let mut scopes = self.inner.scopes.write();
-        if let Some(existing) = scopes.get(id) {
-            // The same options, whatever seed was drawn for the first open.
-            let mut want = options;
-            want.core.rng_seed = existing.options().core.rng_seed;
-            if *existing.options() != want {
-                return Err(Error::ScopeConflict(id.to_owned()));
-            }
-            return Ok(Scope::from_shared(Arc::clone(existing)));
-        }
-        let peers: Vec<NodeId> = self.inner.peers.lock().values().cloned().collect();
-        let id: Arc<str> = Arc::from(id);
-        let shared = ScopeShared::new(
-            Arc::clone(&id),
-            self.inner.id.clone(),
-            options,
-            ScopeLinks {
-                node: Arc::downgrade(&self.inner),
-                transport: Arc::clone(&self.inner.transport),
-                processes: Arc::clone(&self.inner.processes),
-                runtime: self.inner.runtime.clone(),
-            },
-            &peers,
-        );
-        scopes.insert(id, Arc::clone(&shared));
-        Ok(Scope::from_shared(shared))
+        self.connect_scope(id, options, None)
     }
 
     /// Waits until every scope of this node has cleaned up after every
@@ -224,7 +197,12 @@ impl Node {
 
     /// The peers currently connected.
     pub fn peers(&self) -> Vec<NodeId> {
-        self.inner.peers.lock().values().cloned().collect()
+        self.inner
+            .peers
+            .lock()
+            .values()
+            .map(|p| p.node.clone())
+            .collect()
     }
 
     /// Delivery counters.
@@ -252,6 +230,24 @@ impl std::fmt::Debug for Node {
 impl NodeInner {
     pub(crate) fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// What a new scope needs of its node.
+    pub(crate) fn links(self: &Arc<Self>) -> ScopeLinks {
+        ScopeLinks {
+            node: Arc::downgrade(self),
+            transport: Arc::clone(&self.transport),
+            processes: Arc::clone(&self.processes),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    pub(crate) fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
     }
 
     fn scopes(&self) -> Vec<Arc<ScopeShared>> {
@@ -371,17 +367,25 @@ struct InboundAdapter(Weak<NodeInner>);
 impl Inbound for InboundAdapter {
     fn node_up(&self, peer: NodeId) {
         let Some(node) = self.0.upgrade() else { return };
-        node.peers.lock().insert(peer.name.clone(), peer.clone());
-        for scope in node.scopes() {
-            scope.node_up(peer.clone());
+        let replaced = node
+            .peers
+            .lock()
+            .insert(peer.name.clone(), PeerState::new(peer.clone()));
+        // An older run replaced without a down: its parts go now. The new
+        // run's scopes meet this node's when it announces them.
+        if let Some(old) = replaced.filter(|old| old.node != peer) {
+            for scope in node.scopes() {
+                scope.node_down(&old.node);
+            }
         }
+        node.announce_scopes_to(&peer);
     }
 
     fn node_down(&self, peer: &NodeId) {
         let Some(node) = self.0.upgrade() else { return };
         {
             let mut peers = node.peers.lock();
-            if peers.get(&peer.name) == Some(peer) {
+            if peers.get(&peer.name).is_some_and(|p| p.node == *peer) {
                 peers.remove(&peer.name);
             }
         }
@@ -392,6 +396,9 @@ impl Inbound for InboundAdapter {
 
     fn link_reset(&self, peer: &NodeId) {
         let Some(node) = self.0.upgrade() else { return };
+        // Messages in flight may be lost, announcements too: say again
+        // which scopes run here, before the scopes resynchronise.
+        node.announce_scopes_to(peer);
         for scope in node.scopes() {
             scope.link_reset(peer);
         }
@@ -411,6 +418,7 @@ impl Inbound for InboundAdapter {
                     }
                 }
             }
+            Wire::Scopes { running } => node.on_scopes(from, running),
             Wire::Deliver {
                 scope,
                 from: sender,

@@ -17,6 +17,16 @@ pub enum Wire {
         /// The frame, shared by every peer it goes to.
         frame: Arc<Frame>,
     },
+    /// The scopes the sending node runs, whole: sent to a peer when its
+    /// link comes up or is reset, and to every peer whenever this node
+    /// connects to or disconnects from a scope. Ordered with scope frames
+    /// (the same channel), so a peer learns that a scope runs here before
+    /// its first frame, and that it stopped after its last. A node sends a
+    /// scope's traffic only to the peers that announced that scope.
+    Scopes {
+        /// Scope ids (at most [`MAX_ANNOUNCED_SCOPES`] are taken).
+        running: Vec<Arc<str>>,
+    },
     /// A payload for some processes of the receiving node: one per remote
     /// node per broadcast, or one per send.
     Deliver {
@@ -33,6 +43,10 @@ pub enum Wire {
         payload: Bytes,
     },
 }
+
+/// Most scopes a peer's announcement is taken for; the rest are ignored
+/// (and counted). A node runs a handful of scopes in practice.
+pub const MAX_ANNOUNCED_SCOPES: usize = 1024;
 
 /// Why a message was not taken by the transport. The transport has logged
 /// and counted it; the runtime counts it as a failed delivery.

@@ -386,7 +386,15 @@ struct BlockingTransport {
 
 impl Transport for BlockingTransport {
     fn attach(&self, inbound: Arc<dyn Inbound>) {
-        inbound.node_up(NodeId::parse_name("peer", 1).unwrap());
+        let peer = NodeId::parse_name("peer", 1).unwrap();
+        inbound.node_up(peer.clone());
+        // The peer runs scope "s", so the scope sends it its changes.
+        inbound.receive(
+            &peer,
+            Wire::Scopes {
+                running: vec!["s".into()],
+            },
+        );
     }
     fn send(&self, _to: &NodeId, message: Wire) -> Result<(), SendError> {
         if matches!(message, Wire::Scope { .. }) {

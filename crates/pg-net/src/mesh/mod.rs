@@ -563,6 +563,12 @@ impl Mesh {
                     },
                 );
             }
+            NetMessage::Scopes { running } => inbound.receive(
+                peer,
+                Wire::Scopes {
+                    running: running.into_iter().map(Arc::from).collect(),
+                },
+            ),
             NetMessage::Deliver {
                 scope,
                 from,

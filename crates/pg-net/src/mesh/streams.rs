@@ -45,6 +45,10 @@ impl Mesh {
                 };
                 (&link.membership, message, false)
             }
+            Wire::Scopes { running } => {
+                let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
+                (&link.membership, NetMessage::Scopes { running }, false)
+            }
             Wire::Deliver {
                 scope,
                 from,

@@ -203,7 +203,7 @@ impl ScopeShared {
     /// action queue limits.
     fn act<T>(&self, f: impl FnOnce(&mut CoreState) -> T) -> Result<T, Error> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::NodeClosed);
+            return Err(Error::ScopeClosed(self.id.to_string()));
         }
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _slot = WaitSlot(&self.waiting);
@@ -228,7 +228,7 @@ impl ScopeShared {
         // shutdown must not register anything after it.
         self.step(|core| {
             if self.closed.load(Ordering::Acquire) {
-                return Err(Error::NodeClosed);
+                return Err(Error::ScopeClosed(self.id.to_string()));
             }
             Ok(f(core))
         })
@@ -457,6 +457,18 @@ impl ScopeShared {
             .store(us.max(1), Ordering::Relaxed);
     }
 
+    /// Whether a process of this node is a member of one of the scope's
+    /// groups, or a subscription is open on it (what keeps a leased scope
+    /// connected).
+    pub(crate) fn has_local_interest(&self) -> bool {
+        let core = self.core.lock();
+        core.scope.local_group_count() > 0 || !core.subscribers.is_empty()
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut core = self.core.lock();
@@ -653,6 +665,12 @@ impl Scope {
     /// The core's protocol counters.
     pub fn protocol_stats(&self) -> pg_core::ScopeStats {
         self.shared.core.lock().scope.stats().clone()
+    }
+
+    /// The peers this scope exchanges state with: the connected nodes that
+    /// run it (no other node receives its traffic).
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.shared.core.lock().scope.peers().cloned().collect()
     }
 }
 
