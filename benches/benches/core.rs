@@ -180,6 +180,7 @@ fn differential_sync(c: &mut Criterion) {
             seq: 0,
             known: Some(0),
             groups: parts[0].clone(),
+            registrations: Vec::new(),
         },
         now,
     );
@@ -195,6 +196,7 @@ fn differential_sync(c: &mut Criterion) {
                     seq,
                     known: Some(0),
                     groups: parts[(seq % 2) as usize].clone(),
+                    registrations: Vec::new(),
                 }
             },
             |frame| {
@@ -232,6 +234,7 @@ fn digest_compare(c: &mut Criterion) {
                 seq: 5,
                 known: Some(0),
                 groups,
+                registrations: Vec::new(),
             },
             now,
         );

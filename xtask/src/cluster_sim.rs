@@ -183,7 +183,7 @@ fn deterministic(args: &Args) -> anyhow::Result<()> {
     println!("  wall time: {:.1?}", started.elapsed());
     if failures.is_empty() {
         println!(
-            "  invariants: convergence, no dead members, event replay = state, quiet after convergence: PASS"
+            "  invariants: convergence, no dead members, event replay = state, quiet after convergence; registry: one holder per key, same winner everywhere, no key of a dead node, event replay = state, each loser told once: PASS"
         );
         return Ok(());
     }

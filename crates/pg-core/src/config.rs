@@ -24,7 +24,11 @@ pub struct ScopeConfig {
     /// is refused as a protocol violation, never expanded into memory (a
     /// member list repeats a pid once per join). Default 1 000 000.
     pub max_join_count: u32,
-    /// Largest metadata of one membership, in bytes (at most
+    /// Most keys one node's processes may hold in the registry (0 =
+    /// unlimited). Bounds local registrations (a typed error) and peers'
+    /// parts (a protocol violation). Default 0.
+    pub max_registrations: usize,
+    /// Largest metadata of one membership or registration, in bytes (at most
     /// [`MAX_META_SIZE`](crate::MAX_META_SIZE)). Bounds local joins (a
     /// typed error) and peers' parts (a protocol violation). Default 4096.
     pub max_meta_size: usize,
@@ -55,6 +59,7 @@ impl Default for ScopeConfig {
             max_members_per_group: 0,
             max_join_count: 1_000_000,
             max_meta_size: 4096,
+            max_registrations: 0,
             sync_part_entries: 32_768,
             sync_part_bytes: 1 << 20,
             discovery_fanout: 3,

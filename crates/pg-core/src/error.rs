@@ -57,6 +57,11 @@ pub enum Limit {
         /// The configured limit.
         limit: usize,
     },
+    /// `max_registrations`: keys held by this node's processes.
+    MaxRegistrations {
+        /// The configured limit.
+        limit: usize,
+    },
     /// `max_join_count`: joins of one process to one group.
     MaxJoinCount {
         /// The group.
@@ -83,6 +88,14 @@ pub enum Violation {
         count: u64,
         /// The configured limit.
         limit: u32,
+    },
+    /// A part with more registrations than `max_registrations`.
+    #[error("a part of {registrations} registrations, over max_registrations ({limit})")]
+    Registrations {
+        /// Registrations the part would hold.
+        registrations: usize,
+        /// The configured limit.
+        limit: usize,
     },
     /// A part with more groups than `max_groups`.
     #[error("a part of {groups} groups, over max_groups ({limit})")]
@@ -127,6 +140,7 @@ impl std::fmt::Display for Limit {
             Limit::MaxMembersPerGroup { group, limit } => {
                 write!(f, "max_members_per_group ({limit}) in group {group:?}")
             }
+            Limit::MaxRegistrations { limit } => write!(f, "max_registrations ({limit})"),
             Limit::MaxJoinCount { group, limit } => {
                 write!(f, "max_join_count ({limit}) in group {group:?}")
             }
@@ -167,6 +181,20 @@ pub enum CommandError {
     /// The join would exceed a configured limit.
     #[error("limit exceeded: {0}")]
     LimitExceeded(Limit),
+    /// The key is held by another process.
+    #[error("key {key:?} is registered by {by}")]
+    Taken {
+        /// The key.
+        key: GroupName,
+        /// The process holding it.
+        by: Pid,
+    },
+    /// An unregister of a key the process does not hold.
+    #[error("key {key:?} is not registered by this process")]
+    NotRegistered {
+        /// The key.
+        key: GroupName,
+    },
     /// Metadata larger than `max_meta_size`.
     #[error("metadata of {len} bytes, over max_meta_size ({limit})")]
     MetaTooLarge {

@@ -45,6 +45,8 @@ pub enum Frame {
         known: Option<u64>,
         /// Members by group.
         groups: Vec<SyncGroup>,
+        /// Registrations, strictly by key (a part holds a key once).
+        registrations: Vec<SyncReg>,
     },
     /// "Send me your part": the sender saw a gap, an unknown incarnation or
     /// a stale digest entry.
@@ -73,8 +75,11 @@ pub enum Frame {
         /// Pieces of this sync (2 to [`MAX_SYNC_PARTS`](crate::MAX_SYNC_PARTS)).
         total: u32,
         /// Members by group, at most
-        /// [`MAX_SYNC_PART_ENTRIES`](crate::MAX_SYNC_PART_ENTRIES) in all.
+        /// [`MAX_SYNC_PART_ENTRIES`](crate::MAX_SYNC_PART_ENTRIES) in all
+        /// with the registrations.
         groups: Vec<SyncGroup>,
+        /// Registrations, strictly by key; they follow the groups.
+        registrations: Vec<SyncReg>,
     },
 }
 
@@ -101,7 +106,26 @@ pub enum Op {
         /// Join references removed (at least 1).
         count: u32,
     },
-    /// Process `serial` exited: it left every group it was in.
+    /// Process `serial` registered `key` (or updated its metadata there).
+    Register {
+        /// The key.
+        key: GroupName,
+        /// The process serial on the sender.
+        serial: u64,
+        /// Lamport timestamp of the registration.
+        stamp: u64,
+        /// Its metadata.
+        meta: Option<Meta>,
+    },
+    /// Process `serial` no longer holds `key`.
+    Unregister {
+        /// The key.
+        key: GroupName,
+        /// The process serial on the sender.
+        serial: u64,
+    },
+    /// Process `serial` exited: it left every group it was in and lost
+    /// every key it held.
     Exit {
         /// The process serial on the sender.
         serial: u64,
@@ -118,6 +142,19 @@ pub struct SyncGroup {
     /// Metadata of each member, parallel to `members`; empty when no
     /// member of the group has any (the common case costs one byte).
     pub metas: Vec<Option<Meta>>,
+}
+
+/// One registration in a [`Frame::Sync`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReg {
+    /// The key.
+    pub key: GroupName,
+    /// The process serial on the sender.
+    pub serial: u64,
+    /// Lamport timestamp of the registration.
+    pub stamp: u64,
+    /// Its metadata.
+    pub meta: Option<Meta>,
 }
 
 /// The version of one node's part, in a [`Frame::Digest`].
@@ -195,6 +232,16 @@ impl Frame {
             }
             Ok(())
         };
+        // Registrations strictly by key, serials valid.
+        let canonical_regs = |regs: &[SyncReg]| -> Result<(), Broken> {
+            if regs.iter().any(|r| r.serial > MAX_PID_SERIAL) {
+                return Err(Broken::SyncMember);
+            }
+            if !regs.windows(2).all(|w| w[0].key < w[1].key) {
+                return Err(Broken::SyncOrder);
+            }
+            Ok(())
+        };
         match self {
             Frame::Delta { base, seq, ops } => {
                 if base >= seq {
@@ -204,27 +251,39 @@ impl Frame {
                     Op::Join { serial, count, .. } | Op::Leave { serial, count, .. } => {
                         member_ok(*serial, *count)
                     }
+                    Op::Register { serial, .. } | Op::Unregister { serial, .. } => {
+                        *serial <= MAX_PID_SERIAL
+                    }
                     Op::Exit { serial } => *serial <= MAX_PID_SERIAL,
                 });
                 if !ok {
                     return Err(Broken::DeltaOp.into());
                 }
             }
-            Frame::Sync { groups, .. } => canonical(groups)?,
+            Frame::Sync {
+                groups,
+                registrations,
+                ..
+            } => {
+                canonical(groups)?;
+                canonical_regs(registrations)?;
+            }
             Frame::SyncPart {
                 index,
                 total,
                 groups,
+                registrations,
                 ..
             } => {
                 if *total < 2 || *total > crate::sync_parts::MAX_SYNC_PARTS || index >= total {
                     return Err(Broken::PieceNumbering.into());
                 }
                 let entries: usize = groups.iter().map(|g| g.members.len()).sum();
-                if entries > crate::sync_parts::MAX_SYNC_PART_ENTRIES {
+                if entries + registrations.len() > crate::sync_parts::MAX_SYNC_PART_ENTRIES {
                     return Err(Broken::PieceSize.into());
                 }
                 canonical(groups)?;
+                canonical_regs(registrations)?;
             }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
         }
@@ -269,6 +328,7 @@ mod tests {
                     members: vec![(1, 1), (2, 3)],
                     metas: Vec::new(),
                 }],
+                registrations: Vec::new(),
             },
             Frame::SyncRequest,
             Frame::Discover,
@@ -329,6 +389,7 @@ mod tests {
                 members: vec![(MAX_PID_SERIAL + 1, 1)],
                 metas: Vec::new(),
             }],
+            registrations: Vec::new(),
         };
         assert!(Frame::decode(&big.encode()).is_err());
         let repeated = Frame::Sync {
@@ -339,6 +400,7 @@ mod tests {
                 members: vec![(1, 3), (1, 1)],
                 metas: Vec::new(),
             }],
+            registrations: Vec::new(),
         };
         assert!(Frame::decode(&repeated.encode()).is_err());
         let unsorted = Frame::Sync {
@@ -356,6 +418,7 @@ mod tests {
                     metas: Vec::new(),
                 },
             ],
+            registrations: Vec::new(),
         };
         assert!(Frame::decode(&unsorted.encode()).is_err());
         // An empty group name smuggled onto the wire.

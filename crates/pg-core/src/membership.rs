@@ -315,7 +315,7 @@ impl Membership {
             .and_then(|gid| self.meta_in(slot, serial, gid))
     }
 
-    fn pid(&self, slot: Slot, serial: u64) -> Pid {
+    pub(crate) fn pid(&self, slot: Slot, serial: u64) -> Pid {
         Pid::new_unchecked(self.part(slot).node.clone(), serial)
     }
 

@@ -17,7 +17,7 @@
 //! request times out and asks again, and since a part's content is fixed
 //! by its version, the pieces already held still count.
 
-use crate::frame::{Frame, SyncGroup};
+use crate::frame::{Frame, SyncGroup, SyncReg};
 
 /// Most member entries in one [`Frame::SyncPart`]; a piece with more is
 /// invalid.
@@ -38,15 +38,16 @@ const GROUP_BYTES: usize = 8;
 /// everything fits.
 pub(crate) fn split(
     groups: Vec<SyncGroup>,
+    registrations: Vec<SyncReg>,
     per_part: usize,
     part_bytes: usize,
-) -> Vec<Vec<SyncGroup>> {
+) -> Vec<SyncPiece> {
     let per_part = per_part.clamp(1, MAX_SYNC_PART_ENTRIES);
     // Room for at least one group of the longest name and one entry with
     // the largest metadata.
     let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN + crate::MAX_META_SIZE);
-    let mut parts = Vec::new();
-    let mut current: Vec<SyncGroup> = Vec::new();
+    let mut parts: Vec<SyncPiece> = Vec::new();
+    let mut current = SyncPiece::default();
     let (mut entries, mut bytes) = (0usize, 0usize);
     for SyncGroup {
         group,
@@ -75,7 +76,7 @@ pub(crate) fn split(
                 used += entry_bytes(end);
                 end += 1;
             }
-            current.push(SyncGroup {
+            current.groups.push(SyncGroup {
                 group: group.clone(),
                 members: members[start..end].to_vec(),
                 metas: if metas.is_empty() {
@@ -92,19 +93,48 @@ pub(crate) fn split(
             }
         }
     }
+    // Registrations follow, one entry each.
+    for reg in registrations {
+        let size = ENTRY_BYTES
+            + GROUP_BYTES
+            + reg.key.as_str().len()
+            + reg.meta.as_ref().map_or(0, |m| m.len());
+        if !current.is_empty() && (entries == per_part || bytes + size > part_bytes) {
+            parts.push(std::mem::take(&mut current));
+            (entries, bytes) = (0, 0);
+        }
+        current.registrations.push(reg);
+        entries += 1;
+        bytes += size;
+    }
     if !current.is_empty() || parts.is_empty() {
         parts.push(current);
     }
     parts
 }
 
+/// One piece of a sync: groups, then registrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SyncPiece {
+    pub(crate) groups: Vec<SyncGroup>,
+    pub(crate) registrations: Vec<SyncReg>,
+}
+
+impl SyncPiece {
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.registrations.is_empty()
+    }
+}
+
 /// Joins pieces back into one canonical group list: consecutive pieces of
 /// one group are merged (metadata too: a group whose first piece carried
 /// none gets `None`s for it once a later piece carries some).
-pub(crate) fn join(parts: Vec<Vec<SyncGroup>>) -> Vec<SyncGroup> {
+pub(crate) fn join(parts: Vec<SyncPiece>) -> SyncPiece {
     let mut out: Vec<SyncGroup> = Vec::new();
+    let mut registrations = Vec::new();
     for part in parts {
-        for piece in part {
+        registrations.extend(part.registrations);
+        for piece in part.groups {
             match out.last_mut() {
                 Some(last) if last.group == piece.group => {
                     if !piece.metas.is_empty() || !last.metas.is_empty() {
@@ -122,7 +152,10 @@ pub(crate) fn join(parts: Vec<Vec<SyncGroup>>) -> Vec<SyncGroup> {
             }
         }
     }
-    out
+    SyncPiece {
+        groups: out,
+        registrations,
+    }
 }
 
 /// The pieces of one sync received so far from one peer run.
@@ -130,7 +163,7 @@ pub(crate) fn join(parts: Vec<Vec<SyncGroup>>) -> Vec<SyncGroup> {
 pub(crate) struct Assembly {
     seq: u64,
     known: Option<u64>,
-    parts: Vec<Option<Vec<SyncGroup>>>,
+    parts: Vec<Option<SyncPiece>>,
     missing: usize,
 }
 
@@ -158,7 +191,7 @@ impl Assembly {
         known: Option<u64>,
         index: u32,
         total: u32,
-        groups: Vec<SyncGroup>,
+        piece: SyncPiece,
     ) -> Piece {
         if let Some(current) = slot.as_ref()
             && current.seq > seq
@@ -182,7 +215,7 @@ impl Assembly {
         if let Some(place) = assembly.parts.get_mut(index as usize)
             && place.is_none()
         {
-            *place = Some(groups);
+            *place = Some(piece);
             assembly.missing -= 1;
         }
         if assembly.missing > 0 {
@@ -191,10 +224,12 @@ impl Assembly {
         let Some(done) = slot.take() else {
             return Piece::Pending;
         };
+        let whole = join(done.parts.into_iter().flatten().collect());
         Piece::Complete(Frame::Sync {
             seq: done.seq,
             known: done.known,
-            groups: join(done.parts.into_iter().flatten().collect()),
+            groups: whole.groups,
+            registrations: whole.registrations,
         })
     }
 }
@@ -234,16 +269,19 @@ mod tests {
         #[test]
         fn split_then_assemble_in_any_order_is_the_identity(
             sizes in proptest::collection::vec(1usize..40, 0..12),
+            keys in 0usize..30,
             per_part in 1usize..20,
             by_bytes in any::<bool>(),
             order_seed in any::<u64>(),
         ) {
             let list = groups(&sizes);
+            let regs = registrations(keys);
             // The smallest byte budget (one long name and one largest
             // metadata) also cuts by bytes, with the metadata counted.
             let bytes = if by_bytes { 0 } else { usize::MAX };
-            let parts = split(list.clone(), per_part, bytes);
-            prop_assert_eq!(join(parts.clone()), list.clone());
+            let parts = split(list.clone(), regs.clone(), per_part, bytes);
+            let whole = SyncPiece { groups: list.clone(), registrations: regs.clone() };
+            prop_assert_eq!(join(parts.clone()), whole);
             let total = parts.len() as u32;
             let mut order: Vec<usize> = (0..parts.len()).chain(0..parts.len() / 2).collect();
             fastrand_shuffle(&mut order, order_seed);
@@ -251,8 +289,16 @@ mod tests {
             let mut done = None;
             for i in order {
                 let piece = &parts[i];
-                prop_assert!(piece.iter().map(|g| g.members.len()).sum::<usize>() <= per_part);
-                let frame = Frame::SyncPart { seq: 5, known: None, index: i as u32, total, groups: piece.clone() };
+                let entries = piece.groups.iter().map(|g| g.members.len()).sum::<usize>();
+                prop_assert!(entries + piece.registrations.len() <= per_part);
+                let frame = Frame::SyncPart {
+                    seq: 5,
+                    known: None,
+                    index: i as u32,
+                    total,
+                    groups: piece.groups.clone(),
+                    registrations: piece.registrations.clone(),
+                };
                 if total > 1 {
                     prop_assert!(frame.validate().is_ok());
                 }
@@ -261,8 +307,19 @@ mod tests {
                     done = Some(sync);
                 }
             }
-            prop_assert_eq!(done, Some(Frame::Sync { seq: 5, known: None, groups: list }));
+            prop_assert_eq!(done, Some(Frame::Sync { seq: 5, known: None, groups: list, registrations: regs }));
         }
+    }
+
+    fn registrations(n: usize) -> Vec<SyncReg> {
+        (0..n)
+            .map(|i| SyncReg {
+                key: GroupName::new(&format!("k{i:03}")).unwrap(),
+                serial: i as u64,
+                stamp: 1 + i as u64,
+                meta: (i % 3 == 0).then(|| crate::Meta::from(vec![i as u8; i])),
+            })
+            .collect()
     }
 
     /// A tiny shuffle without a dependency (xorshift).
@@ -286,26 +343,27 @@ mod tests {
         }];
         // The smallest budget holds one longest name and one largest
         // metadata: two of these entries fit, three do not.
-        let parts = split(list.clone(), 1000, 0);
+        let parts = split(list.clone(), Vec::new(), 1000, 0);
         assert_eq!(parts.len(), 5);
         for part in &parts {
-            assert_eq!(part[0].members.len(), 2);
-            assert_eq!(part[0].metas.len(), 2);
+            assert_eq!(part.groups[0].members.len(), 2);
+            assert_eq!(part.groups[0].metas.len(), 2);
             let frame = Frame::SyncPart {
                 seq: 1,
                 known: None,
                 index: 0,
                 total: 5,
-                groups: part.clone(),
+                groups: part.groups.clone(),
+                registrations: Vec::new(),
             };
             assert!(frame.encode().len() < 2 * crate::MAX_GROUP_NAME_LEN + crate::MAX_META_SIZE);
         }
-        assert_eq!(join(parts), list);
+        assert_eq!(join(parts).groups, list);
     }
 
     #[test]
     fn a_newer_sync_replaces_an_unfinished_one_and_older_pieces_are_stale() {
-        let parts = split(groups(&[10]), 4, usize::MAX);
+        let parts = split(groups(&[10]), Vec::new(), 4, usize::MAX);
         assert_eq!(parts.len(), 3);
         let mut slot = None;
         assert!(matches!(

@@ -37,6 +37,7 @@ fn huge_join_counts_make_small_events() {
             members: vec![(1, u32::MAX)],
             metas: Vec::new(),
         }],
+        registrations: Vec::new(),
     };
     b.handle_frame(&a, sync, now);
     let evs = events(&mut b);
@@ -58,6 +59,7 @@ fn a_remote_join_count_overflow_is_refused_not_a_panic() {
             seq: 1,
             known: Some(0),
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -110,6 +112,7 @@ fn join_counts_over_the_bound_are_refused_locally_and_from_peers() {
         seq,
         known: Some(0),
         groups,
+        registrations: Vec::new(),
     };
     let group = |name: &str, members: Vec<(u64, u32)>| SyncGroup {
         group: g(name),
@@ -310,6 +313,7 @@ fn a_duplicate_delta_near_the_bound_is_stale_not_a_violation() {
             seq: 1,
             known: Some(0),
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -376,6 +380,7 @@ fn a_sync_group_without_members_is_invalid() {
             members: vec![],
             metas: Vec::new(),
         }],
+        registrations: Vec::new(),
     };
     assert!(matches!(
         Frame::decode(&frame.encode()),

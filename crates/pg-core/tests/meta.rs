@@ -146,6 +146,7 @@ fn a_peer_s_oversized_metadata_is_a_violation() {
             members: vec![(1, 1)],
             metas: vec![Some(m("too long"))],
         }],
+        registrations: Vec::new(),
     };
     a.handle_frame(b.local_node(), sync, now);
     assert!(matches!(
@@ -203,6 +204,7 @@ fn a_sync_updates_metadata_it_missed_with_an_update_event() {
             members: vec![(1, 2)],
             metas: vec![Some(m("new"))],
         }],
+        registrations: Vec::new(),
     };
     b.handle_frame(a.local_node(), sync, now);
     let evs = events(&mut b);
@@ -221,6 +223,7 @@ fn a_sync_updates_metadata_it_missed_with_an_update_event() {
             members: vec![(1, 1)],
             metas: vec![],
         }],
+        registrations: Vec::new(),
     };
     b.handle_frame(a.local_node(), sync, now);
     let evs = events(&mut b);

@@ -242,6 +242,7 @@ proptest! {
                 seq,
                 known: None,
                 groups: groups.into_iter().map(|(g, members)| SyncGroup { group: names[g].clone(), members, metas: Vec::new() }).collect(),
+                registrations: Vec::new(),
             }
         };
         let mut replay = EventReplay::default();

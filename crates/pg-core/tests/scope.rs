@@ -320,6 +320,7 @@ fn frames_from_nodes_that_are_not_up_are_ignored() {
             members: vec![(1, 1)],
             metas: Vec::new(),
         }],
+        registrations: Vec::new(),
     };
     b.handle_frame(&stranger, sync.clone(), now);
     b.handle_node_up(node("a", 2));
@@ -346,6 +347,7 @@ fn sync_is_differential() {
                 metas: Vec::new(),
             })
             .collect(),
+        registrations: Vec::new(),
     };
     b.handle_frame(
         &a,
@@ -413,6 +415,7 @@ fn sync_is_answered_only_when_the_sender_lacks_our_part() {
             seq: 1,
             known: None,
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -424,6 +427,7 @@ fn sync_is_answered_only_when_the_sender_lacks_our_part() {
             seq: 2,
             known: Some(1),
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -436,6 +440,7 @@ fn sync_is_answered_only_when_the_sender_lacks_our_part() {
             seq: 3,
             known: Some(1),
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -450,6 +455,7 @@ fn sync_is_answered_only_when_the_sender_lacks_our_part() {
             seq: 4,
             known: None,
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -487,6 +493,7 @@ fn inconsistent_delta_asks_for_sync() {
             seq: 1,
             known: Some(0),
             groups: vec![],
+            registrations: Vec::new(),
         },
         now,
     );
@@ -530,6 +537,7 @@ fn inconsistent_delta_asks_for_sync() {
             members: vec![(3, 1)],
             metas: Vec::new(),
         }],
+        registrations: Vec::new(),
     };
     b.handle_frame(&a, repair.clone(), now);
     assert_eq!(b.members("z").to_vec(), vec![a.pid(3).unwrap()]);
@@ -554,6 +562,7 @@ fn invalid_frames_from_memory_are_dropped_not_applied() {
                 members: vec![(u64::MAX, 1)],
                 metas: Vec::new(),
             }],
+            registrations: Vec::new(),
         },
         Frame::Sync {
             seq: 1,
@@ -563,6 +572,7 @@ fn invalid_frames_from_memory_are_dropped_not_applied() {
                 members: vec![(1, 3), (1, 1)],
                 metas: Vec::new(),
             }],
+            registrations: Vec::new(),
         },
         Frame::Delta {
             base: 0,
@@ -730,6 +740,7 @@ fn an_overtaken_sync_is_not_answered() {
         seq,
         known: None,
         groups: vec![],
+        registrations: Vec::new(),
     };
     // Crossing b's push: not answered.
     b.handle_frame(&a, sync(2), now);

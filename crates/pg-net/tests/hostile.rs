@@ -114,6 +114,7 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
             members: vec![(1, u32::MAX)],
             metas: Vec::new(),
         }],
+        registrations: Vec::new(),
     };
     let mut buf = Vec::new();
     // It says it runs the scope (a node's frames for a scope count only

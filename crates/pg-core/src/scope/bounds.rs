@@ -20,6 +20,7 @@ impl Scope {
         match frame {
             Frame::Delta { ops, .. } => {
                 let slot = self.table.slot_of(from);
+                self.check_remote_registers(slot, ops)?;
                 // Joins of one member within the delta add up.
                 let mut added: FxHashMap<(&GroupName, u64), u64> = FxHashMap::default();
                 for op in ops {
@@ -52,7 +53,19 @@ impl Scope {
                     }
                 }
             }
-            Frame::Sync { groups, .. } => {
+            Frame::Sync {
+                groups,
+                registrations,
+                ..
+            } => {
+                self.check_remote_regs(registrations)?;
+                let reg_limit = self.config.max_registrations;
+                if reg_limit > 0 && registrations.len() > reg_limit {
+                    return Err(Violation::Registrations {
+                        registrations: registrations.len(),
+                        limit: reg_limit,
+                    });
+                }
                 let max_groups = self.config.max_groups;
                 if max_groups > 0 && groups.len() > max_groups {
                     return Err(Violation::Groups {
@@ -91,7 +104,12 @@ impl Scope {
                     }
                 }
             }
-            Frame::SyncPart { groups, .. } => {
+            Frame::SyncPart {
+                groups,
+                registrations,
+                ..
+            } => {
+                self.check_remote_regs(registrations)?;
                 // Each piece's counts at once; the whole part's groups and
                 // totals once assembled (as a Sync).
                 for SyncGroup {
@@ -114,6 +132,48 @@ impl Scope {
                 }
             }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Checks a sync's registrations' metadata.
+    fn check_remote_regs(&self, regs: &[crate::frame::SyncReg]) -> Result<(), Violation> {
+        for reg in regs {
+            self.check_remote_meta(&reg.key, reg.serial, reg.meta.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Checks a delta's registrations: metadata, and the part's count
+    /// against `max_registrations` (keys the part does not hold yet).
+    fn check_remote_registers(
+        &self,
+        slot: Option<crate::member_list::Slot>,
+        ops: &[Op],
+    ) -> Result<(), Violation> {
+        let mut new = 0usize;
+        for op in ops {
+            if let Op::Register {
+                key, serial, meta, ..
+            } = op
+            {
+                self.check_remote_meta(key, *serial, meta.as_ref())?;
+                let held = slot.is_some_and(|s| {
+                    self.registry
+                        .holders(key.as_str())
+                        .iter()
+                        .any(|h| h.slot == s)
+                });
+                new += usize::from(!held);
+            }
+        }
+        let limit = self.config.max_registrations;
+        let count = slot.map_or(0, |s| self.registry.count(s)) + new;
+        if limit > 0 && new > 0 && count > limit {
+            return Err(Violation::Registrations {
+                registrations: count,
+                limit,
+            });
         }
         Ok(())
     }
@@ -153,14 +213,19 @@ impl Scope {
             index,
             total,
             groups,
+            registrations,
         } = frame
         else {
             return;
         };
+        let piece = crate::sync_parts::SyncPiece {
+            groups,
+            registrations,
+        };
         let Some(peer) = self.peers.get_mut(&from.name) else {
             return;
         };
-        let whole = match Assembly::add(&mut peer.assembly, seq, known, index, total, groups) {
+        let whole = match Assembly::add(&mut peer.assembly, seq, known, index, total, piece) {
             Piece::Pending => return,
             Piece::Stale => {
                 self.stats.syncs_stale += 1;
@@ -175,8 +240,14 @@ impl Scope {
         if let Err(violation) = self.check_remote(from, &whole) {
             return self.refuse(from, violation);
         }
-        if let Frame::Sync { seq, known, groups } = whole {
-            self.on_sync(from, seq, known, groups);
+        if let Frame::Sync {
+            seq,
+            known,
+            groups,
+            registrations,
+        } = whole
+        {
+            self.on_sync(from, seq, known, groups, registrations);
         }
     }
 }

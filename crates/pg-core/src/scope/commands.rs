@@ -9,6 +9,7 @@ use crate::group::GroupName;
 use crate::id::Pid;
 use crate::membership::{LOCAL_SLOT, MetaUpdate};
 use crate::meta::{LeaveReason, MAX_META_SIZE, Meta};
+use crate::registry_event::UnregisterReason;
 
 use super::Scope;
 
@@ -91,8 +92,9 @@ impl Scope {
     }
 
     /// Process `pid` exited: it leaves every group it is in, and subscribers
-    /// see it leave once per join. Returns the number of join references
-    /// removed (0 for a process that was in no group).
+    /// see it leave once per join; every key it held is unregistered.
+    /// Returns the number of join references removed (0 for a process that
+    /// was in no group).
     pub fn exit(&mut self, pid: &Pid) -> Result<u64, CommandError> {
         self.check_local(pid)?;
         let removed = self.table.remove_process(
@@ -101,7 +103,8 @@ impl Scope {
             LeaveReason::Exit,
             &mut self.events,
         );
-        if removed > 0 {
+        let keys = self.reg_remove_process(LOCAL_SLOT, pid.serial(), UnregisterReason::Exit);
+        if removed > 0 || keys > 0 {
             self.record(Op::Exit {
                 serial: pid.serial(),
             });
@@ -125,7 +128,21 @@ impl Scope {
         self.config.max_meta_size.min(MAX_META_SIZE)
     }
 
-    fn check_meta(&self, meta: &Meta) -> Result<(), CommandError> {
+    pub(super) fn check_registration_limit(
+        &self,
+        slot: crate::member_list::Slot,
+        added: usize,
+    ) -> Result<(), CommandError> {
+        let limit = self.config.max_registrations;
+        if limit > 0 && self.registry.count(slot) + added > limit {
+            return Err(CommandError::LimitExceeded(Limit::MaxRegistrations {
+                limit,
+            }));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_meta(&self, meta: &Meta) -> Result<(), CommandError> {
         let limit = self.max_meta_size();
         if meta.len() > limit {
             return Err(CommandError::MetaTooLarge {

@@ -14,11 +14,14 @@ use crate::frame::{Frame, Op, PartVersion};
 use crate::id::{NodeId, NodeName};
 use crate::membership::{LOCAL_SLOT, Membership, MetaUpdate};
 use crate::meta::LeaveReason;
+use crate::registry::Registry;
+use crate::registry_event::{Conflict, RegistryEvent, UnregisterReason};
 use crate::sync_parts::Assembly;
 
 mod bounds;
 mod commands;
 mod reads;
+mod registry;
 mod sync;
 use crate::timer::{Timer, TimerTable};
 
@@ -108,6 +111,9 @@ struct Peer {
 pub struct Scope {
     config: ScopeConfig,
     table: Membership,
+    registry: Registry,
+    reg_events: VecDeque<RegistryEvent>,
+    conflicts: VecDeque<Conflict>,
     peers: BTreeMap<NodeName, Peer>,
     pending_ops: Vec<Op>,
     pending_base: u64,
@@ -150,6 +156,9 @@ impl Scope {
             rng: Xoshiro256PlusPlus::seed_from_u64(config.rng_seed),
             config,
             table: Membership::new(local),
+            registry: Registry::default(),
+            reg_events: VecDeque::new(),
+            conflicts: VecDeque::new(),
             peers: BTreeMap::new(),
             pending_ops: Vec::new(),
             pending_base: 0,
@@ -243,6 +252,8 @@ impl Scope {
         if let Some(slot) = self.table.slot_of_name(name)
             && slot != LOCAL_SLOT
         {
+            // Keys first: the slot names their pids until the part goes.
+            self.reg_remove_part(slot, UnregisterReason::NodeDown);
             self.table
                 .remove_part(slot, LeaveReason::NodeDown, &mut self.events);
         }
@@ -276,7 +287,12 @@ impl Scope {
         }
         match frame {
             Frame::Delta { base, seq, ops } => self.on_delta(from, base, seq, ops, now),
-            Frame::Sync { seq, known, groups } => self.on_sync(from, seq, known, groups),
+            Frame::Sync {
+                seq,
+                known,
+                groups,
+                registrations,
+            } => self.on_sync(from, seq, known, groups, registrations),
             Frame::SyncPart { .. } => self.on_sync_part(from, frame),
             Frame::SyncRequest => self.send_own_sync(from),
             Frame::Discover => {
@@ -349,6 +365,26 @@ impl Scope {
                 Op::Exit { serial } => {
                     self.table
                         .remove_process(slot, serial, LeaveReason::Exit, &mut self.events);
+                    self.reg_remove_process(slot, serial, UnregisterReason::Exit);
+                }
+                Op::Register {
+                    key,
+                    serial,
+                    stamp,
+                    meta,
+                } => {
+                    self.registry.witness(stamp);
+                    let holder = crate::registry::Holder {
+                        slot,
+                        serial,
+                        stamp,
+                        meta,
+                    };
+                    self.reg_put(&key, holder);
+                }
+                Op::Unregister { key, serial } => {
+                    consistent &=
+                        self.reg_remove(&key, slot, serial, UnregisterReason::Unregistered);
                 }
             }
         }

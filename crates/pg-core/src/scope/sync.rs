@@ -1,7 +1,7 @@
 //! Whole-part syncs: sending this node's part, and applying a peer's
 //! differentially (events only for real changes).
 
-use crate::frame::{Frame, SyncGroup};
+use crate::frame::{Frame, SyncGroup, SyncReg};
 use crate::id::NodeId;
 use crate::membership::{LOCAL_SLOT, MetaUpdate};
 use crate::meta::LeaveReason;
@@ -16,6 +16,7 @@ impl Scope {
         seq: u64,
         known: Option<u64>,
         groups: Vec<SyncGroup>,
+        registrations: Vec<SyncReg>,
     ) {
         // A whole sync at or past the version being assembled makes the
         // unfinished pieces useless: drop them.
@@ -50,6 +51,7 @@ impl Scope {
         };
         if let Some(slot) = slot {
             self.apply_sync(slot, groups);
+            self.reg_apply_sync(slot, registrations);
             self.table.set_seq(slot, seq);
             self.stats.syncs_applied += 1;
             if let Some(peer) = self.peers.get_mut(&from.name) {
@@ -67,11 +69,7 @@ impl Scope {
         // (A duplicate at the version held is answered: it cannot be told
         // from the sender dropping our part on a down we did not see.)
         let sent = self.peer_flag(from, |p| p.part_sent);
-        if known.is_none()
-            && !overtaken
-            && (!sent || held_before)
-            && self.table.part_memberships(LOCAL_SLOT) > 0
-        {
+        if known.is_none() && !overtaken && (!sent || held_before) && self.has_own_state() {
             self.send_own_sync(from);
         }
     }
@@ -133,6 +131,11 @@ impl Scope {
         }
     }
 
+    /// Whether this node's part holds anything (memberships or keys).
+    pub(super) fn has_own_state(&self) -> bool {
+        self.table.part_memberships(LOCAL_SLOT) > 0 || self.registry.count(LOCAL_SLOT) > 0
+    }
+
     pub(super) fn send_own_sync(&mut self, to: &NodeId) {
         if let Some(peer) = self.peers.get_mut(&to.name) {
             peer.part_sent = true;
@@ -141,12 +144,19 @@ impl Scope {
         let seq = self.table.seq(LOCAL_SLOT);
         let mut parts = sync_parts::split(
             self.table.local_sync_groups(),
+            self.local_sync_regs(),
             self.config.sync_part_entries,
             self.config.sync_part_bytes,
         );
         if parts.len() == 1 {
-            let groups = parts.pop().unwrap_or_default();
-            return self.queue(to, Frame::Sync { seq, known, groups });
+            let whole = parts.pop().unwrap_or_default();
+            let frame = Frame::Sync {
+                seq,
+                known,
+                groups: whole.groups,
+                registrations: whole.registrations,
+            };
+            return self.queue(to, frame);
         }
         // More than MAX_SYNC_PARTS pieces cannot be numbered: the pieces
         // grow instead. A part too large even then (hundreds of millions
@@ -156,18 +166,20 @@ impl Scope {
             let grow = parts.len().div_ceil(sync_parts::MAX_SYNC_PARTS as usize);
             parts = sync_parts::split(
                 self.table.local_sync_groups(),
+                self.local_sync_regs(),
                 self.config.sync_part_entries.saturating_mul(grow),
                 self.config.sync_part_bytes.saturating_mul(grow),
             );
         }
         let total = parts.len() as u32;
-        for (index, groups) in parts.into_iter().enumerate() {
+        for (index, piece) in parts.into_iter().enumerate() {
             let frame = Frame::SyncPart {
                 seq,
                 known,
                 index: index as u32,
                 total,
-                groups,
+                groups: piece.groups,
+                registrations: piece.registrations,
             };
             self.queue(to, frame);
         }

@@ -36,6 +36,7 @@ impl Cluster {
         node.alive = true;
         node.next_serial = 1;
         node.replay = EventReplay::default();
+        node.reg_replay = Default::default();
         let incarnation = node.incarnation;
         self.pending_starts += 1;
         self.schedule(
@@ -87,6 +88,7 @@ impl Cluster {
         node.alive = true;
         node.next_serial = 1;
         node.replay = EventReplay::default();
+        node.reg_replay = Default::default();
         self.start_scope(i);
         self.schedule_liveness();
     }

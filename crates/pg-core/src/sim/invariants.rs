@@ -81,6 +81,6 @@ impl Cluster {
                 .check(scope)
                 .map_err(|v| Violation::new(v.invariant, format!("{}: {}", node.name, v.detail)))?;
         }
-        Ok(())
+        self.check_registry()
     }
 }

@@ -34,6 +34,7 @@ pub mod check;
 mod faults;
 mod invariants;
 mod network;
+pub mod registry;
 pub mod scenario;
 mod stats;
 
@@ -148,6 +149,7 @@ struct SimNode {
     scope: Option<Scope>,
     next_serial: u64,
     replay: EventReplay,
+    reg_replay: registry::RegistryReplay,
     /// Peers this node's scope was told are up, by index.
     told_up: Vec<Option<u64>>,
 }
@@ -182,6 +184,8 @@ pub struct Cluster {
     liveness_at: Option<Duration>,
     /// Node names by index.
     nodes_names: Vec<NodeName>,
+    /// Losing registrations reported, until registered anew.
+    reported_losers: rustc_hash::FxHashSet<(Pid, GroupName)>,
 }
 
 impl Cluster {
@@ -205,6 +209,7 @@ impl Cluster {
             pending_starts: 0,
             liveness_at: None,
             nodes_names: Vec::with_capacity(n),
+            reported_losers: Default::default(),
             config,
         };
         for i in 0..n {
@@ -219,6 +224,7 @@ impl Cluster {
                 scope: None,
                 next_serial: 1,
                 replay: EventReplay::default(),
+                reg_replay: registry::RegistryReplay::default(),
                 told_up: vec![None; n],
             });
             cluster.start(i);
@@ -584,6 +590,11 @@ impl Cluster {
         {
             self.violation.get_or_insert(v);
         }
+        self.drain_registry(i);
+        let node = &mut self.nodes[i];
+        let Some(scope) = node.scope.as_mut() else {
+            return;
+        };
         let mut transmits: Vec<Transmit> = Vec::new();
         while let Some(t) = scope.poll_transmit() {
             transmits.push(t);

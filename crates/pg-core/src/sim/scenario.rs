@@ -293,6 +293,22 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// A registry command on node `node` (which has processes): keys come
+    /// from a few, so registrations on both sides of a partition collide.
+    fn random_registry_command(&mut self, node: usize) -> Result<(), SimError> {
+        let idx = self.cluster.random_below(self.processes[node].len() as u64) as usize;
+        let pid = self.processes[node][idx].clone();
+        let key = self.random_group();
+        if self.cluster.random_below(3) == 0 {
+            return self.cluster.unregister(node, &pid, &key);
+        }
+        let meta = match self.cluster.random_below(3) {
+            0 => None,
+            v => Some(crate::Meta::from(vec![v as u8])),
+        };
+        self.cluster.register(node, &pid, &key, meta)
+    }
+
     fn random_group(&mut self) -> GroupName {
         let i = self.cluster.random_below(self.groups.len() as u64) as usize;
         self.groups[i].clone()
@@ -305,7 +321,9 @@ impl<'a> Run<'a> {
         }
         let procs = self.processes[node].len() as u64;
         let roll = self.cluster.random_below(100);
-        let result = if procs == 0 || roll < 30 {
+        let result = if procs > 0 && roll >= 90 {
+            self.random_registry_command(node)
+        } else if procs == 0 || roll < 30 {
             let pid = self.cluster.spawn(node);
             let n = 1 + self.cluster.random_below(3);
             let groups: Vec<GroupName> = (0..n).map(|_| self.random_group()).collect();

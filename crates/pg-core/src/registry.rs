@@ -1,0 +1,291 @@
+//! The registry table: unique keys, each held by at most one process
+//! cluster wide once conflicts are resolved.
+//!
+//! Every node owns its processes' registrations (part of its *part*, with
+//! its memberships) and replicates them with the same deltas and syncs.
+//! A key may briefly have several *holders* (registrations made
+//! concurrently on nodes that had not yet heard of each other, or on both
+//! sides of a partition); every node then picks the same *winner* from the
+//! same holders, so readers everywhere agree as soon as they hold the same
+//! registrations. The node that owns a losing registration removes it and
+//! tells its process (see `scope/registry.rs`).
+//!
+//! Winner: by default the earliest registration, by a Lamport timestamp
+//! carried with it (so it does not depend on wall clocks agreeing: a
+//! registration made after its node heard of another is later than it),
+//! ties broken by node name, then process serial. A [`Resolver`] may
+//! decide instead.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::group::GroupName;
+use crate::id::Pid;
+use crate::member_list::Slot;
+use crate::meta::Meta;
+
+/// One registration of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub(crate) slot: Slot,
+    pub(crate) serial: u64,
+    /// Lamport timestamp of the registration (kept when its metadata is
+    /// updated in place).
+    pub(crate) stamp: u64,
+    pub(crate) meta: Option<Meta>,
+}
+
+/// A registration as a [`Resolver`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The registered process.
+    pub pid: &'a Pid,
+    /// Its metadata.
+    pub meta: Option<&'a Meta>,
+    /// Its Lamport timestamp: a registration made after its node heard of
+    /// another has a larger one.
+    pub stamp: u64,
+}
+
+/// Which of two registrations of one key wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The first.
+    First,
+    /// The second.
+    Second,
+}
+
+/// Decides which of two registrations of one key wins. Called inside the
+/// scope's step, on every node holding both: it must return quickly, and
+/// the same answer everywhere for the same arguments (decide from the
+/// candidates alone, never from local state or the time).
+pub trait Resolver: Send + Sync + 'static {
+    /// The winner of `a` and `b` for `key`.
+    fn resolve(&self, key: &str, a: Candidate<'_>, b: Candidate<'_>) -> Choice;
+}
+
+/// The default rule: the earlier registration wins (smaller timestamp),
+/// then the smaller node name, then the smaller process serial.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EarliestWins;
+
+impl Resolver for EarliestWins {
+    fn resolve(&self, _key: &str, a: Candidate<'_>, b: Candidate<'_>) -> Choice {
+        let order = |c: &Candidate<'_>| (c.stamp, c.pid.node().name.clone(), c.pid.serial());
+        if order(&a) <= order(&b) {
+            Choice::First
+        } else {
+            Choice::Second
+        }
+    }
+}
+
+/// Every registration held, by key, and by owner for exits and downs.
+pub(crate) struct Registry {
+    keys: BTreeMap<GroupName, Vec<Holder>>,
+    /// Slot -> process serial -> keys it holds.
+    owned: FxHashMap<Slot, FxHashMap<u64, Vec<GroupName>>>,
+    /// Slot -> registrations it holds.
+    counts: FxHashMap<Slot, usize>,
+    /// The Lamport clock: above every timestamp seen.
+    clock: u64,
+    resolver: Arc<dyn Resolver>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("keys", &self.keys.len())
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            owned: FxHashMap::default(),
+            counts: FxHashMap::default(),
+            clock: 0,
+            resolver: Arc::new(EarliestWins),
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn set_resolver(&mut self, resolver: Arc<dyn Resolver>) {
+        self.resolver = resolver;
+    }
+
+    /// A timestamp for a new local registration.
+    pub(crate) fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Takes a remote timestamp into the clock.
+    pub(crate) fn witness(&mut self, stamp: u64) {
+        self.clock = self.clock.max(stamp);
+    }
+
+    pub(crate) fn holders(&self, key: &str) -> &[Holder] {
+        self.keys.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The winning holder of `key`, given how to name a slot's pids.
+    pub(crate) fn winner<'a>(
+        &'a self,
+        key: &str,
+        pid: impl Fn(&Holder) -> Pid,
+    ) -> Option<&'a Holder> {
+        let holders = self.holders(key);
+        let mut best = holders.first()?;
+        if holders.len() == 1 {
+            return Some(best);
+        }
+        let mut best_pid = pid(best);
+        for other in &holders[1..] {
+            let other_pid = pid(other);
+            let a = Candidate {
+                pid: &best_pid,
+                meta: best.meta.as_ref(),
+                stamp: best.stamp,
+            };
+            let b = Candidate {
+                pid: &other_pid,
+                meta: other.meta.as_ref(),
+                stamp: other.stamp,
+            };
+            if self.resolver.resolve(key, a, b) == Choice::Second {
+                best = other;
+                best_pid = other_pid;
+            }
+        }
+        Some(best)
+    }
+
+    /// The registration of `key` by `serial` of `slot`, if any.
+    pub(crate) fn held(&self, key: &str, slot: Slot, serial: u64) -> Option<&Holder> {
+        self.holders(key)
+            .iter()
+            .find(|h| h.slot == slot && h.serial == serial)
+    }
+
+    /// Adds or replaces the registration of `key` by `holder`'s process. A
+    /// part holds a key once: another process of the same part holding it
+    /// is replaced (an honest owner never sends that).
+    pub(crate) fn put(&mut self, key: &GroupName, holder: Holder) {
+        let (slot, serial) = (holder.slot, holder.serial);
+        let holders = self.keys.entry(key.clone()).or_default();
+        let mut displaced = None;
+        match holders.iter_mut().find(|h| h.slot == slot) {
+            Some(existing) => {
+                if existing.serial != serial {
+                    displaced = Some(existing.serial);
+                }
+                *existing = holder;
+            }
+            None => {
+                holders.push(holder);
+                *self.counts.entry(slot).or_default() += 1;
+            }
+        }
+        let owned = self.owned.entry(slot).or_default();
+        if let Some(old) = displaced {
+            forget(owned, old, key.as_str());
+        }
+        let keys = owned.entry(serial).or_default();
+        if !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+
+    /// Removes the registration of `key` by `serial` of `slot`; returns it.
+    pub(crate) fn remove(&mut self, key: &str, slot: Slot, serial: u64) -> Option<Holder> {
+        let holders = self.keys.get_mut(key)?;
+        let at = holders
+            .iter()
+            .position(|h| h.slot == slot && h.serial == serial)?;
+        let holder = holders.swap_remove(at);
+        if holders.is_empty() {
+            self.keys.remove(key);
+        }
+        if let Some(count) = self.counts.get_mut(&slot) {
+            *count -= 1;
+            if *count == 0 {
+                self.counts.remove(&slot);
+            }
+        }
+        if let Some(owned) = self.owned.get_mut(&slot) {
+            forget(owned, serial, key);
+            if owned.is_empty() {
+                self.owned.remove(&slot);
+            }
+        }
+        Some(holder)
+    }
+
+    /// Keys registered by `serial` of `slot`.
+    pub(crate) fn keys_of(&self, slot: Slot, serial: u64) -> Vec<GroupName> {
+        self.owned
+            .get(&slot)
+            .and_then(|o| o.get(&serial))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every `(key, serial)` registered by the part in `slot`.
+    pub(crate) fn part(&self, slot: Slot) -> Vec<(GroupName, u64)> {
+        let mut out: Vec<(GroupName, u64)> = self
+            .owned
+            .get(&slot)
+            .into_iter()
+            .flat_map(|o| o.iter())
+            .flat_map(|(&serial, keys)| keys.iter().map(move |k| (k.clone(), serial)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Registrations held by the part in `slot`.
+    pub(crate) fn count(&self, slot: Slot) -> usize {
+        self.counts.get(&slot).copied().unwrap_or(0)
+    }
+
+    /// Number of keys with at least one holder.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Keys with their holders, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&GroupName, &[Holder])> {
+        self.keys.iter().map(|(k, h)| (k, h.as_slice()))
+    }
+
+    /// Keys starting with `prefix`, in order.
+    pub(crate) fn range_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a GroupName, &'a [Holder])> + 'a {
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.as_str().starts_with(prefix))
+            .map(|(k, h)| (k, h.as_slice()))
+    }
+}
+
+fn forget(owned: &mut FxHashMap<u64, Vec<GroupName>>, serial: u64, key: &str) {
+    if let Some(keys) = owned.get_mut(&serial) {
+        keys.retain(|k| k.as_str() != key);
+        if keys.is_empty() {
+            owned.remove(&serial);
+        }
+    }
+}

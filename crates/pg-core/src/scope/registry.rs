@@ -1,0 +1,341 @@
+//! The registry in the scope: local registrations decided here, remote
+//! ones applied as their owners send them, visible changes reported as
+//! events, and this node's losing registrations removed and reported as
+//! conflicts (see `registry.rs` for the model).
+
+use std::sync::Arc;
+
+use crate::error::CommandError;
+use crate::frame::{Op, SyncReg};
+use crate::group::GroupName;
+use crate::id::Pid;
+use crate::member_list::Slot;
+use crate::membership::LOCAL_SLOT;
+use crate::meta::Meta;
+use crate::registry::{Holder, Resolver};
+use crate::registry_event::{Conflict, RegistryEvent, RegistryEventKind, UnregisterReason};
+
+use super::Scope;
+
+impl Scope {
+    // ----- local commands ----------------------------------------------
+
+    /// Process `pid` (of this node) registers `key` with `meta`. Decided
+    /// here, from what this node knows: fails with
+    /// [`CommandError::Taken`] (changing nothing) if another process holds
+    /// the key; re-registering its own key updates the metadata in place.
+    /// Two nodes that cannot see each other may both succeed; when they
+    /// meet, every node picks the same winner and the loser's node removes
+    /// the loser's registration and reports it ([`poll_conflict`](Self::poll_conflict)).
+    pub fn register(
+        &mut self,
+        pid: &Pid,
+        key: &GroupName,
+        meta: Option<Meta>,
+    ) -> Result<(), CommandError> {
+        self.check_local(pid)?;
+        if let Some(meta) = &meta {
+            self.check_meta(meta)?;
+        }
+        let serial = pid.serial();
+        let stamp = match self.visible(key.as_str()) {
+            Some(h) if h.slot == LOCAL_SLOT && h.serial == serial => {
+                if h.meta == meta {
+                    return Ok(());
+                }
+                h.stamp
+            }
+            Some(h) => {
+                return Err(CommandError::Taken {
+                    key: key.clone(),
+                    by: self.table.pid(h.slot, h.serial),
+                });
+            }
+            None => {
+                self.check_registration_limit(LOCAL_SLOT, 1)?;
+                self.registry.tick()
+            }
+        };
+        let holder = Holder {
+            slot: LOCAL_SLOT,
+            serial,
+            stamp,
+            meta: meta.clone(),
+        };
+        self.reg_put(key, holder);
+        self.record(Op::Register {
+            key: key.clone(),
+            serial,
+            stamp,
+            meta,
+        });
+        self.bump();
+        Ok(())
+    }
+
+    /// Process `pid` gives up `key`; fails with
+    /// [`CommandError::NotRegistered`] if it does not hold it.
+    pub fn unregister(&mut self, pid: &Pid, key: &GroupName) -> Result<(), CommandError> {
+        self.check_local(pid)?;
+        let serial = pid.serial();
+        if !self.reg_remove(key, LOCAL_SLOT, serial, UnregisterReason::Unregistered) {
+            return Err(CommandError::NotRegistered { key: key.clone() });
+        }
+        self.record(Op::Unregister {
+            key: key.clone(),
+            serial,
+        });
+        self.bump();
+        Ok(())
+    }
+
+    /// Replaces the rule that picks the winner of a conflict (default:
+    /// [`EarliestWins`](crate::EarliestWins)). Every node of the scope must
+    /// use the same rule.
+    pub fn set_resolver(&mut self, resolver: Arc<dyn Resolver>) {
+        self.registry.set_resolver(resolver);
+    }
+
+    // ----- reads -------------------------------------------------------
+
+    /// The process holding `key`, with its metadata.
+    pub fn lookup(&self, key: &str) -> Option<(Pid, Option<Meta>)> {
+        let h = self.visible(key)?;
+        Some((self.table.pid(h.slot, h.serial), h.meta.clone()))
+    }
+
+    /// Number of keys held (anywhere).
+    pub fn registered_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Every key with its holder and metadata, in key order (the whole
+    /// registry as this node sees it).
+    pub fn registrations(&self) -> Vec<(GroupName, Pid, Option<Meta>)> {
+        self.registry
+            .iter()
+            .filter_map(|(key, _)| {
+                let (pid, meta) = self.lookup(key.as_str())?;
+                Some((key.clone(), pid, meta))
+            })
+            .collect()
+    }
+
+    /// Keys starting with `prefix`, with holders, in key order.
+    pub fn registrations_prefix(&self, prefix: &str) -> Vec<(GroupName, Pid, Option<Meta>)> {
+        self.registry
+            .range_prefix(prefix)
+            .filter_map(|(key, _)| {
+                let (pid, meta) = self.lookup(key.as_str())?;
+                Some((key.clone(), pid, meta))
+            })
+            .collect()
+    }
+
+    /// The keys this node's processes hold, with holders and metadata.
+    pub fn local_registrations(&self) -> Vec<(GroupName, Pid, Option<Meta>)> {
+        self.registry
+            .part(LOCAL_SLOT)
+            .into_iter()
+            .filter_map(|(key, serial)| {
+                let h = self.registry.held(key.as_str(), LOCAL_SLOT, serial)?;
+                Some((key, self.table.pid(LOCAL_SLOT, serial), h.meta.clone()))
+            })
+            .collect()
+    }
+
+    /// The next registry change for local subscribers, if any.
+    pub fn poll_registry_event(&mut self) -> Option<RegistryEvent> {
+        self.reg_events.pop_front()
+    }
+
+    /// The next registration of this node that lost a conflict, if any:
+    /// it is already removed; tell its process.
+    pub fn poll_conflict(&mut self) -> Option<Conflict> {
+        self.conflicts.pop_front()
+    }
+
+    // ----- shared by local and remote changes ---------------------------
+
+    /// The winning holder of `key`.
+    pub(super) fn visible(&self, key: &str) -> Option<Holder> {
+        let table = &self.table;
+        self.registry
+            .winner(key, |h| table.pid(h.slot, h.serial))
+            .cloned()
+    }
+
+    /// Adds or replaces a registration, with events.
+    pub(super) fn reg_put(&mut self, key: &GroupName, holder: Holder) {
+        let before = self.visible(key.as_str());
+        self.registry.put(key, holder);
+        self.reg_changed(key, before, UnregisterReason::Unregistered);
+    }
+
+    /// Removes a registration, with events; says whether it was held.
+    pub(super) fn reg_remove(
+        &mut self,
+        key: &GroupName,
+        slot: Slot,
+        serial: u64,
+        reason: UnregisterReason,
+    ) -> bool {
+        let before = self.visible(key.as_str());
+        if self.registry.remove(key.as_str(), slot, serial).is_none() {
+            return false;
+        }
+        self.reg_changed(key, before, reason);
+        true
+    }
+
+    /// Removes every key `serial` of `slot` holds (an exit).
+    pub(super) fn reg_remove_process(
+        &mut self,
+        slot: Slot,
+        serial: u64,
+        reason: UnregisterReason,
+    ) -> usize {
+        let keys = self.registry.keys_of(slot, serial);
+        for key in &keys {
+            self.reg_remove(key, slot, serial, reason);
+        }
+        keys.len()
+    }
+
+    /// Removes every key the part in `slot` holds (a node down).
+    pub(super) fn reg_remove_part(&mut self, slot: Slot, reason: UnregisterReason) {
+        for (key, serial) in self.registry.part(slot) {
+            self.reg_remove(&key, slot, serial, reason);
+        }
+    }
+
+    /// Makes the registrations of the part in `slot` equal to `regs`.
+    pub(super) fn reg_apply_sync(&mut self, slot: Slot, regs: Vec<SyncReg>) {
+        let mut held = self.registry.part(slot).into_iter().peekable();
+        let mut incoming = regs.into_iter().peekable();
+        loop {
+            // Both lists are sorted by key, one entry per key.
+            let order = match (held.peek(), incoming.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((k, _)), Some(r)) => k.cmp(&r.key),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    if let Some((key, serial)) = held.next() {
+                        self.reg_remove(&key, slot, serial, UnregisterReason::Resync);
+                    }
+                }
+                std::cmp::Ordering::Equal | std::cmp::Ordering::Greater => {
+                    let Some(reg) = incoming.next() else { break };
+                    if order == std::cmp::Ordering::Equal
+                        && let Some((key, serial)) = held.next()
+                        && serial != reg.serial
+                    {
+                        self.reg_remove(&key, slot, serial, UnregisterReason::Resync);
+                    }
+                    self.registry.witness(reg.stamp);
+                    let holder = Holder {
+                        slot,
+                        serial: reg.serial,
+                        stamp: reg.stamp,
+                        meta: reg.meta,
+                    };
+                    if self.registry.held(reg.key.as_str(), slot, reg.serial) != Some(&holder) {
+                        self.reg_put(&reg.key, holder);
+                    }
+                }
+            }
+        }
+    }
+
+    /// This node's registrations for a sync, sorted by key.
+    pub(super) fn local_sync_regs(&self) -> Vec<SyncReg> {
+        self.registry
+            .part(LOCAL_SLOT)
+            .into_iter()
+            .filter_map(|(key, serial)| {
+                let h = self.registry.held(key.as_str(), LOCAL_SLOT, serial)?;
+                Some(SyncReg {
+                    key,
+                    serial,
+                    stamp: h.stamp,
+                    meta: h.meta.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Reports what changed in `key`'s visible holder since `before`, then
+    /// settles a conflict this node owns a losing side of.
+    fn reg_changed(&mut self, key: &GroupName, before: Option<Holder>, reason: UnregisterReason) {
+        let after = self.visible(key.as_str());
+        let same = |a: &Holder, b: &Holder| a.slot == b.slot && a.serial == b.serial;
+        match (before, &after) {
+            (None, None) => {}
+            (None, Some(a)) => self.reg_event_registered(key, a, None),
+            (Some(b), None) => self.reg_event_unregistered(key, &b, reason),
+            (Some(b), Some(a)) if same(&b, a) => {
+                if b.meta != a.meta {
+                    self.reg_event_registered(key, a, b.meta.clone());
+                }
+            }
+            (Some(b), Some(a)) => {
+                // Displaced while still a holder: it lost a conflict.
+                let why = if self.registry.held(key.as_str(), b.slot, b.serial).is_some() {
+                    UnregisterReason::Conflict
+                } else {
+                    reason
+                };
+                self.reg_event_unregistered(key, &b, why);
+                self.reg_event_registered(key, a, None);
+            }
+        }
+        let Some(winner) = after else { return };
+        let losers: Vec<Holder> = self
+            .registry
+            .holders(key.as_str())
+            .iter()
+            .filter(|h| h.slot == LOCAL_SLOT && !same(h, &winner))
+            .cloned()
+            .collect();
+        for loser in losers {
+            // Not visible (it lost): no event; removed, replicated, told.
+            self.registry.remove(key.as_str(), LOCAL_SLOT, loser.serial);
+            self.record(Op::Unregister {
+                key: key.clone(),
+                serial: loser.serial,
+            });
+            self.bump();
+            self.conflicts.push_back(Conflict {
+                key: key.clone(),
+                pid: self.table.pid(LOCAL_SLOT, loser.serial),
+                meta: loser.meta,
+                winner: self.table.pid(winner.slot, winner.serial),
+            });
+        }
+    }
+
+    fn reg_event_registered(&mut self, key: &GroupName, h: &Holder, previous: Option<Meta>) {
+        self.reg_events.push_back(RegistryEvent {
+            kind: RegistryEventKind::Registered,
+            key: key.clone(),
+            pid: self.table.pid(h.slot, h.serial),
+            meta: h.meta.clone(),
+            previous_meta: previous,
+            reason: None,
+        });
+    }
+
+    fn reg_event_unregistered(&mut self, key: &GroupName, h: &Holder, reason: UnregisterReason) {
+        self.reg_events.push_back(RegistryEvent {
+            kind: RegistryEventKind::Unregistered,
+            key: key.clone(),
+            pid: self.table.pid(h.slot, h.serial),
+            meta: h.meta.clone(),
+            previous_meta: None,
+            reason: Some(reason),
+        });
+    }
+}

@@ -1,0 +1,204 @@
+//! The registry in the state machine: local decisions, replication,
+//! conflicts resolved the same way everywhere with the loser told once,
+//! events, a custom resolver.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use pg_core::{
+    Candidate, Choice, CommandError, Meta, RegistryEvent, RegistryEventKind, Resolver, Scope,
+    UnregisterReason,
+};
+
+mod common;
+use common::*;
+
+fn m(text: &str) -> Option<Meta> {
+    Some(Meta::from(text))
+}
+
+fn reg_events(s: &mut Scope) -> Vec<RegistryEvent> {
+    std::iter::from_fn(|| s.poll_registry_event()).collect()
+}
+
+#[test]
+fn register_lookup_update_unregister_on_one_node() {
+    let (mut s, _) = scope("a");
+    let p = s.local_node().pid(1).unwrap();
+    let q = s.local_node().pid(2).unwrap();
+    s.register(&p, &g("session/42"), m("v1")).unwrap();
+    assert_eq!(s.lookup("session/42"), Some((p.clone(), m("v1"))));
+    assert_eq!(
+        s.register(&q, &g("session/42"), None),
+        Err(CommandError::Taken {
+            key: g("session/42"),
+            by: p.clone()
+        })
+    );
+    // Re-registering one's own key updates the metadata in place.
+    s.register(&p, &g("session/42"), m("v2")).unwrap();
+    let evs = reg_events(&mut s);
+    assert_eq!(evs.len(), 2);
+    assert_eq!(
+        (
+            evs[1].kind,
+            evs[1].meta.clone(),
+            evs[1].previous_meta.clone()
+        ),
+        (RegistryEventKind::Registered, m("v2"), m("v1"))
+    );
+    s.register(&p, &g("session/7"), None).unwrap();
+    assert_eq!(s.registered_count(), 2);
+    assert_eq!(s.local_registrations().len(), 2);
+    assert_eq!(s.registrations_prefix("session/4").len(), 1);
+    assert_eq!(
+        s.unregister(&q, &g("session/42")),
+        Err(CommandError::NotRegistered {
+            key: g("session/42")
+        })
+    );
+    s.unregister(&p, &g("session/42")).unwrap();
+    assert_eq!(s.lookup("session/42"), None);
+    // An exit takes the rest.
+    let _ = reg_events(&mut s);
+    s.exit(&p).unwrap();
+    let evs = reg_events(&mut s);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].reason, Some(UnregisterReason::Exit));
+    assert_eq!(s.registered_count(), 0);
+}
+
+#[test]
+fn registrations_replicate_and_go_with_their_node() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let pa = a.local_node().pid(1).unwrap();
+    a.register(&pa, &g("early"), m("x")).unwrap();
+    connect(&mut a, &mut b, now);
+    assert_eq!(b.lookup("early"), Some((pa.clone(), m("x"))));
+    a.register(&pa, &g("late"), None).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(b.lookup("late"), Some((pa.clone(), None)));
+    // Taken is decided from what the node knows.
+    let pb = b.local_node().pid(1).unwrap();
+    assert!(matches!(
+        b.register(&pb, &g("late"), None),
+        Err(CommandError::Taken { .. })
+    ));
+    let _ = reg_events(&mut b);
+    b.handle_node_down(a.local_node());
+    let evs = reg_events(&mut b);
+    assert_eq!(evs.len(), 2);
+    assert!(
+        evs.iter()
+            .all(|e| e.reason == Some(UnregisterReason::NodeDown))
+    );
+    assert_eq!(b.registered_count(), 0);
+}
+
+/// Both sides of a partition register the same key: when they meet, both
+/// pick the same winner, the loser's node removes it and reports it once,
+/// and the events of each side say what its readers saw change.
+#[test]
+fn a_conflict_resolves_the_same_everywhere_and_the_loser_is_told_once() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    a.register(&pa, &g("leader"), m("a")).unwrap();
+    b.register(&pb, &g("leader"), m("b")).unwrap();
+    let _ = (reg_events(&mut a), reg_events(&mut b));
+    connect(&mut a, &mut b, now);
+    // Equal timestamps: the smaller node name wins.
+    assert_eq!(a.lookup("leader"), Some((pa.clone(), m("a"))));
+    assert_eq!(b.lookup("leader"), Some((pa.clone(), m("a"))));
+    assert!(a.poll_conflict().is_none());
+    let lost = b.poll_conflict().unwrap();
+    assert_eq!(
+        (lost.pid, lost.winner, lost.meta),
+        (pb.clone(), pa.clone(), m("b"))
+    );
+    assert!(b.poll_conflict().is_none(), "told once");
+    pump(&mut [&mut a, &mut b], now);
+    assert!(a.poll_conflict().is_none() && b.poll_conflict().is_none());
+    assert_eq!(b.local_registrations(), vec![]);
+    // b's readers saw its own process lose the key to a's.
+    let evs = reg_events(&mut b);
+    let seen: Vec<_> = evs
+        .iter()
+        .map(|e| (e.kind, e.pid.clone(), e.reason))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                RegistryEventKind::Unregistered,
+                pb.clone(),
+                Some(UnregisterReason::Conflict)
+            ),
+            (RegistryEventKind::Registered, pa.clone(), None),
+        ]
+    );
+    // a's readers saw no change.
+    assert!(reg_events(&mut a).is_empty());
+    // b's part no longer holds it, on both nodes.
+    assert_eq!(a.registrations(), vec![(g("leader"), pa.clone(), m("a"))]);
+}
+
+/// A registration made after its node heard of another is later: the
+/// earlier one wins even against a smaller node name.
+#[test]
+fn the_earlier_registration_wins() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let (mut c, _) = scope("c");
+    let pb = b.local_node().pid(1).unwrap();
+    let pa = a.local_node().pid(1).unwrap();
+    // a's clock moves past b's first stamp by hearing from b.
+    b.register(&pb, &g("other"), None).unwrap();
+    connect(&mut a, &mut b, now);
+    // c registers "k" early (stamp 1); a registers it later (stamp 2).
+    let pc = c.local_node().pid(1).unwrap();
+    c.register(&pc, &g("k"), None).unwrap();
+    a.register(&pa, &g("k"), None).unwrap();
+    connect(&mut a, &mut c, now);
+    connect(&mut b, &mut c, now);
+    pump(&mut [&mut a, &mut b, &mut c], now);
+    for s in [&a, &b, &c] {
+        assert_eq!(s.lookup("k").unwrap().0, pc, "{:?}", s.local_node());
+    }
+    assert_eq!(a.poll_conflict().unwrap().pid, pa);
+}
+
+struct LongestMetaWins;
+
+impl Resolver for LongestMetaWins {
+    fn resolve(&self, _key: &str, a: Candidate<'_>, b: Candidate<'_>) -> Choice {
+        let len = |c: &Candidate<'_>| c.meta.map_or(0, |m| m.len());
+        if len(&a) >= len(&b) {
+            Choice::First
+        } else {
+            Choice::Second
+        }
+    }
+}
+
+#[test]
+fn a_custom_resolver_decides() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    for s in [&mut a, &mut b] {
+        s.set_resolver(Arc::new(LongestMetaWins));
+    }
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    a.register(&pa, &g("k"), m("short")).unwrap();
+    b.register(&pb, &g("k"), m("much longer")).unwrap();
+    connect(&mut a, &mut b, now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(a.lookup("k").unwrap().0, pb);
+    assert_eq!(b.lookup("k").unwrap().0, pb);
+    assert_eq!(a.poll_conflict().unwrap().winner, pb);
+    assert!(b.poll_conflict().is_none());
+}
