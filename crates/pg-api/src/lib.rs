@@ -71,6 +71,6 @@ pub use pg_core::{
 };
 pub use pg_net::{DevCa, NetConfig, NetStats, TlsIdentity};
 pub use pg_runtime::{
-    Envelope, GroupsSnapshot, Listener, NodeOptions, Pattern, RecvError, ScopeOptions,
-    Subscription, decode_meta,
+    Envelope, GroupsSnapshot, Listener, MAX_ANNOUNCED_SCOPES, MAX_SCOPE_ID_LEN, NodeOptions,
+    Pattern, RecvError, ScopeOptions, Subscription, decode_meta,
 };

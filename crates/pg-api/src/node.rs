@@ -160,6 +160,16 @@ impl NodeBuilder {
             .map_err(|e| PgError::invalid(format!("node name: {e}")))?;
         let (transport, quic): (Arc<dyn pg_runtime::Transport>, _) = match self.net {
             Some(net) => {
+                // A membership's metadata travels in one frame.
+                for (scope, options) in self.scopes.iter().chain(&self.configured) {
+                    let needs = options.core.max_meta_size + 4096;
+                    if needs > net.max_frame_size {
+                        return Err(PgError::invalid(format!(
+                            "scope {scope}: max_meta_size ({}) does not fit max_frame_size ({}) with 4096 bytes to spare",
+                            options.core.max_meta_size, net.max_frame_size
+                        )));
+                    }
+                }
                 let tls = self.tls.as_ref().ok_or_else(|| {
                     PgError::invalid("a node that listens needs TLS material (NodeBuilder::tls)")
                 })?;

@@ -176,3 +176,23 @@ async fn a_configured_scope_is_connected_later_with_its_options() {
     let none: Vec<&str> = Vec::new();
     assert_eq!(p.disconnect(none).unwrap_err().kind(), ErrorKind::Invalid);
 }
+
+/// A node runs at most as many scopes as it may announce, with ids of
+/// bounded length; past either, connect fails and changes nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn scope_count_and_id_length_are_bounded() {
+    let node =
+        Node::from_config(&Config::from_yaml("- name: pg\n  kind: pg.scope\n").unwrap()).unwrap();
+    let p = node.spawn("app");
+    let long = format!("app:{}", "x".repeat(pg_api::MAX_SCOPE_ID_LEN));
+    assert_eq!(p.connect(&long).unwrap_err().kind(), ErrorKind::Invalid);
+    for i in 1..pg_api::MAX_ANNOUNCED_SCOPES {
+        p.connect(&format!("app:s{i}")).unwrap();
+    }
+    let err = p.connect("app:one-too-many").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LimitExceeded, "{err}");
+    assert!(!p.is_connected("app:one-too-many").unwrap());
+    p.connect("app:s1").unwrap(); // already connected: still fine
+    assert_eq!(p.disconnect("app:s1").unwrap(), 1);
+    p.connect("app:one-too-many").unwrap();
+}

@@ -43,9 +43,9 @@ pub(crate) fn split(
     part_bytes: usize,
 ) -> Vec<SyncPiece> {
     let per_part = per_part.clamp(1, MAX_SYNC_PART_ENTRIES);
-    // Room for at least one group of the longest name and one entry with
-    // the largest metadata.
-    let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN + crate::MAX_META_SIZE);
+    // Room for at least one group of the longest name; an entry larger
+    // than the budget (large metadata) still goes, alone.
+    let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN);
     let mut parts: Vec<SyncPiece> = Vec::new();
     let mut current = SyncPiece::default();
     let (mut entries, mut bytes) = (0usize, 0usize);
@@ -276,8 +276,8 @@ mod tests {
         ) {
             let list = groups(&sizes);
             let regs = registrations(keys);
-            // The smallest byte budget (one long name and one largest
-            // metadata) also cuts by bytes, with the metadata counted.
+            // The smallest byte budget (two longest names) also cuts by
+            // bytes, with the metadata counted.
             let bytes = if by_bytes { 0 } else { usize::MAX };
             let parts = split(list.clone(), regs.clone(), per_part, bytes);
             let whole = SyncPiece { groups: list.clone(), registrations: regs.clone() };
@@ -341,9 +341,8 @@ mod tests {
             members: (0..10).map(|s| (s, 1)).collect(),
             metas: vec![Some(big); 10],
         }];
-        // The smallest budget holds one longest name and one largest
-        // metadata: two of these entries fit, three do not.
-        let parts = split(list.clone(), Vec::new(), 1000, 0);
+        // Two of these entries fit in 70 000 bytes, three do not.
+        let parts = split(list.clone(), Vec::new(), 1000, 70_000);
         assert_eq!(parts.len(), 5);
         for part in &parts {
             assert_eq!(part.groups[0].members.len(), 2);
@@ -356,9 +355,11 @@ mod tests {
                 groups: part.groups.clone(),
                 registrations: Vec::new(),
             };
-            assert!(frame.encode().len() < 2 * crate::MAX_GROUP_NAME_LEN + crate::MAX_META_SIZE);
+            assert!(frame.encode().len() < 70_000);
         }
-        assert_eq!(join(parts).groups, list);
+        assert_eq!(join(parts).groups, list.clone());
+        // Under the smallest budget, each goes alone.
+        assert_eq!(split(list, Vec::new(), 1000, 0).len(), 10);
     }
 
     #[test]

@@ -202,3 +202,18 @@ fn a_custom_resolver_decides() {
     assert_eq!(a.poll_conflict().unwrap().winner, pb);
     assert!(b.poll_conflict().is_none());
 }
+
+/// A scope instance that replaces an earlier one on the same node run
+/// continues its versions, so peers never see them go back.
+#[test]
+fn a_resumed_scope_continues_its_versions() {
+    let (mut a, _) = scope("a");
+    let p = a.local_node().pid(1).unwrap();
+    a.register(&p, &g("k"), None).unwrap();
+    let last = a.version().seq;
+    let (mut again, _) = scope("a");
+    again.resume_after(last);
+    assert_eq!(again.version().seq, last + 1);
+    again.resume_after(0);
+    assert_eq!(again.version().seq, last + 1, "never back");
+}

@@ -18,7 +18,10 @@ use crate::config::ScopeOptions;
 use crate::error::Error;
 use crate::node::{Node, NodeInner};
 use crate::scope::{Scope, ScopeShared};
-use crate::transport::{MAX_ANNOUNCED_SCOPES, Wire};
+use crate::transport::{MAX_ANNOUNCED_SCOPES, SendError, Wire};
+
+/// Longest scope id, in bytes.
+pub const MAX_SCOPE_ID_LEN: usize = 255;
 
 /// A connected peer and the scopes it announced.
 #[derive(Debug)]
@@ -43,10 +46,21 @@ fn running(scopes: &ScopeMap) -> Vec<Arc<str>> {
 }
 
 impl NodeInner {
-    /// Tells `peer` which scopes this node runs.
+    /// Tells `peer` which scopes this node runs. Called under the scopes'
+    /// lock, so lists go out in the order they changed.
     pub(crate) fn announce_to(&self, peer: &NodeId, running: Vec<Arc<str>>) {
-        // A peer that is unreachable learns it when its link comes up.
-        let _ = self.transport.send(peer, Wire::Scopes { running });
+        match self.transport.send(peer, Wire::Scopes { running }) {
+            // A peer that is unreachable learns it when its link comes up.
+            Ok(()) | Err(SendError::Unreachable) => {}
+            // A lost announcement would leave the peer wrong about this
+            // node's scopes for good: reset the link, whose coming back
+            // announces again.
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "scope announcement not sent; resetting the link");
+                self.transport
+                    .disconnect(peer, "scope announcement not sent");
+            }
+        }
     }
 
     /// Tells every peer which scopes this node runs. Called under the
@@ -62,8 +76,10 @@ impl NodeInner {
     /// Announces this node's scopes to a peer whose link came up or was
     /// reset (a reset may have lost an earlier announcement).
     pub(crate) fn announce_scopes_to(&self, peer: &NodeId) {
-        let running = running(&self.scopes.read());
-        self.announce_to(peer, running);
+        // Sent under the lock: a list read before a connect or disconnect
+        // must not overtake the one that change sends.
+        let scopes = self.scopes.read();
+        self.announce_to(peer, running(&scopes));
     }
 
     /// A peer's announcement: the scopes it now runs. Scopes it started
@@ -119,6 +135,12 @@ impl NodeInner {
         if id.is_empty() {
             return Err(Error::EmptyScopeId);
         }
+        if id.len() > MAX_SCOPE_ID_LEN {
+            return Err(Error::ScopeIdTooLong {
+                len: id.len(),
+                max: MAX_SCOPE_ID_LEN,
+            });
+        }
         if self.is_closed() {
             return Err(Error::NodeClosed);
         }
@@ -131,6 +153,11 @@ impl NodeInner {
                 return Err(Error::ScopeConflict(id.to_owned()));
             }
             return Ok((Arc::clone(existing), false));
+        }
+        if scopes.len() >= MAX_ANNOUNCED_SCOPES {
+            return Err(Error::TooManyScopes {
+                max: MAX_ANNOUNCED_SCOPES,
+            });
         }
         let id: Arc<str> = Arc::from(id);
         // Announced before the scope exists, so that its first frame to
@@ -147,6 +174,7 @@ impl NodeInner {
             options,
             self.links(),
             &self.peers_running(&id),
+            self.closed_seq.load(std::sync::atomic::Ordering::Acquire),
         );
         scopes.insert(id, Arc::clone(&shared));
         Ok((shared, true))
@@ -159,11 +187,44 @@ impl NodeInner {
         let Some(scope) = scopes.remove(id) else {
             return false;
         };
-        self.announce_all(&scopes);
-        drop(scopes);
-        scope.close();
+        self.forget_scope(scopes, &scope);
         tracing::info!(scope = id, "disconnected from scope");
         true
+    }
+
+    /// Disconnects from `leased` if it is still the instance of its id and
+    /// has no local interest, checked and closed atomically; says whether
+    /// it did (or the instance is gone anyway).
+    fn disconnect_if_idle(&self, leased: &Arc<ScopeShared>) -> bool {
+        let mut scopes = self.scopes.write();
+        let current = scopes.get(leased.id()).cloned();
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, leased)) {
+            return true;
+        }
+        if !leased.close_if_idle() {
+            return false;
+        }
+        scopes.remove(leased.id());
+        self.forget_scope(scopes, leased);
+        tracing::info!(
+            scope = leased.id(),
+            "scope lease lapsed with no local member or subscription"
+        );
+        true
+    }
+
+    /// Tells every peer the scope is gone, and closes it; a later instance
+    /// of any scope starts its versions after this one's.
+    fn forget_scope(
+        &self,
+        scopes: parking_lot::RwLockWriteGuard<'_, ScopeMap>,
+        scope: &Arc<ScopeShared>,
+    ) {
+        self.announce_all(&scopes);
+        self.closed_seq
+            .fetch_max(scope.own_seq(), std::sync::atomic::Ordering::AcqRel);
+        drop(scopes);
+        scope.close();
     }
 }
 
@@ -221,7 +282,6 @@ impl Node {
     fn spawn_lease(&self, shared: &Arc<ScopeShared>, ttl: Duration) {
         let node = Arc::downgrade(&self.inner);
         let leased = Arc::downgrade(shared);
-        let id = Arc::<str>::from(shared.id());
         let recheck = ttl.clamp(Duration::from_millis(10), Duration::from_secs(1));
         self.inner.spawn_task(async move {
             tokio::time::sleep(ttl).await;
@@ -229,15 +289,9 @@ impl Node {
                 let (Some(node), Some(leased)) = (node.upgrade(), leased.upgrade()) else {
                     return;
                 };
-                let current = node.scopes.read().get(&id).cloned();
-                // Disconnected meanwhile, or connected again anew (that
-                // connection has its own lease, or none).
-                if !current.is_some_and(|c| Arc::ptr_eq(&c, &leased)) {
-                    return;
-                }
-                if !leased.has_local_interest() {
-                    tracing::info!(scope = %id, "scope lease lapsed with no local member or subscription");
-                    node.disconnect(&id);
+                // Done when disconnected meanwhile, connected again anew
+                // (that connection has its own lease, or none), or idle.
+                if node.disconnect_if_idle(&leased) {
                     return;
                 }
                 drop((node, leased));

@@ -76,6 +76,20 @@ pub enum Error {
     /// The node has shut down.
     #[error("the node has shut down")]
     NodeClosed,
+    /// A scope id longer than the limit.
+    #[error("scope id of {len} bytes, over {max}")]
+    ScopeIdTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// This node already runs as many scopes as a node may announce.
+    #[error("this node already runs {max} scopes, the most it may")]
+    TooManyScopes {
+        /// The limit.
+        max: usize,
+    },
     /// The scope is closed: this node disconnected from it, or shut down.
     #[error("scope {0:?} is closed (disconnected, or the node shut down)")]
     ScopeClosed(String),
@@ -85,13 +99,13 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Command(CommandError::LimitExceeded(_) | CommandError::MetaTooLarge { .. }) => {
-                ErrorKind::LimitExceeded
-            }
+            Error::Command(CommandError::LimitExceeded(_) | CommandError::MetaTooLarge { .. })
+            | Error::TooManyScopes { .. } => ErrorKind::LimitExceeded,
             Error::Command(_)
             | Error::EmptyScopeId
             | Error::EmptyTopic
             | Error::EmptyPrefix
+            | Error::ScopeIdTooLong { .. }
             | Error::InvalidNodeName(_)
             | Error::NoProcess(_)
             | Error::PayloadTooLarge { .. }

@@ -66,6 +66,7 @@ mod subscription;
 mod transport;
 mod view;
 
+pub use clusters::MAX_SCOPE_ID_LEN;
 pub use config::{NodeOptions, ScopeOptions};
 pub use error::{Error, ErrorKind};
 pub use memory::{MemoryNetwork, MemoryTransport};

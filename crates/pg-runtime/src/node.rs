@@ -39,6 +39,9 @@ pub(crate) struct NodeInner {
     runtime: tokio::runtime::Handle,
     /// Connected peers, with the scopes each announced.
     pub(crate) peers: Mutex<BTreeMap<NodeName, PeerState>>,
+    /// The highest version a closed scope instance reached: a new instance
+    /// starts after it, so peers never see a scope's version go back.
+    pub(crate) closed_seq: AtomicU64,
     closed: AtomicBool,
     deliveries: Arc<Deliveries>,
 }
@@ -104,6 +107,7 @@ impl Node {
             processes: Arc::new(RwLock::new(FxHashMap::default())),
             scopes: RwLock::new(FxHashMap::default()),
             peers: Mutex::new(BTreeMap::new()),
+            closed_seq: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             deliveries: Arc::default(),
         });
@@ -367,13 +371,17 @@ struct InboundAdapter(Weak<NodeInner>);
 impl Inbound for InboundAdapter {
     fn node_up(&self, peer: NodeId) {
         let Some(node) = self.0.upgrade() else { return };
-        let replaced = node
-            .peers
-            .lock()
-            .insert(peer.name.clone(), PeerState::new(peer.clone()));
+        let replaced = {
+            let mut peers = node.peers.lock();
+            if peers.get(&peer.name).is_some_and(|p| p.node == peer) {
+                None // the same run again: keep what it announced
+            } else {
+                peers.insert(peer.name.clone(), PeerState::new(peer.clone()))
+            }
+        };
         // An older run replaced without a down: its parts go now. The new
         // run's scopes meet this node's when it announces them.
-        if let Some(old) = replaced.filter(|old| old.node != peer) {
+        if let Some(old) = replaced {
             for scope in node.scopes() {
                 scope.node_down(&old.node);
             }

@@ -24,7 +24,8 @@ pub enum Wire {
     /// its first frame, and that it stopped after its last. A node sends a
     /// scope's traffic only to the peers that announced that scope.
     Scopes {
-        /// Scope ids (at most [`MAX_ANNOUNCED_SCOPES`] are taken).
+        /// Scope ids: a node runs at most [`MAX_ANNOUNCED_SCOPES`] (pg-net
+        /// refuses a longer list; a receiver takes that many of any other).
         running: Vec<Arc<str>>,
     },
     /// A payload for some processes of the receiving node: one per remote

@@ -303,6 +303,17 @@ impl Scope {
         self.pending_ops.push(op);
     }
 
+    /// Starts this node's versions after `seq`. For a scope that replaces
+    /// an earlier instance of itself on the same node run (disconnected,
+    /// then connected again): its peers must never see this node's version
+    /// go back. Call before any peer is up; a `seq` below the current
+    /// version does nothing.
+    pub fn resume_after(&mut self, seq: u64) {
+        if seq >= self.table.seq(LOCAL_SLOT) {
+            self.table.set_seq(LOCAL_SLOT, seq + 1);
+        }
+    }
+
     /// Advances the local version after a command that changed something.
     pub(super) fn bump(&mut self) {
         let seq = self.table.seq(LOCAL_SLOT) + 1;

@@ -46,6 +46,12 @@ impl Mesh {
                 (&link.membership, message, false)
             }
             Wire::Scopes { running } => {
+                // Ids and their length prefixes, about.
+                let size: usize = running.iter().map(|s| s.len() + 4).sum();
+                if size > limit || running.len() > crate::wire::MAX_SCOPES {
+                    bump(&c.oversized, "pg_net_oversized_total", 1);
+                    return Err(SendError::TooLarge);
+                }
                 let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
                 (&link.membership, NetMessage::Scopes { running }, false)
             }

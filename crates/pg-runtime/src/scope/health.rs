@@ -73,4 +73,3 @@ pub struct ScopeCounters {
     /// Protocol frames the transport did not take.
     pub frames_unsent: u64,
 }
-

@@ -145,12 +145,14 @@ impl ScopeShared {
         mut options: ScopeOptions,
         links: ScopeLinks,
         peers: &[NodeId],
+        resume_after: u64,
     ) -> Arc<Self> {
         if options.core.rng_seed == 0 {
             options.core.rng_seed = random_seed();
         }
         let now = clock();
         let mut scope = pg_core::Scope::new(local.clone(), options.core.clone(), now);
+        scope.resume_after(resume_after);
         for peer in peers {
             scope.handle_node_up(peer.clone());
         }
@@ -447,9 +449,26 @@ impl ScopeShared {
     /// Whether a process of this node is a member of one of the scope's
     /// groups, or a subscription is open on it (what keeps a leased scope
     /// connected).
-    pub(crate) fn has_local_interest(&self) -> bool {
-        let core = self.core.lock();
+    fn interested(core: &CoreState) -> bool {
         core.scope.local_group_count() > 0 || !core.subscribers.is_empty()
+    }
+
+    /// Marks the scope closed if it has no local interest, atomically with
+    /// the check (a call waiting for the writer then fails instead of
+    /// landing in a scope about to go); says whether it did.
+    pub(crate) fn close_if_idle(&self) -> bool {
+        let core = self.core.lock();
+        if Self::interested(&core) {
+            return false;
+        }
+        self.closed.store(true, Ordering::Release);
+        true
+    }
+
+    /// This node's version in the scope (what a later instance of the
+    /// scope must start after).
+    pub(crate) fn own_seq(&self) -> u64 {
+        self.core.lock().scope.version().seq
     }
 
     pub(crate) fn id(&self) -> &str {
