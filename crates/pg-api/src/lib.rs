@@ -55,6 +55,7 @@ mod node;
 mod permission;
 mod prefix;
 mod process;
+mod registry;
 mod tls_reload;
 
 pub use config::{AppEntry, Config, ConfigError, MeshSettings, NodeConfig, ScopeEntry, expand_env};
@@ -63,14 +64,17 @@ pub use instance::{Entry, Groups, Instance};
 pub use node::{Node, NodeBuilder};
 pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
 pub use process::Process;
+pub use registry::RegisterOutcome;
 pub use tls_reload::TlsFiles;
 
 pub use pg_core::{
-    Event, EventEntry, EventKind, GroupName, LeaveReason, MAX_GROUP_NAME_LEN, MAX_META_SIZE,
-    Members, Meta, MetaChange, NodeId, NodeName, Pid, ScopeStats,
+    Candidate, Choice, Event, EventEntry, EventKind, GroupName, LeaveReason, MAX_GROUP_NAME_LEN,
+    MAX_META_SIZE, Members, Meta, MetaChange, NodeId, NodeName, Pid, RegistryEvent,
+    RegistryEventKind, Resolver, ScopeStats, UnregisterReason,
 };
 pub use pg_net::{DevCa, NetConfig, NetStats, TlsIdentity};
 pub use pg_runtime::{
     Envelope, GroupsSnapshot, Listener, MAX_ANNOUNCED_SCOPES, MAX_SCOPE_ID_LEN, NodeOptions,
-    Pattern, RecvError, ScopeOptions, Subscription, decode_meta,
+    Pattern, REGISTRY_CONFLICT_TOPIC, RecvError, Registration, RegistryConflict, ScopeOptions,
+    Subscription, decode_meta,
 };

@@ -275,6 +275,20 @@ impl Node {
         self.runtime.scope_nodes(id)
     }
 
+    /// Sets the rule that picks the winner of registry conflicts in scope
+    /// `id` (default: the earliest registration wins). Every node of the
+    /// scope must use the same rule, set before registrations start; it is
+    /// called inside the scope's step and must return quickly, deciding
+    /// from the candidates alone. Administrative: not checked.
+    pub fn set_registry_resolver(
+        &self,
+        id: &str,
+        resolver: Arc<dyn pg_core::Resolver>,
+    ) -> Result<(), PgError> {
+        self.runtime.scope(id)?.set_resolver(resolver);
+        Ok(())
+    }
+
     /// Disconnects this node from scope `id` (see
     /// [`Process::disconnect`]); returns whether it was connected.
     /// Administrative: not checked.

@@ -55,11 +55,22 @@ pub enum Permission {
     Disconnect,
     /// `pg.nodes` on the scope id.
     Nodes,
+    /// `pg.register` on each key.
+    Register,
+    /// `pg.unregister` on each key.
+    Unregister,
+    /// `pg.lookup` on each key.
+    Lookup,
+    /// `pg.registrations` on the scope id (counts, local keys, the whole
+    /// registry) or on the prefix (keys under it).
+    Registrations,
+    /// `pg.monitor_registry` on the key, the prefix, or the scope id (all).
+    MonitorRegistry,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 28] = [
         Permission::Open,
         Permission::Join,
         Permission::Leave,
@@ -83,6 +94,11 @@ impl Permission {
         Permission::Connect,
         Permission::Disconnect,
         Permission::Nodes,
+        Permission::Register,
+        Permission::Unregister,
+        Permission::Lookup,
+        Permission::Registrations,
+        Permission::MonitorRegistry,
     ];
 
     /// The permission's name: `pg.open`, `pg.join`, ...
@@ -111,6 +127,11 @@ impl Permission {
             Permission::Connect => "pg.connect",
             Permission::Disconnect => "pg.disconnect",
             Permission::Nodes => "pg.nodes",
+            Permission::Register => "pg.register",
+            Permission::Unregister => "pg.unregister",
+            Permission::Lookup => "pg.lookup",
+            Permission::Registrations => "pg.registrations",
+            Permission::MonitorRegistry => "pg.monitor_registry",
         }
     }
 }

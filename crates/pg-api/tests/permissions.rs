@@ -49,6 +49,13 @@ fn call(pg: &Instance, permission: Permission) -> Result<(), pg_api::PgError> {
         Permission::LocalCountPrefix => pg.local_count_prefix("g/").map(drop),
         Permission::MonitorPrefix => pg.monitor_prefix("g/").map(drop),
         Permission::LocalEntries => pg.local_entries().map(drop),
+        Permission::Register => pg.register("g").map(drop),
+        Permission::Unregister => pg.unregister("g"),
+        Permission::Lookup => pg.lookup("g").map(drop),
+        Permission::Registrations => pg.registered_count().map(drop),
+        Permission::MonitorRegistry => pg
+            .monitor_registry(pg_api::Pattern::Exact(pg_api::GroupName::new("g").unwrap()))
+            .map(drop),
         Permission::Connect | Permission::Disconnect | Permission::Nodes => {
             unreachable!("process calls, checked separately")
         }
@@ -108,7 +115,8 @@ fn resource(permission: Permission) -> &'static str {
         | Permission::WhichGroups
         | Permission::WhichLocalGroups
         | Permission::Events
-        | Permission::LocalEntries => "app:pg",
+        | Permission::LocalEntries
+        | Permission::Registrations => "app:pg",
         Permission::GetMembersPrefix
         | Permission::GetLocalMembersPrefix
         | Permission::WhichGroupsPrefix
@@ -162,6 +170,9 @@ async fn each_permission_is_checked_on_its_resource() {
         if permission == Permission::Leave {
             apg.join("g").unwrap();
         }
+        if permission == Permission::Unregister {
+            apg.register("g").unwrap();
+        }
         call(&apg, permission).unwrap_or_else(|e| panic!("{permission} for admin: {e}"));
         // The guest is allowed on resources the rule does not name.
         if resource(permission) == "g" {
@@ -172,6 +183,8 @@ async fn each_permission_is_checked_on_its_resource() {
                 Permission::Broadcast => gpg.broadcast("other", "t", "x").map(drop),
                 Permission::BroadcastLocal => gpg.broadcast_local("other", "t", "x").map(drop),
                 Permission::Monitor => gpg.monitor("other").map(drop),
+                Permission::Register => gpg.register("other").map(drop),
+                Permission::Lookup => gpg.lookup("other").map(drop),
                 _ => Ok(()),
             };
             other.unwrap_or_else(|e| panic!("{permission} on another resource: {e}"));

@@ -189,6 +189,12 @@ pub enum CommandError {
         /// The process holding it.
         by: Pid,
     },
+    /// A batch naming the same key twice.
+    #[error("key {key:?} named twice in one batch")]
+    DuplicateKey {
+        /// The key.
+        key: GroupName,
+    },
     /// An unregister of a key the process does not hold.
     #[error("key {key:?} is not registered by this process")]
     NotRegistered {

@@ -72,6 +72,9 @@ pub use error::{Error, ErrorKind};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use node::{DeliveryCounters, Node};
 pub use process::{Envelope, Listener, Process};
-pub use scope::{GroupsSnapshot, Health, Scope, ScopeCounters, decode_meta};
-pub use subscription::{GroupFilter, Pattern, RecvError, Subscription};
+pub use scope::{
+    GroupsSnapshot, Health, REGISTRY_CONFLICT_TOPIC, Registration, RegistryConflict, Scope,
+    ScopeCounters, decode_meta, encode_meta,
+};
+pub use subscription::{GroupFilter, Keyed, Pattern, RecvError, Subscription};
 pub use transport::{Inbound, MAX_ANNOUNCED_SCOPES, SendError, Transport, Wire};

@@ -1,12 +1,12 @@
-//! Subscriptions to membership events: per-subscriber queues that stall
-//! only their own consumer, bounded by a hard cap that ends the
-//! subscription with an explicit `Lagged`.
+//! Subscriptions to membership (and registry) events: per-subscriber
+//! queues that stall only their own consumer, bounded by a hard cap that
+//! ends the subscription with an explicit `Lagged`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use pg_core::{Event, GroupName, Pid};
+use pg_core::{Event, GroupName, Pid, RegistryEvent};
 use thiserror::Error;
 use tokio::sync::Notify;
 
@@ -26,11 +26,39 @@ pub enum RecvError {
     Lagged,
 }
 
-#[derive(Default)]
-struct Queue {
-    events: VecDeque<Arc<Event>>,
+/// An event a subscription may carry: it names the group (or key) that
+/// patterns match.
+pub trait Keyed: Send + Sync + 'static {
+    /// The group name or registry key.
+    fn key(&self) -> &str;
+}
+
+impl Keyed for Event {
+    fn key(&self) -> &str {
+        self.group.as_str()
+    }
+}
+
+impl Keyed for RegistryEvent {
+    fn key(&self) -> &str {
+        self.key.as_str()
+    }
+}
+
+struct Queue<E> {
+    events: VecDeque<Arc<E>>,
     closed: bool,
     lagged: bool,
+}
+
+impl<E> Default for Queue<E> {
+    fn default() -> Self {
+        Self {
+            events: VecDeque::new(),
+            closed: false,
+            lagged: false,
+        }
+    }
 }
 
 /// The groups a subscription watches.
@@ -62,14 +90,14 @@ impl Pattern {
 pub type GroupFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The shared half of a subscription, held by the scope's writer.
-pub(crate) struct SubShared {
+pub(crate) struct SubShared<E = Event> {
     pub(crate) id: u64,
     pub(crate) filter: Pattern,
     allow: Option<GroupFilter>,
     pub(crate) owner: Option<Pid>,
     buffer: usize,
     cap: usize,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<E>>,
     notify: Notify,
 }
 
@@ -82,7 +110,7 @@ pub(crate) enum Pushed {
     Lagged,
 }
 
-impl SubShared {
+impl<E: Keyed> SubShared<E> {
     pub(crate) fn new(
         id: u64,
         filter: Pattern,
@@ -103,13 +131,13 @@ impl SubShared {
         }
     }
 
-    pub(crate) fn wants(&self, event: &Event) -> bool {
-        let group = event.group.as_str();
+    pub(crate) fn wants(&self, event: &E) -> bool {
+        let group = event.key();
         self.filter.matches(group) && self.allow.as_ref().is_none_or(|allow| allow(group))
     }
 
     /// Queues an event (writer only).
-    pub(crate) fn push(&self, event: &Arc<Event>) -> Pushed {
+    pub(crate) fn push(&self, event: &Arc<E>) -> Pushed {
         let mut q = self.queue.lock();
         if q.closed {
             return Pushed::Queued;
@@ -150,21 +178,23 @@ impl SubShared {
 
 /// A stream of `member.joined` / `member.left` events, for one group
 /// ([`Scope::monitor`](crate::Scope::monitor)) or all
-/// ([`Scope::events`](crate::Scope::events)). Events arrive in order, each
-/// exactly once; a slow consumer only delays itself.
-pub struct Subscription {
-    shared: Arc<SubShared>,
+/// ([`Scope::events`](crate::Scope::events)), or of registry events
+/// (`Subscription<RegistryEvent>`, from
+/// [`Scope::monitor_registry`](crate::Scope::monitor_registry)). Events
+/// arrive in order, each exactly once; a slow consumer only delays itself.
+pub struct Subscription<E: Keyed = Event> {
+    shared: Arc<SubShared<E>>,
     scope: Weak<ScopeShared>,
 }
 
-impl Subscription {
-    pub(crate) fn new(shared: Arc<SubShared>, scope: Weak<ScopeShared>) -> Self {
+impl<E: Keyed> Subscription<E> {
+    pub(crate) fn new(shared: Arc<SubShared<E>>, scope: Weak<ScopeShared>) -> Self {
         Self { shared, scope }
     }
 
     /// The next event. After the subscription ends, the events queued
     /// before the end are still delivered, then the reason.
-    pub async fn recv(&mut self) -> Result<Arc<Event>, RecvError> {
+    pub async fn recv(&mut self) -> Result<Arc<E>, RecvError> {
         loop {
             let notified = self.shared.notify.notified();
             if let Some(out) = self.try_take() {
@@ -176,11 +206,11 @@ impl Subscription {
 
     /// The next event if one is queued (`None` if none is, and the
     /// subscription is still open).
-    pub fn try_recv(&mut self) -> Option<Result<Arc<Event>, RecvError>> {
+    pub fn try_recv(&mut self) -> Option<Result<Arc<E>, RecvError>> {
         self.try_take()
     }
 
-    fn try_take(&self) -> Option<Result<Arc<Event>, RecvError>> {
+    fn try_take(&self) -> Option<Result<Arc<E>, RecvError>> {
         let mut q = self.shared.queue.lock();
         if let Some(event) = q.events.pop_front() {
             return Some(Ok(event));
@@ -215,7 +245,7 @@ impl Subscription {
     }
 }
 
-impl Drop for Subscription {
+impl<E: Keyed> Drop for Subscription<E> {
     fn drop(&mut self) {
         if let Some(scope) = self.scope.upgrade() {
             scope.unsubscribe(self.shared.id);
@@ -223,7 +253,7 @@ impl Drop for Subscription {
     }
 }
 
-impl std::fmt::Debug for Subscription {
+impl<E: Keyed> std::fmt::Debug for Subscription<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("pattern", &self.shared.filter)

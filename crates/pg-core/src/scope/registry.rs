@@ -73,6 +73,47 @@ impl Scope {
         Ok(())
     }
 
+    /// Process `pid` registers every key of `entries` in one step: all or
+    /// nothing (a key held by another process, a key named twice, oversized
+    /// metadata or the registration limit fails the whole batch and changes
+    /// nothing). Keys it already holds get their metadata updated.
+    pub fn register_many(
+        &mut self,
+        pid: &Pid,
+        entries: &[(GroupName, Option<Meta>)],
+    ) -> Result<(), CommandError> {
+        self.check_local(pid)?;
+        if entries.is_empty() {
+            return Err(CommandError::EmptyBatch);
+        }
+        let mut seen = rustc_hash::FxHashSet::default();
+        let mut new = 0;
+        for (key, meta) in entries {
+            if !seen.insert(key) {
+                return Err(CommandError::DuplicateKey { key: key.clone() });
+            }
+            if let Some(meta) = meta {
+                self.check_meta(meta)?;
+            }
+            match self.visible(key.as_str()) {
+                Some(h) if h.slot == LOCAL_SLOT && h.serial == pid.serial() => {}
+                Some(h) => {
+                    return Err(CommandError::Taken {
+                        key: key.clone(),
+                        by: self.table.pid(h.slot, h.serial),
+                    });
+                }
+                None => new += 1,
+            }
+        }
+        self.check_registration_limit(LOCAL_SLOT, new)?;
+        for (key, meta) in entries {
+            // Checked above: cannot fail.
+            self.register(pid, key, meta.clone())?;
+        }
+        Ok(())
+    }
+
     /// Process `pid` gives up `key`; fails with
     /// [`CommandError::NotRegistered`] if it does not hold it.
     pub fn unregister(&mut self, pid: &Pid, key: &GroupName) -> Result<(), CommandError> {
@@ -130,6 +171,11 @@ impl Scope {
                 Some((key.clone(), pid, meta))
             })
             .collect()
+    }
+
+    /// Number of keys this node's processes hold.
+    pub fn local_registered_count(&self) -> usize {
+        self.registry.count(LOCAL_SLOT)
     }
 
     /// The keys this node's processes hold, with holders and metadata.

@@ -27,9 +27,15 @@ impl Scope {
         group: &GroupName,
         value: &T,
     ) -> Result<(), Error> {
-        let bytes = crate::process::encode(value)?;
-        self.join_with_meta(pid, group, Meta::new(&bytes[..]))
+        self.join_with_meta(pid, group, encode_meta(value)?)
     }
+}
+
+/// `value` encoded with postcard as metadata (read it back with
+/// [`decode_meta`]).
+pub fn encode_meta<T: Serialize>(value: &T) -> Result<Meta, Error> {
+    let bytes = crate::process::encode(value)?;
+    Ok(Meta::new(&bytes[..]))
 }
 
 /// Decodes metadata written by

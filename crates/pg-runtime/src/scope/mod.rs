@@ -32,9 +32,11 @@ use crate::view::View;
 mod broadcast;
 mod health;
 pub use health::{Health, ScopeCounters};
-pub use meta::decode_meta;
+pub use meta::{decode_meta, encode_meta};
+pub use registry::{REGISTRY_CONFLICT_TOPIC, Registration, RegistryConflict};
 mod meta;
 mod prefix;
+mod registry;
 mod tasks;
 
 use tasks::{exit_loop, timer_loop};
@@ -42,6 +44,8 @@ use tasks::{exit_loop, timer_loop};
 pub(crate) struct CoreState {
     scope: pg_core::Scope,
     subscribers: Vec<Arc<SubShared>>,
+    /// Subscribers to registry events.
+    reg_subscribers: Vec<Arc<SubShared<pg_core::RegistryEvent>>>,
     /// The deadline the timer task sleeps until (`None`: none); it is
     /// woken only when the core's next deadline comes earlier.
     armed: Option<Instant>,
@@ -119,6 +123,8 @@ pub(crate) struct ScopeShared {
     waiting: AtomicUsize,
     warned: AtomicBool,
     view: View,
+    /// The registry as readers see it.
+    registry: registry::RegistryView,
     wake: Notify,
     /// Ended processes this scope has yet to clean up after.
     exits: ExitQueue,
@@ -165,6 +171,7 @@ impl ScopeShared {
             core: Mutex::new(CoreState {
                 scope,
                 subscribers: Vec::new(),
+                reg_subscribers: Vec::new(),
                 armed: None,
                 changed: Vec::new(),
                 events: Vec::new(),
@@ -172,6 +179,7 @@ impl ScopeShared {
             waiting: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
             view: View::default(),
+            registry: Default::default(),
             wake: Notify::new(),
             exits: ExitQueue::default(),
             next_subscriber: AtomicU64::new(1),
@@ -283,6 +291,7 @@ impl ScopeShared {
             self.metrics.subscriber_lag.set(lag as f64);
         }
         core.events = events;
+        self.drain_registry(core);
         // A peer that broke a bound: its frame was refused whole; the link
         // goes, so it reconnects and starts over (or stays refused).
         while let Some((peer, violation)) = core.scope.poll_violation() {
@@ -339,7 +348,9 @@ impl ScopeShared {
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {
-        self.core.lock().subscribers.retain(|s| s.id != id);
+        let mut core = self.core.lock();
+        core.subscribers.retain(|s| s.id != id);
+        core.reg_subscribers.retain(|s| s.id != id);
     }
 
     /// Registers a subscriber (under the writer lock); the caller wraps it
@@ -426,15 +437,13 @@ impl ScopeShared {
             }
         }
         let batch = &batch[..done];
-        if core.subscribers.iter().any(|s| s.owner.is_some()) {
+        let owned_any = core.subscribers.iter().any(|s| s.owner.is_some())
+            || core.reg_subscribers.iter().any(|s| s.owner.is_some());
+        if owned_any {
             let ended: FxHashSet<&Pid> = batch.iter().collect();
-            core.subscribers.retain(|s| {
-                let owned = s.owner.as_ref().is_some_and(|o| ended.contains(o));
-                if owned {
-                    s.close(false);
-                }
-                !owned
-            });
+            let ended = |o: &Pid| ended.contains(o);
+            close_owned_by(&mut core.subscribers, ended, false);
+            close_owned_by(&mut core.reg_subscribers, ended, false);
         }
         done
     }
@@ -450,7 +459,10 @@ impl ScopeShared {
     /// groups, or a subscription is open on it (what keeps a leased scope
     /// connected).
     fn interested(core: &CoreState) -> bool {
-        core.scope.local_group_count() > 0 || !core.subscribers.is_empty()
+        core.scope.local_group_count() > 0
+            || core.scope.local_registered_count() > 0
+            || !core.subscribers.is_empty()
+            || !core.reg_subscribers.is_empty()
     }
 
     /// Marks the scope closed if it has no local interest, atomically with
@@ -481,10 +493,28 @@ impl ScopeShared {
         for sub in core.subscribers.drain(..) {
             sub.close(true);
         }
+        for sub in core.reg_subscribers.drain(..) {
+            sub.close(true);
+        }
         drop(core);
         self.wake.notify_one();
         self.exits.close();
     }
+}
+
+/// Ends (and forgets) the subscriptions whose owner `ended` says ended.
+fn close_owned_by<E: crate::subscription::Keyed>(
+    subs: &mut Vec<Arc<SubShared<E>>>,
+    ended: impl Fn(&Pid) -> bool,
+    flush: bool,
+) {
+    subs.retain(|s| {
+        let owned = s.owner.as_ref().is_some_and(&ended);
+        if owned {
+            s.close(flush);
+        }
+        !owned
+    });
 }
 
 struct WaitSlot<'a>(&'a AtomicUsize);
@@ -629,13 +659,9 @@ impl Scope {
     /// Ends every subscription owned by `owner` in this scope (after the
     /// events already queued).
     pub fn close_owned(&self, owner: &Pid) {
-        self.shared.core.lock().subscribers.retain(|s| {
-            let owned = s.owner.as_ref() == Some(owner);
-            if owned {
-                s.close(true);
-            }
-            !owned
-        });
+        let mut core = self.shared.core.lock();
+        close_owned_by(&mut core.subscribers, |o| o == owner, true);
+        close_owned_by(&mut core.reg_subscribers, |o| o == owner, true);
     }
 }
 
