@@ -80,6 +80,51 @@ fn first_time(node: &mut NodeProc) -> anyhow::Result<Option<f64>> {
         .transpose()?)
 }
 
+/// R1-R3: the registry on the quiet cluster (process 0 of each node).
+fn registry(a: &mut NodeProc, b: &mut NodeProc) -> anyhow::Result<()> {
+    // R1: register + unregister pairs on A, 10k distinct keys.
+    let pairs = 100_000;
+    let r1 = a.ok(&format!("r1 0 {pairs} 10000"))?;
+    let mut r1 = r1.split_whitespace().map(str::parse::<f64>);
+    let (ops, p50, p99) = (
+        r1.next().transpose()?.unwrap_or(0.0),
+        r1.next().transpose()?.unwrap_or(0.0),
+        r1.next().transpose()?.unwrap_or(0.0),
+    );
+    json(serde_json::json!({
+        "system": "pg-rs", "workload": "R1_register_unregister", "n": pairs, "keys": 10000,
+        "ops_per_s": ops, "p50_us": p50, "p99_us": p99,
+    }));
+    // R2: lookups of a registered key on A.
+    let n = 1_000_000;
+    let ns: f64 = a.ok(&format!("r2 0 r2/key {n}"))?.parse()?;
+    json(serde_json::json!({
+        "system": "pg-rs", "workload": "R2_lookup", "n": n, "ns_per_op": ns,
+    }));
+    // R3: register on A until B's registry has it (B's monitor records the
+    // time its registry event is delivered, as C1 does for joins).
+    b.ok("reg_monitor r3/")?;
+    let samples = 1000;
+    let mut lat = Vec::with_capacity(samples);
+    for s in 0..samples {
+        let key = format!("r3/{s}");
+        let t0: f64 = a.ok(&format!("reg_t 0 {key}"))?.parse()?;
+        let mut seen = None;
+        until("R3 registration seen on B", || {
+            seen = first_time(b)?;
+            Ok(seen.is_some())
+        })?;
+        lat.push(seen.unwrap_or(t0) - t0);
+        a.ok(&format!("unregister 0 {key}"))?;
+    }
+    lat.sort_by(f64::total_cmp);
+    json(serde_json::json!({
+        "system": "pg-rs", "workload": "R3_registry_propagation", "observer": "B", "n": samples,
+        "p50_us": pct(&lat, 0.5), "p99_us": pct(&lat, 0.99),
+    }));
+    Ok(())
+}
+
 fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let ca = DevCa::generate("bench")?;
@@ -129,6 +174,8 @@ fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
             "n": samples, "p50_us": pct(v, 0.5), "p99_us": pct(v, 0.99),
         }));
     }
+
+    registry(&mut a, &mut b)?;
 
     // C2: 100k processes on A in 1k groups x 100.
     let n = 100_000;

@@ -7,7 +7,10 @@
 //! it, and a cut of 12 s between two nodes (longer than any give-up window
 //! the dialer ever had). After every phase, every live node has every other as a peer, and
 //! its view equals the union of the live processes' memberships (so no
-//! member of a dead node remains), and every broadcast must reach exactly
+//! member of a dead node remains), every live node lists the same holder
+//! for every registry key (keys are registered and unregistered during the
+//! churn, colliding across partitions), and no key is held by a process
+//! that ended or a node that died, and every broadcast must reach exactly
 //! its members. A report (JSON) and a plot (SVG, members seen per
 //! node over time) are written to the output directory.
 
@@ -22,6 +25,8 @@ use pg_net::DevCa;
 use crate::nodes::{NodeProc, free_ports, start_node};
 
 const GROUPS: usize = 6;
+/// Registry keys the churn registers (few, so partitions make conflicts).
+const KEYS: usize = 4;
 
 /// Options of the real mode.
 pub(crate) struct RealArgs {
@@ -350,15 +355,25 @@ impl Run {
         let (i, pid) = procs[self.rng.usize(..procs.len())].clone();
         let group = format!("g{}", self.rng.usize(..GROUPS));
         match self.rng.u8(..100) {
-            0..60 => {
+            0..55 => {
                 if self.nodes[node].cmd(&format!("join {i} {group}"))? == "ok" {
                     self.expected.add(&group, &pid);
                 }
             }
-            60..92 => {
+            55..85 => {
                 if self.nodes[node].cmd(&format!("leave {i} {group}"))? == "ok" {
                     self.expected.sub(&group, &pid);
                 }
+            }
+            // Registry churn: a few keys, so partitions make conflicts;
+            // the outcome is checked by `registry_agrees`.
+            85..90 => {
+                let key = format!("k{}", self.rng.usize(..KEYS));
+                self.nodes[node].cmd(&format!("register {i} {key}"))?;
+            }
+            90..92 => {
+                let key = format!("k{}", self.rng.usize(..KEYS));
+                self.nodes[node].cmd(&format!("unregister {i} {key}"))?;
             }
             _ => {
                 self.nodes[node].ok(&format!("exit {i}"))?;
@@ -413,7 +428,39 @@ impl Run {
             }
             self.samples.push((at, self.nodes[node].name.clone(), seen));
         }
-        Ok(all)
+        Ok(all && self.registry_agrees()?)
+    }
+
+    /// Whether every live node lists the same holder for every key, each
+    /// a live process of a live node (so at most one holder per key, and
+    /// none that ended or died).
+    fn registry_agrees(&mut self) -> anyhow::Result<bool> {
+        let live_pids: BTreeSet<String> = self
+            .live()
+            .into_iter()
+            .flat_map(|n| {
+                self.nodes[n]
+                    .live_pids()
+                    .map(|(_, p)| p.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut first: Option<String> = None;
+        for node in self.live() {
+            if self.nodes[node].live_pids().next().is_none() {
+                self.spawn(node, 1)?;
+            }
+            let listed = self.nodes[node].ok("registrations")?;
+            let holders_live = listed
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .all(|(_, pid)| live_pids.contains(pid));
+            if !holders_live || first.as_ref().is_some_and(|f| *f != listed) {
+                return Ok(false);
+            }
+            first = Some(listed);
+        }
+        Ok(true)
     }
 
     /// Each side of a partition sees exactly its own side's members.
@@ -601,7 +648,10 @@ impl Run {
             self.broadcasts.1, self.broadcasts.0
         );
         println!("  traffic (live nodes): {messages} messages, {bytes} bytes");
-        println!("  invariants: {}", if passed { "PASS" } else { "FAIL" });
+        println!(
+            "  invariants (views = live memberships, registry: one live holder per key, the same on every node): {}",
+            if passed { "PASS" } else { "FAIL" }
+        );
         println!("  report: {}", json.display());
         println!("  plot:   {}", svg.display());
         Ok(())

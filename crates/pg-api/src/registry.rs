@@ -31,6 +31,19 @@ impl Instance {
         Ok(name)
     }
 
+    /// Checks a key and the permission without building a name (reads are
+    /// hot: no allocation).
+    fn check_key(&self, key: &str, permission: Permission) -> Result<(), PgError> {
+        if key.is_empty() || key.len() > pg_core::MAX_GROUP_NAME_LEN {
+            return Err(PgError::invalid(format!(
+                "key: must be 1 to {} bytes, got {}",
+                pg_core::MAX_GROUP_NAME_LEN,
+                key.len()
+            )));
+        }
+        self.check(permission, key)
+    }
+
     fn outcome(result: Result<(), pg_runtime::Error>) -> Result<RegisterOutcome, PgError> {
         match result {
             Ok(()) => Ok(RegisterOutcome::Registered),
@@ -116,7 +129,7 @@ impl Instance {
     /// The process holding `key`, with its metadata (`pg.lookup`).
     pub fn lookup(&self, key: &str) -> Result<Option<(Pid, Option<Meta>)>, PgError> {
         self.live()?;
-        self.key(key, Permission::Lookup)?;
+        self.check_key(key, Permission::Lookup)?;
         Ok(self.scope.lookup(key))
     }
 
@@ -124,7 +137,7 @@ impl Instance {
     pub fn contains_keys(&self, keys: &[&str]) -> Result<Vec<GroupName>, PgError> {
         self.live()?;
         for key in keys {
-            self.key(key, Permission::Lookup)?;
+            self.check_key(key, Permission::Lookup)?;
         }
         Ok(self.scope.contains_keys(keys))
     }

@@ -32,6 +32,18 @@
 //! | `broadcaster` | `ok <pid>` (a process that collects acks) |
 //! | `echo <k> <group> <pid>` | `ok` (k processes in group, acking each message to pid) |
 //! | `rounds <n> <group> <acks>` | `ok <ms>` (n broadcasts, each until acks acks) |
+//!
+//! Registry commands:
+//!
+//! | command | answer |
+//! |---|---|
+//! | `register <i> <key>` / `unregister <i> <key>` | `ok`, `taken <pid>`, or `err ...` |
+//! | `reg_t <i> <key>` | `ok <wall-clock µs just before the call>` |
+//! | `lookup <key>` | `ok <pid>` or `ok none` |
+//! | `registrations` | `ok <key>=<pid> ...` (key order) |
+//! | `reg_monitor <prefix>` | `ok` (records the wall-clock µs of each `registered` event, read with `monitor_times`) |
+//! | `r1 <i> <pairs> <keys>` | `ok <ops/s> <p50 µs> <p99 µs>` |
+//! | `r2 <i> <key> <n>` | `ok <ns per lookup>` |
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -174,6 +186,47 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     });
                     keep.push(Box::new(watcher));
                     "ok".to_owned()
+                }
+                ["register", i, key] => {
+                    crate::registry_cmds::register(&member(&members, i)?.instance, key)?
+                }
+                ["unregister", i, key] => result(member(&members, i)?.instance.unregister(key)),
+                ["reg_t", i, key] => {
+                    let m = member(&members, i)?;
+                    let t = wall_micros();
+                    let answer = crate::registry_cmds::register(&m.instance, key)?;
+                    answer.replacen("ok", &format!("ok {t}"), 1)
+                }
+                ["lookup", key] => {
+                    let any = members.iter().flatten().next().ok_or("no live process")?;
+                    crate::registry_cmds::lookup(&any.instance, key)?
+                }
+                ["registrations"] => {
+                    let any = members.iter().flatten().next().ok_or("no live process")?;
+                    crate::registry_cmds::registrations(&any.instance)?
+                }
+                ["reg_monitor", prefix] => {
+                    let watcher = node.spawn("sim");
+                    let pattern = pg_api::Pattern::Prefix((*prefix).into());
+                    let (mut sub, _) = watcher.open(&scope)?.monitor_registry(pattern)?;
+                    let times = Arc::clone(&events);
+                    runtime.spawn(async move {
+                        while let Ok(event) = sub.recv().await {
+                            if event.kind == pg_api::RegistryEventKind::Registered {
+                                times.push(wall_micros(), 1);
+                            }
+                        }
+                    });
+                    keep.push(Box::new(watcher));
+                    "ok".to_owned()
+                }
+                ["r1", i, pairs, keys] => crate::registry_cmds::r1(
+                    &member(&members, i)?.instance,
+                    pairs.parse()?,
+                    keys.parse()?,
+                )?,
+                ["r2", i, key, n] => {
+                    crate::registry_cmds::r2(&member(&members, i)?.instance, key, n.parse()?)?
                 }
                 ["monitor_times"] => {
                     let times: Vec<String> =

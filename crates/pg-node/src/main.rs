@@ -25,6 +25,7 @@
 
 mod certs;
 mod harness;
+mod registry_cmds;
 mod service;
 
 use std::net::SocketAddr;

@@ -164,6 +164,7 @@ struct RawScopeEntry {
     max_members_per_group: Option<usize>,
     max_join_count: Option<u32>,
     max_meta_size: Option<usize>,
+    max_registrations: Option<usize>,
     lifecycle: Option<Lifecycle>,
 }
 
@@ -495,6 +496,9 @@ fn scope_config(e: RawScopeEntry) -> Result<ScopeEntry, FieldError> {
     }
     if let Some(n) = e.max_join_count {
         o.core.max_join_count = n;
+    }
+    if let Some(n) = e.max_registrations {
+        o.core.max_registrations = n;
     }
     if let Some(n) = e.max_meta_size {
         if n > pg_core::MAX_META_SIZE {
