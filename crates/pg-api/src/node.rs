@@ -277,16 +277,20 @@ impl Node {
 
     /// Sets the rule that picks the winner of registry conflicts in scope
     /// `id` (default: the earliest registration wins). Every node of the
-    /// scope must use the same rule, set before registrations start; it is
-    /// called inside the scope's step and must return quickly, deciding
-    /// from the candidates alone. Administrative: not checked.
+    /// scope must use the same rule, set before any key is registered here
+    /// (`Invalid` afterwards); it is called inside the scope's step and
+    /// must return quickly, deciding from the candidates alone, and be a
+    /// consistent preference (see [`Resolver`](pg_core::Resolver)).
+    /// Administrative: not checked.
     pub fn set_registry_resolver(
         &self,
         id: &str,
         resolver: Arc<dyn pg_core::Resolver>,
     ) -> Result<(), PgError> {
-        self.runtime.scope(id)?.set_resolver(resolver);
-        Ok(())
+        self.runtime
+            .scope(id)?
+            .set_resolver(resolver)
+            .map_err(Into::into)
     }
 
     /// Disconnects this node from scope `id` (see

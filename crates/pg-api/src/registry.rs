@@ -156,18 +156,27 @@ impl Instance {
         Ok(self.scope.local_registered_count())
     }
 
-    /// The keys this node's processes hold (`pg.registrations`).
+    /// Keeps the registrations whose key the principal may `pg.lookup`.
+    fn visible(&self, all: Vec<Registration>) -> Vec<Registration> {
+        all.into_iter()
+            .filter(|(key, _, _)| self.allows(Permission::Lookup, key.as_str()))
+            .collect()
+    }
+
+    /// The keys this node's processes hold (`pg.registrations`; only keys
+    /// the principal may `pg.lookup`).
     pub fn local_registrations(&self) -> Result<Vec<Registration>, PgError> {
         self.live()?;
         self.check(Permission::Registrations, self.id())?;
-        Ok(self.scope.local_registrations())
+        Ok(self.visible(self.scope.local_registrations()))
     }
 
-    /// The whole registry, in key order (`pg.registrations`).
+    /// The whole registry, in key order (`pg.registrations`; only keys the
+    /// principal may `pg.lookup`).
     pub fn dump(&self) -> Result<Vec<Registration>, PgError> {
         self.live()?;
         self.check(Permission::Registrations, self.id())?;
-        Ok(self.scope.registrations())
+        Ok(self.visible(self.scope.registrations()))
     }
 
     /// Registrations whose key starts with `prefix` (`pg.registrations` on
@@ -178,14 +187,15 @@ impl Instance {
             return Err(PgError::invalid("empty prefix (every key: use dump)"));
         }
         self.check(Permission::Registrations, prefix)?;
-        Ok(self.scope.registrations_prefix(prefix))
+        Ok(self.visible(self.scope.registrations_prefix(prefix)))
     }
 
     /// Registry events (`registered`, with `previous_meta` on an in-place
     /// update; `unregistered`, with a reason) for the keys `pattern`
     /// matches, with their registrations at the same instant
     /// (`pg.monitor_registry` on the key, the prefix, or the scope id for
-    /// `All`). The subscription ends with this instance's process.
+    /// `All`; then only keys the principal may `pg.lookup`). The
+    /// subscription ends with this instance's process.
     pub fn monitor_registry(
         &self,
         pattern: Pattern,
@@ -200,8 +210,9 @@ impl Instance {
             Pattern::All => self.id().to_owned(),
         };
         self.check(Permission::MonitorRegistry, &resource)?;
+        let allow = self.group_filter(Permission::Lookup);
         self.scope
-            .monitor_registry(pattern, None, Some(self.pid()))
+            .monitor_registry(pattern, Some(allow), Some(self.pid()))
             .map_err(Into::into)
     }
 }

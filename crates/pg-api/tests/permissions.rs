@@ -269,3 +269,28 @@ async fn a_denied_broadcast_delivers_nothing() {
     );
     assert!(member.try_recv().is_none());
 }
+
+/// Registry listings and monitors answer only for keys the principal may
+/// look up: a shorter prefix or the whole dump does not get round a rule.
+#[tokio::test(start_paused = true)]
+async fn registry_listings_filter_keys_by_lookup() {
+    let node = node_denying(Permission::Lookup, "secret/*");
+    let guest = node.spawn("guest");
+    let admin = node.spawn("admin");
+    let (gpg, apg) = (guest.open("app:pg").unwrap(), admin.open("app:pg").unwrap());
+    apg.register("secret/1").unwrap();
+    apg.register("public/1").unwrap();
+    let keys = |list: Vec<pg_api::Registration>| -> Vec<String> {
+        list.into_iter().map(|(k, _, _)| k.to_string()).collect()
+    };
+    assert_eq!(keys(gpg.dump().unwrap()), vec!["public/1"]);
+    assert_eq!(keys(apg.dump().unwrap()).len(), 2);
+    assert!(gpg.registrations_prefix("s").unwrap().is_empty());
+    assert_eq!(keys(gpg.local_registrations().unwrap()), vec!["public/1"]);
+    let (mut sub, snapshot) = gpg.monitor_registry(pg_api::Pattern::All).unwrap();
+    assert_eq!(keys(snapshot), vec!["public/1"]);
+    apg.register("secret/2").unwrap();
+    apg.register("public/2").unwrap();
+    let event = sub.recv().await.unwrap();
+    assert_eq!(event.key.as_str(), "public/2");
+}

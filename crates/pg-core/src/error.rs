@@ -89,6 +89,14 @@ pub enum Violation {
         /// The configured limit.
         limit: u32,
     },
+    /// A registration timestamp above [`MAX_STAMP`](crate::MAX_STAMP).
+    #[error("registration of {key:?} with timestamp {stamp}, above the bound")]
+    Stamp {
+        /// The key.
+        key: GroupName,
+        /// The timestamp.
+        stamp: u64,
+    },
     /// A part with more registrations than `max_registrations`.
     #[error("a part of {registrations} registrations, over max_registrations ({limit})")]
     Registrations {
@@ -189,6 +197,9 @@ pub enum CommandError {
         /// The process holding it.
         by: Pid,
     },
+    /// The registry resolver can only be set while no key is registered.
+    #[error("the registry holds keys: set the resolver before registering")]
+    RegistryInUse,
     /// A batch naming the same key twice.
     #[error("key {key:?} named twice in one batch")]
     DuplicateKey {

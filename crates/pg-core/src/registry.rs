@@ -26,6 +26,10 @@ use crate::id::Pid;
 use crate::member_list::Slot;
 use crate::meta::Meta;
 
+/// Largest registration timestamp a peer may send: far beyond any real
+/// count of registrations, and far below overflow.
+pub const MAX_STAMP: u64 = 1 << 62;
+
 /// One registration of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Holder {
@@ -61,7 +65,12 @@ pub enum Choice {
 /// Decides which of two registrations of one key wins. Called inside the
 /// scope's step, on every node holding both: it must return quickly, and
 /// the same answer everywhere for the same arguments (decide from the
-/// candidates alone, never from local state or the time).
+/// candidates alone, never from local state or the time). Candidates are
+/// offered in a fixed order (earliest timestamp, then node name, then
+/// serial, first), the winner so far against the next, so every node folds
+/// the same sequence; a rule that is a consistent preference (if `a` beats
+/// `b` and `b` beats `c`, `a` beats `c`) picks the same winner whatever
+/// order the registrations arrived in.
 pub trait Resolver: Send + Sync + 'static {
     /// The winner of `a` and `b` for `key`.
     fn resolve(&self, key: &str, a: Candidate<'_>, b: Candidate<'_>) -> Choice;
@@ -123,13 +132,20 @@ impl Registry {
 
     /// A timestamp for a new local registration.
     pub(crate) fn tick(&mut self) -> u64 {
-        self.clock += 1;
+        // Remote stamps are bounded by MAX_STAMP: this cannot overflow.
+        self.clock = self.clock.saturating_add(1);
         self.clock
     }
 
-    /// Takes a remote timestamp into the clock.
+    /// Takes a remote timestamp (at most [`MAX_STAMP`], checked on
+    /// arrival) into the clock.
     pub(crate) fn witness(&mut self, stamp: u64) {
-        self.clock = self.clock.max(stamp);
+        self.clock = self.clock.max(stamp.min(MAX_STAMP));
+    }
+
+    /// Whether no key has a holder.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     pub(crate) fn holders(&self, key: &str) -> &[Holder] {
@@ -143,13 +159,18 @@ impl Registry {
         pid: impl Fn(&Holder) -> Pid,
     ) -> Option<&'a Holder> {
         let holders = self.holders(key);
-        let mut best = holders.first()?;
+        let first = holders.first()?;
         if holders.len() == 1 {
-            return Some(best);
+            return Some(first);
         }
-        let mut best_pid = pid(best);
-        for other in &holders[1..] {
-            let other_pid = pid(other);
+        // A fixed order, whatever order the holders arrived in here.
+        let mut ordered: Vec<(&Holder, Pid)> = holders.iter().map(|h| (h, pid(h))).collect();
+        ordered.sort_by(|(a, pa), (b, pb)| {
+            (a.stamp, &pa.node().name, a.serial).cmp(&(b.stamp, &pb.node().name, b.serial))
+        });
+        let mut ordered = ordered.into_iter();
+        let (mut best, mut best_pid) = ordered.next()?;
+        for (other, other_pid) in ordered {
             let a = Candidate {
                 pid: &best_pid,
                 meta: best.meta.as_ref(),

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use pg_core::{
-    Candidate, Choice, CommandError, Meta, RegistryEvent, RegistryEventKind, Resolver, Scope,
-    UnregisterReason,
+    Candidate, Choice, CommandError, Frame, Meta, Op, RegistryEvent, RegistryEventKind, Resolver,
+    Scope, ScopeConfig, UnregisterReason, Violation,
 };
 
 mod common;
@@ -189,7 +189,7 @@ fn a_custom_resolver_decides() {
     let (mut a, now) = scope("a");
     let (mut b, _) = scope("b");
     for s in [&mut a, &mut b] {
-        s.set_resolver(Arc::new(LongestMetaWins));
+        s.set_resolver(Arc::new(LongestMetaWins)).unwrap();
     }
     let pa = a.local_node().pid(1).unwrap();
     let pb = b.local_node().pid(1).unwrap();
@@ -216,4 +216,98 @@ fn a_resumed_scope_continues_its_versions() {
     assert_eq!(again.version().seq, last + 1);
     again.resume_after(0);
     assert_eq!(again.version().seq, last + 1, "never back");
+}
+
+/// A resolver that prefers its first argument on a tie still gives one
+/// winner everywhere: candidates are offered in a fixed order, whatever
+/// order they arrived in on each node.
+#[test]
+fn a_tie_under_a_custom_resolver_is_broken_the_same_everywhere() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    for s in [&mut a, &mut b] {
+        s.set_resolver(Arc::new(LongestMetaWins)).unwrap();
+    }
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    a.register(&pa, &g("k"), m("xx")).unwrap();
+    b.register(&pb, &g("k"), m("yy")).unwrap();
+    connect(&mut a, &mut b, now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(a.lookup("k"), b.lookup("k"));
+    assert_eq!(
+        a.local_registrations().len() + b.local_registrations().len(),
+        1
+    );
+    // Too late once keys are held.
+    assert_eq!(
+        a.set_resolver(Arc::new(LongestMetaWins)),
+        Err(CommandError::RegistryInUse)
+    );
+}
+
+/// A peer's stamp past the bound is a violation (it would push this
+/// node's clock to overflow); an unregister and a register in one delta
+/// net out against the limit.
+#[test]
+fn peer_stamps_and_counts_are_bounded() {
+    let config = ScopeConfig {
+        max_registrations: 1,
+        ..ScopeConfig::default()
+    };
+    let (mut a, now) = scope_with("a", config);
+    let (mut b, _) = scope("b");
+    let pb = b.local_node().pid(1).unwrap();
+    b.register(&pb, &g("k1"), None).unwrap();
+    connect(&mut a, &mut b, now);
+    let base = b.version().seq;
+    let swap = Frame::Delta {
+        base,
+        seq: base + 1,
+        ops: vec![
+            Op::Unregister {
+                key: g("k1"),
+                serial: 1,
+            },
+            Op::Register {
+                key: g("k2"),
+                serial: 1,
+                stamp: 9,
+                meta: None,
+            },
+        ],
+    };
+    a.handle_frame(b.local_node(), swap, now);
+    assert!(a.poll_violation().is_none());
+    assert_eq!(a.lookup("k2").map(|h| h.0), Some(pb.clone()));
+    let hostile = Frame::Delta {
+        base: base + 1,
+        seq: base + 2,
+        ops: vec![Op::Register {
+            key: g("k2"),
+            serial: 1,
+            stamp: u64::MAX,
+            meta: None,
+        }],
+    };
+    a.handle_frame(b.local_node(), hostile, now);
+    assert!(matches!(
+        a.poll_violation(),
+        Some((_, Violation::Stamp { .. }))
+    ));
+    let over = Frame::Delta {
+        base: base + 1,
+        seq: base + 2,
+        ops: vec![Op::Register {
+            key: g("k3"),
+            serial: 2,
+            stamp: 10,
+            meta: None,
+        }],
+    };
+    a.handle_frame(b.local_node(), over, now);
+    assert!(matches!(
+        a.poll_violation(),
+        Some((_, Violation::Registrations { .. }))
+    ));
 }

@@ -140,6 +140,7 @@ impl Scope {
     fn check_remote_regs(&self, regs: &[crate::frame::SyncReg]) -> Result<(), Violation> {
         for reg in regs {
             self.check_remote_meta(&reg.key, reg.serial, reg.meta.as_ref())?;
+            check_stamp(&reg.key, reg.stamp)?;
         }
         Ok(())
     }
@@ -151,27 +152,53 @@ impl Scope {
         slot: Option<crate::member_list::Slot>,
         ops: &[Op],
     ) -> Result<(), Violation> {
-        let mut new = 0usize;
+        // Whether the part holds each key the delta touches, as the ops
+        // go: adds and removals in one delta net out.
+        let mut holds: FxHashMap<&GroupName, bool> = FxHashMap::default();
+        let held_now = |key: &GroupName| {
+            slot.is_some_and(|s| {
+                self.registry
+                    .holders(key.as_str())
+                    .iter()
+                    .any(|h| h.slot == s)
+            })
+        };
+        let mut count = slot.map_or(0, |s| self.registry.count(s)) as i64;
+        let mut peak = count;
         for op in ops {
-            if let Op::Register {
-                key, serial, meta, ..
-            } = op
-            {
-                self.check_remote_meta(key, *serial, meta.as_ref())?;
-                let held = slot.is_some_and(|s| {
-                    self.registry
-                        .holders(key.as_str())
-                        .iter()
-                        .any(|h| h.slot == s)
-                });
-                new += usize::from(!held);
+            match op {
+                Op::Register {
+                    key,
+                    serial,
+                    stamp,
+                    meta,
+                } => {
+                    self.check_remote_meta(key, *serial, meta.as_ref())?;
+                    check_stamp(key, *stamp)?;
+                    let held = holds.entry(key).or_insert_with(|| held_now(key));
+                    if !*held {
+                        *held = true;
+                        count += 1;
+                        peak = peak.max(count);
+                    }
+                }
+                Op::Unregister { key, .. } => {
+                    let held = holds.entry(key).or_insert_with(|| held_now(key));
+                    if *held {
+                        *held = false;
+                        count -= 1;
+                    }
+                }
+                _ => {}
             }
         }
         let limit = self.config.max_registrations;
-        let count = slot.map_or(0, |s| self.registry.count(s)) + new;
-        if limit > 0 && new > 0 && count > limit {
+        if limit > 0
+            && peak > limit as i64
+            && peak > slot.map_or(0, |s| self.registry.count(s)) as i64
+        {
             return Err(Violation::Registrations {
-                registrations: count,
+                registrations: peak as usize,
                 limit,
             });
         }
@@ -250,4 +277,15 @@ impl Scope {
             self.on_sync(from, seq, known, groups, registrations);
         }
     }
+}
+
+/// A registration timestamp a peer may send.
+fn check_stamp(key: &GroupName, stamp: u64) -> Result<(), Violation> {
+    if stamp > crate::registry::MAX_STAMP {
+        return Err(Violation::Stamp {
+            key: key.clone(),
+            stamp,
+        });
+    }
+    Ok(())
 }

@@ -62,13 +62,16 @@ impl Scope {
             stamp,
             meta: meta.clone(),
         };
-        self.reg_put(key, holder);
+        // Recorded first: should the registration lose at once (a
+        // metadata-based resolver and a conflict not yet settled), its
+        // removal follows it in the same delta.
         self.record(Op::Register {
             key: key.clone(),
             serial,
             stamp,
             meta,
         });
+        self.reg_put(key, holder);
         self.bump();
         Ok(())
     }
@@ -132,9 +135,15 @@ impl Scope {
 
     /// Replaces the rule that picks the winner of a conflict (default:
     /// [`EarliestWins`](crate::EarliestWins)). Every node of the scope must
-    /// use the same rule.
-    pub fn set_resolver(&mut self, resolver: Arc<dyn Resolver>) {
+    /// use the same rule. Only before any key is registered here (the
+    /// winners of keys held would change without an event): fails with
+    /// [`CommandError::RegistryInUse`] otherwise.
+    pub fn set_resolver(&mut self, resolver: Arc<dyn Resolver>) -> Result<(), CommandError> {
+        if !self.registry.is_empty() {
+            return Err(CommandError::RegistryInUse);
+        }
         self.registry.set_resolver(resolver);
+        Ok(())
     }
 
     // ----- reads -------------------------------------------------------

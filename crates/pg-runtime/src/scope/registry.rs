@@ -73,26 +73,29 @@ impl ScopeShared {
                 meta: lost.meta.map(|m| m.as_bytes().to_vec()),
                 winner: lost.winner.clone(),
             };
-            let Some(node) = self.links.node.upgrade() else {
-                continue;
-            };
-            match crate::process::encode(&notice) {
-                Ok(payload) => {
-                    let envelope = Envelope {
-                        from: lost.winner,
-                        topic: Arc::from(REGISTRY_CONFLICT_TOPIC),
-                        payload,
-                    };
-                    node.deliver_local_many(
-                        [lost.pid.serial()],
-                        &envelope,
-                        self.options.broadcast_timeout,
-                    );
-                }
+            let payload = match crate::process::encode(&notice) {
+                Ok(payload) => payload,
                 Err(e) => {
-                    tracing::warn!(scope = %self.id, error = %e, "conflict notice not encoded")
+                    tracing::warn!(scope = %self.id, error = %e, "conflict notice not encoded");
+                    continue;
                 }
-            }
+            };
+            let envelope = Envelope {
+                from: lost.winner,
+                topic: Arc::from(REGISTRY_CONFLICT_TOPIC),
+                payload,
+            };
+            // Delivered outside the writer's lock: holding the node there
+            // could make this step the one that drops it, and closing the
+            // node takes this very lock.
+            let node = self.links.node.clone();
+            let timeout = self.options.broadcast_timeout;
+            let serial = lost.pid.serial();
+            self.links.runtime.spawn(async move {
+                if let Some(node) = node.upgrade() {
+                    node.deliver_local_many([serial], &envelope, timeout);
+                }
+            });
         }
     }
 
@@ -106,11 +109,13 @@ impl ScopeShared {
             self.counters
                 .events_delivered
                 .fetch_add(1, Ordering::Relaxed);
+            self.metrics.events_delivered.increment(1);
             if let Pushed::Lagged = sub.push(&event) {
                 tracing::warn!(scope = %self.id, "registry subscriber reached monitor_max_pending: ended with Lagged");
                 self.counters
                     .subscribers_lagged
                     .fetch_add(1, Ordering::Relaxed);
+                self.metrics.subscribers_lagged.increment(1);
                 lagged.push(sub.id);
             }
         }
@@ -153,8 +158,10 @@ impl Scope {
     /// Replaces the rule that picks the winner of a registry conflict
     /// (default: the earliest registration). Every node of the scope must
     /// use the same rule, set before registrations start.
-    pub fn set_resolver(&self, resolver: Arc<dyn pg_core::Resolver>) {
-        self.shared.step(|c| c.scope.set_resolver(resolver));
+    pub fn set_resolver(&self, resolver: Arc<dyn pg_core::Resolver>) -> Result<(), Error> {
+        self.shared
+            .act(|c| c.scope.set_resolver(resolver))?
+            .map_err(Into::into)
     }
 
     /// `pid` gives up `key` (an error if it does not hold it).
