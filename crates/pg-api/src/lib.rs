@@ -11,7 +11,13 @@
 //! - **Scope instances** ([`Instance`]) are bound to a process and offer
 //!   `join`, `leave`, `get_members`, `get_local_members`, `which_groups`,
 //!   `which_local_groups`, `broadcast`, `broadcast_local`, `monitor`,
-//!   `events` and `release`, with typed payload helpers.
+//!   `events` and `release`, with typed payload helpers; member metadata
+//!   (`join_with_meta`, `get_members_with_meta`), counts and prefix reads,
+//!   pattern monitors, and the registry (`register`, `lookup`,
+//!   `monitor_registry`, ...).
+//! - **Named clusters**: a [`Process`] connects its node to a scope at run
+//!   time (`connect`, `connect_leased`), leaves it (`disconnect`), and asks
+//!   who runs it (`nodes`).
 //! - **Permissions**: every call is checked against a [`Policy`] (docs/semantics.md's
 //!   table); the default allows everything, [`RulePolicy`] allows or denies
 //!   by principal, permission and resource pattern, from code or YAML.
