@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -632,7 +632,7 @@ impl Run {
         let json = self.dir.join("report.json");
         std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
         let svg = self.dir.join("members.svg");
-        plot(&self.samples, &svg)?;
+        crate::plot::members(&self.samples, &svg)?;
         println!(
             "real cluster-sim: {} nodes over QUIC + mTLS on 127.0.0.1",
             self.args.nodes
@@ -656,46 +656,4 @@ impl Run {
         println!("  plot:   {}", svg.display());
         Ok(())
     }
-}
-
-fn plot(samples: &[(u128, String, usize)], path: &Path) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
-    let max_t = samples.iter().map(|s| s.0).max().unwrap_or(1).max(1) as f64 / 1000.0;
-    let max_m = samples.iter().map(|s| s.2).max().unwrap_or(1).max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("members seen per node", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..max_t, 0usize..max_m + max_m / 10 + 1)
-        .map_err(|e| anyhow!("plot: {e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("memberships")
-        .draw()
-        .map_err(|e| anyhow!("plot: {e}"))?;
-    let names: BTreeSet<&String> = samples.iter().map(|s| &s.1).collect();
-    for (i, name) in names.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let series: Vec<(f64, usize)> = samples
-            .iter()
-            .filter(|s| &s.1 == name)
-            .map(|s| (s.0 as f64 / 1000.0, s.2))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(series, &color))
-            .map_err(|e| anyhow!("plot: {e}"))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("plot: {e}"))?;
-    root.present().map_err(|e| anyhow!("plot: {e}"))?;
-    Ok(())
 }

@@ -12,6 +12,7 @@ mod bench;
 mod cluster_real;
 mod cluster_sim;
 mod nodes;
+mod plot;
 mod tidy;
 
 use std::process::ExitCode;

@@ -6,40 +6,13 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use pg_api::{DevCa, EventKind, Instance, Members, Node, Pid, Process, ScopeOptions, Subscription};
+use pg_api::{EventKind, Instance, Members, Node, Pid, Process, Subscription};
+
+mod common;
+use common::{eventually, three_nodes};
 
 type Counts = BTreeMap<Pid, u32>;
-
-fn three_nodes() -> Vec<Node> {
-    let ca = DevCa::generate("t").unwrap();
-    let start = |name: &str, seeds: &[SocketAddr]| {
-        Node::builder()
-            .name(name)
-            .listen("t", "127.0.0.1:0".parse().unwrap())
-            .seeds(seeds)
-            .tls(ca.issue(name).unwrap())
-            .scope("app:pg", ScopeOptions::default())
-            .start()
-            .unwrap()
-    };
-    let a = start("a", &[]);
-    let seed = [a.local_addr().unwrap()];
-    let b = start("b", &seed);
-    let c = start("c", &seed);
-    vec![a, b, c]
-}
-
-/// Waits in real time (QUIC has no virtual clock) until `done`, or fails.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn counted(members: &Members) -> Counts {
     members.iter_counted().collect()

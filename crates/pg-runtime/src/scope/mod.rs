@@ -320,9 +320,19 @@ impl ScopeShared {
     }
 
     fn dispatch(&self, core: &mut CoreState, event: Event) {
+        self.deliver(&mut core.subscribers, event);
+    }
+
+    /// Queues `event` for every subscriber that wants it; a subscriber
+    /// past `monitor_max_pending` ends with `Lagged` and is dropped.
+    pub(super) fn deliver<E: crate::subscription::Keyed>(
+        &self,
+        subscribers: &mut Vec<Arc<SubShared<E>>>,
+        event: E,
+    ) {
         let event = Arc::new(event);
         let mut lagged: Vec<u64> = Vec::new();
-        for sub in &core.subscribers {
+        for sub in subscribers.iter() {
             if !sub.wants(&event) {
                 continue;
             }
@@ -330,20 +340,17 @@ impl ScopeShared {
                 .events_delivered
                 .fetch_add(1, Ordering::Relaxed);
             self.metrics.events_delivered.increment(1);
-            match sub.push(&event) {
-                Pushed::Queued | Pushed::Behind => {}
-                Pushed::Lagged => {
-                    tracing::warn!(scope = %self.id, "subscriber reached monitor_max_pending: ended with Lagged");
-                    self.counters
-                        .subscribers_lagged
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.metrics.subscribers_lagged.increment(1);
-                    lagged.push(sub.id);
-                }
+            if let Pushed::Lagged = sub.push(&event) {
+                tracing::warn!(scope = %self.id, "subscriber reached monitor_max_pending: ended with Lagged");
+                self.counters
+                    .subscribers_lagged
+                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.subscribers_lagged.increment(1);
+                lagged.push(sub.id);
             }
         }
         if !lagged.is_empty() {
-            core.subscribers.retain(|s| !lagged.contains(&s.id));
+            subscribers.retain(|s| !lagged.contains(&s.id));
         }
     }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{CoreState, Scope, ScopeShared};
 use crate::error::Error;
 use crate::process::Envelope;
-use crate::subscription::{GroupFilter, Pattern, Pushed, SubShared, Subscription};
+use crate::subscription::{GroupFilter, Pattern, SubShared, Subscription};
 
 /// The topic on which a process that lost a registration conflict is told,
 /// with a [`RegistryConflict`] payload.
@@ -63,7 +63,7 @@ impl ScopeShared {
             }
             drop(keys);
             for event in events {
-                self.dispatch_registry(core, event);
+                self.deliver(&mut core.reg_subscribers, event);
             }
         }
         while let Some(lost) = core.scope.poll_conflict() {
@@ -96,31 +96,6 @@ impl ScopeShared {
                     node.deliver_local_many([serial], &envelope, timeout);
                 }
             });
-        }
-    }
-
-    fn dispatch_registry(&self, core: &mut CoreState, event: RegistryEvent) {
-        let event = Arc::new(event);
-        let mut lagged = Vec::new();
-        for sub in &core.reg_subscribers {
-            if !sub.wants(&event) {
-                continue;
-            }
-            self.counters
-                .events_delivered
-                .fetch_add(1, Ordering::Relaxed);
-            self.metrics.events_delivered.increment(1);
-            if let Pushed::Lagged = sub.push(&event) {
-                tracing::warn!(scope = %self.id, "registry subscriber reached monitor_max_pending: ended with Lagged");
-                self.counters
-                    .subscribers_lagged
-                    .fetch_add(1, Ordering::Relaxed);
-                self.metrics.subscribers_lagged.increment(1);
-                lagged.push(sub.id);
-            }
-        }
-        if !lagged.is_empty() {
-            core.reg_subscribers.retain(|s| !lagged.contains(&s.id));
         }
     }
 }
