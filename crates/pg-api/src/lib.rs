@@ -70,7 +70,7 @@ pub use instance::{Entry, Groups, Instance};
 pub use node::{Node, NodeBuilder};
 pub use permission::{AllowAll, Effect, Permission, Policy, Rule, RulePolicy, glob};
 pub use process::Process;
-pub use registry::RegisterOutcome;
+pub use registry::{RegisterOptions, RegisterOutcome};
 pub use tls_reload::TlsFiles;
 
 pub use pg_core::{

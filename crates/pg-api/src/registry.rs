@@ -4,7 +4,7 @@
 //! `pg.registrations` on the scope id (or the prefix), and
 //! `pg.monitor_registry` on the key, prefix or scope id.
 
-use pg_core::{CommandError, GroupName, Meta, Pid, RegistryEvent};
+use pg_core::{CommandError, GroupName, Meta, Pid, RegisterSpec, RegistryEvent};
 use pg_runtime::{Pattern, Registration, Subscription};
 use serde::Serialize;
 
@@ -22,6 +22,67 @@ pub enum RegisterOutcome {
         /// The holder.
         by: Pid,
     },
+}
+
+/// How to register a key, beyond the key: metadata, a tag, and whether the
+/// process ends should its registration lose a conflict. Built with
+/// [`RegisterOptions::new`] and its setters; `Default` is a plain
+/// registration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterOptions {
+    meta: Option<Meta>,
+    tag: Option<String>,
+    exit_on_loss: bool,
+}
+
+impl RegisterOptions {
+    /// A plain registration: no metadata, no tag, the process lives on if
+    /// it loses.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Metadata, read back by lookups and events.
+    pub fn meta(mut self, meta: impl Into<Meta>) -> Self {
+        self.meta = Some(meta.into());
+        self
+    }
+
+    /// Metadata encoded with postcard (read back with
+    /// [`decode_meta`](crate::decode_meta)).
+    pub fn meta_typed<T: Serialize>(mut self, value: &T) -> Result<Self, PgError> {
+        self.meta = Some(pg_runtime::encode_meta(value)?);
+        Ok(self)
+    }
+
+    /// A label: [`Instance::match_tag`] lists every key registered with it,
+    /// cluster wide (1 to 1024 bytes).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Should the registration lose a conflict, end the process: its
+    /// mailbox yields the conflict notice (on
+    /// [`REGISTRY_CONFLICT_TOPIC`](crate::REGISTRY_CONFLICT_TOPIC)), then
+    /// `None`, and everything it held is cleaned up, as when a
+    /// supervisor-style registry kills the loser.
+    pub fn exit_on_loss(mut self, exit: bool) -> Self {
+        self.exit_on_loss = exit;
+        self
+    }
+
+    fn into_spec(self) -> Result<RegisterSpec, PgError> {
+        let tag = self
+            .tag
+            .map(|t| GroupName::new(&t).map_err(|e| PgError::invalid(format!("tag: {e}"))))
+            .transpose()?;
+        Ok(RegisterSpec {
+            meta: self.meta,
+            tag,
+            exit_on_loss: self.exit_on_loss,
+        })
+    }
 }
 
 impl Instance {
@@ -90,6 +151,21 @@ impl Instance {
         Self::outcome(self.scope.register(self.pid(), &key, meta))
     }
 
+    /// Registers this process under `key` as `options` say (metadata, a
+    /// tag, ending the process on a lost conflict); otherwise as
+    /// [`register_with_meta`](Self::register_with_meta). Re-registering its
+    /// own key replaces all of them in place.
+    pub fn register_with(
+        &self,
+        key: &str,
+        options: RegisterOptions,
+    ) -> Result<RegisterOutcome, PgError> {
+        self.live()?;
+        let key = self.key(key, Permission::Register)?;
+        let spec = options.into_spec()?;
+        Self::outcome(self.scope.register_spec(self.pid(), &key, spec))
+    }
+
     /// Registers this process under every key of `entries` in one step
     /// (`pg.register` on each): all or nothing; `Taken` names the holder of
     /// the first key held by another process.
@@ -100,7 +176,24 @@ impl Instance {
         self.live()?;
         let entries = entries
             .iter()
-            .map(|(k, m)| Ok((self.key(k, Permission::Register)?, m.clone())))
+            .map(|(k, m)| {
+                let spec = RegisterSpec::with_meta(m.clone());
+                Ok((self.key(k, Permission::Register)?, spec))
+            })
+            .collect::<Result<Vec<_>, PgError>>()?;
+        Self::outcome(self.scope.register_many(self.pid(), &entries))
+    }
+
+    /// [`register_many`](Self::register_many) with [`RegisterOptions`] for
+    /// each key.
+    pub fn register_many_with(
+        &self,
+        entries: &[(&str, RegisterOptions)],
+    ) -> Result<RegisterOutcome, PgError> {
+        self.live()?;
+        let entries = entries
+            .iter()
+            .map(|(k, o)| Ok((self.key(k, Permission::Register)?, o.clone().into_spec()?)))
             .collect::<Result<Vec<_>, PgError>>()?;
         Self::outcome(self.scope.register_many(self.pid(), &entries))
     }
@@ -133,6 +226,26 @@ impl Instance {
         Ok(self.scope.lookup(key))
     }
 
+    /// The registration of `key`, whole: holder, metadata and tag
+    /// (`pg.lookup`).
+    pub fn registration(&self, key: &str) -> Result<Option<Registration>, PgError> {
+        self.live()?;
+        self.check_key(key, Permission::Lookup)?;
+        Ok(self.scope.registration(key))
+    }
+
+    /// Every registration tagged `tag`, cluster wide, in key order
+    /// (`pg.registrations` on the scope id; only keys the principal may
+    /// `pg.lookup`). O(matches): the view keeps an index by tag.
+    pub fn match_tag(&self, tag: &str) -> Result<Vec<Registration>, PgError> {
+        self.live()?;
+        if tag.is_empty() {
+            return Err(PgError::invalid("empty tag"));
+        }
+        self.check(Permission::Registrations, self.id())?;
+        Ok(self.visible(self.scope.match_tag(tag)))
+    }
+
     /// Those of `keys` that are registered (`pg.lookup` on each).
     pub fn contains_keys(&self, keys: &[&str]) -> Result<Vec<GroupName>, PgError> {
         self.live()?;
@@ -159,7 +272,7 @@ impl Instance {
     /// Keeps the registrations whose key the principal may `pg.lookup`.
     fn visible(&self, all: Vec<Registration>) -> Vec<Registration> {
         all.into_iter()
-            .filter(|(key, _, _)| self.allows(Permission::Lookup, key.as_str()))
+            .filter(|r| self.allows(Permission::Lookup, r.key.as_str()))
             .collect()
     }
 

@@ -281,7 +281,7 @@ async fn registry_listings_filter_keys_by_lookup() {
     apg.register("secret/1").unwrap();
     apg.register("public/1").unwrap();
     let keys = |list: Vec<pg_api::Registration>| -> Vec<String> {
-        list.into_iter().map(|(k, _, _)| k.to_string()).collect()
+        list.into_iter().map(|r| r.key.to_string()).collect()
     };
     assert_eq!(keys(gpg.dump().unwrap()), vec!["public/1"]);
     assert_eq!(keys(apg.dump().unwrap()).len(), 2);

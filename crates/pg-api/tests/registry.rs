@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use pg_api::{
     Candidate, Choice, ErrorKind, Meta, Node, NodeName, Pattern, REGISTRY_CONFLICT_TOPIC,
-    RegisterOutcome, RegistryConflict, RegistryEventKind, Resolver, UnregisterReason,
+    RegisterOptions, RegisterOutcome, RegistryConflict, RegistryEventKind, Resolver,
+    UnregisterReason,
 };
 
 mod common;
@@ -225,4 +226,94 @@ async fn a_custom_resolver_picks_the_winner() {
         .unwrap()
         .unwrap();
     assert_eq!(&*notice.topic, REGISTRY_CONFLICT_TOPIC);
+}
+
+/// Tags replicate: `match_tag` on any node lists every key tagged so,
+/// whichever node registered it, and follows a retag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_are_matched_cluster_wide() {
+    let nodes = three_nodes();
+    eventually("a full mesh", || nodes.iter().all(|n| n.peers().len() == 2)).await;
+    let (pa, pc) = (nodes[0].spawn("app"), nodes[2].spawn("app"));
+    let (a, c) = (pa.open("app:pg").unwrap(), pc.open("app:pg").unwrap());
+    let b = nodes[1].spawn("app");
+    let b = b.open("app:pg").unwrap();
+    a.register_with("worker/a", RegisterOptions::new().tag("gpu").meta("8GB"))
+        .unwrap();
+    c.register_many_with(&[
+        ("worker/c1", RegisterOptions::new().tag("gpu")),
+        ("worker/c2", RegisterOptions::new().tag("cpu")),
+    ])
+    .unwrap();
+    let keys = |regs: Vec<pg_api::Registration>| -> Vec<String> {
+        regs.into_iter().map(|r| r.key.to_string()).collect()
+    };
+    eventually("b matches both gpu workers", || {
+        keys(b.match_tag("gpu").unwrap()) == ["worker/a", "worker/c1"]
+    })
+    .await;
+    let r = b.registration("worker/a").unwrap().unwrap();
+    assert_eq!(
+        (r.pid, r.meta, r.tag.map(|t| t.to_string())),
+        (
+            pa.pid().clone(),
+            Some(Meta::from("8GB")),
+            Some("gpu".to_owned())
+        )
+    );
+    assert_eq!(keys(b.match_tag("cpu").unwrap()), ["worker/c2"]);
+    // Retagged in place.
+    c.register_with("worker/c2", RegisterOptions::new().tag("gpu"))
+        .unwrap();
+    eventually("b follows the retag", || {
+        b.match_tag("cpu").unwrap().is_empty() && b.match_tag("gpu").unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(b.match_tag("").unwrap_err().kind(), ErrorKind::Invalid);
+    assert_eq!(
+        a.register_with("k", RegisterOptions::new().tag(""))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Invalid
+    );
+}
+
+/// A registration made with `exit_on_loss` that loses a conflict ends its
+/// process: the notice arrives, then the mailbox ends, and everything the
+/// process held (memberships, other keys) goes everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loser_that_asked_to_exit_ends() {
+    let nodes = three_nodes();
+    eventually("a full mesh", || nodes.iter().all(|n| n.peers().len() == 2)).await;
+    isolate(&nodes, 0, true);
+    eventually("the cut seen", || nodes[0].peers().is_empty()).await;
+    let pa = nodes[0].spawn("app");
+    let mut pb = nodes[1].spawn("app");
+    let a = pa.open("app:pg").unwrap();
+    let b = pb.open("app:pg").unwrap();
+    a.register("leader").unwrap();
+    b.register_with("leader", RegisterOptions::new().exit_on_loss(true))
+        .unwrap();
+    b.register("b-only").unwrap();
+    b.join("workers").unwrap();
+    isolate(&nodes, 0, false);
+    let notice = tokio::time::timeout(Duration::from_secs(10), pb.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&*notice.topic, REGISTRY_CONFLICT_TOPIC);
+    let ended = tokio::time::timeout(Duration::from_secs(10), pb.recv())
+        .await
+        .unwrap();
+    assert!(ended.is_none(), "the mailbox ends after the notice");
+    eventually("everything b held is gone everywhere", || {
+        nodes.iter().all(|n| {
+            let scope = n.runtime().scope("app:pg").unwrap();
+            scope.lookup("b-only").is_none()
+                && scope.members("workers").is_empty()
+                && scope.lookup("leader").map(|h| h.0) == Some(pa.pid().clone())
+        })
+    })
+    .await;
+    assert!(b.join("again").is_err(), "the process has ended");
 }

@@ -17,7 +17,7 @@ use crate::meta::Meta;
 
 /// Version of the wire format spoken by this build. Bumped on every
 /// incompatible change to [`Frame`].
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// A message from one node's scope to the same scope on a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,8 @@ pub enum Op {
         stamp: u64,
         /// Its metadata.
         meta: Option<Meta>,
+        /// Its tag.
+        tag: Option<GroupName>,
     },
     /// Process `serial` no longer holds `key`.
     Unregister {
@@ -155,6 +157,8 @@ pub struct SyncReg {
     pub stamp: u64,
     /// Its metadata.
     pub meta: Option<Meta>,
+    /// Its tag.
+    pub tag: Option<GroupName>,
 }
 
 /// The version of one node's part, in a [`Frame::Digest`].

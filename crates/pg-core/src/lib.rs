@@ -78,7 +78,9 @@ pub use group::{GroupName, MAX_GROUP_NAME_LEN};
 pub use id::{MAX_NODE_NAME_LEN, MAX_PID_SERIAL, NodeId, NodeName, Pid};
 pub use members::{Iter as MembersIter, IterCounted as MembersIterCounted, Members};
 pub use meta::{LeaveReason, MAX_META_SIZE, Meta};
-pub use registry::{Candidate, Choice, EarliestWins, MAX_STAMP, Resolver};
+pub use registry::{
+    Candidate, Choice, EarliestWins, MAX_STAMP, RegisterSpec, Registration, Resolver,
+};
 pub use registry_event::{Conflict, RegistryEvent, RegistryEventKind, UnregisterReason};
 pub use scope::{Scope, ScopeStats, Transmit};
 pub use sync_parts::{MAX_SYNC_PART_ENTRIES, MAX_SYNC_PARTS};

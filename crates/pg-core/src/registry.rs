@@ -39,6 +39,51 @@ pub(crate) struct Holder {
     /// updated in place).
     pub(crate) stamp: u64,
     pub(crate) meta: Option<Meta>,
+    /// A label `match_tag` finds registrations by.
+    pub(crate) tag: Option<GroupName>,
+    /// Local registrations only (never replicated): end the process if
+    /// the registration loses a conflict.
+    pub(crate) exit_on_loss: bool,
+}
+
+/// What a process registers a key with (besides the key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterSpec {
+    /// Metadata, read back by lookups and events (at most `max_meta_size`
+    /// bytes).
+    pub meta: Option<Meta>,
+    /// A label to find the registration by: `match_tag(tag)` lists every
+    /// key registered with it. Replicated with the registration.
+    pub tag: Option<GroupName>,
+    /// Should this registration lose a conflict, end its process (the
+    /// runtime closes its mailbox after the conflict notice and cleans up
+    /// everything it holds), as a supervisor-style registry kills the
+    /// loser. Known only to the process's own node, which is the one that
+    /// acts on a loss.
+    pub exit_on_loss: bool,
+}
+
+impl RegisterSpec {
+    /// A registration with metadata only.
+    pub fn with_meta(meta: Option<Meta>) -> Self {
+        Self {
+            meta,
+            ..Self::default()
+        }
+    }
+}
+
+/// One key's registration as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The key.
+    pub key: GroupName,
+    /// The process holding it.
+    pub pid: Pid,
+    /// Its metadata.
+    pub meta: Option<Meta>,
+    /// Its tag.
+    pub tag: Option<GroupName>,
 }
 
 /// A registration as a [`Resolver`] sees it.
@@ -222,6 +267,17 @@ impl Registry {
         let keys = owned.entry(serial).or_default();
         if !keys.contains(key) {
             keys.push(key.clone());
+        }
+    }
+
+    /// Sets the local-only option of a local registration.
+    pub(crate) fn set_exit_on_loss(&mut self, key: &GroupName, serial: u64, exit: bool) {
+        if let Some(h) = self.keys.get_mut(key.as_str()).and_then(|holders| {
+            holders
+                .iter_mut()
+                .find(|h| h.slot == crate::membership::LOCAL_SLOT && h.serial == serial)
+        }) {
+            h.exit_on_loss = exit;
         }
     }
 

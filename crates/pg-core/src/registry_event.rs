@@ -76,6 +76,8 @@ pub struct RegistryEvent {
     pub pid: Pid,
     /// Its metadata (after a registration; when it lost the key).
     pub meta: Option<Meta>,
+    /// Its tag (after a registration; when it lost the key).
+    pub tag: Option<GroupName>,
     /// On a registration that updates a holder's metadata in place, the
     /// metadata it replaced; `None` otherwise.
     pub previous_meta: Option<Meta>,
@@ -95,4 +97,7 @@ pub struct Conflict {
     pub meta: Option<Meta>,
     /// The process that holds the key.
     pub winner: Pid,
+    /// The registration asked for its process to end should it lose
+    /// (see [`RegisterSpec::exit_on_loss`](crate::RegisterSpec)).
+    pub exit: bool,
 }

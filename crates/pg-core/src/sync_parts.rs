@@ -98,7 +98,8 @@ pub(crate) fn split(
         let size = ENTRY_BYTES
             + GROUP_BYTES
             + reg.key.as_str().len()
-            + reg.meta.as_ref().map_or(0, |m| m.len());
+            + reg.meta.as_ref().map_or(0, |m| m.len())
+            + reg.tag.as_ref().map_or(0, |t| t.as_str().len());
         if !current.is_empty() && (entries == per_part || bytes + size > part_bytes) {
             parts.push(std::mem::take(&mut current));
             (entries, bytes) = (0, 0);
@@ -317,6 +318,7 @@ mod tests {
                 key: GroupName::new(&format!("k{i:03}")).unwrap(),
                 serial: i as u64,
                 stamp: 1 + i as u64,
+                tag: (i % 2 == 0).then(|| GroupName::new(&format!("t{}", i % 5)).unwrap()),
                 meta: (i % 3 == 0).then(|| crate::Meta::from(vec![i as u8; i])),
             })
             .collect()

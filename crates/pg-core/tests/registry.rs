@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use pg_core::{
-    Candidate, Choice, CommandError, Frame, Meta, Op, RegistryEvent, RegistryEventKind, Resolver,
-    Scope, ScopeConfig, UnregisterReason, Violation,
+    Candidate, Choice, CommandError, Frame, GroupName, Meta, Op, RegisterSpec, Registration,
+    RegistryEvent, RegistryEventKind, Resolver, Scope, ScopeConfig, UnregisterReason, Violation,
 };
 
 mod common;
@@ -143,7 +143,98 @@ fn a_conflict_resolves_the_same_everywhere_and_the_loser_is_told_once() {
     // a's readers saw no change.
     assert!(reg_events(&mut a).is_empty());
     // b's part no longer holds it, on both nodes.
-    assert_eq!(a.registrations(), vec![(g("leader"), pa.clone(), m("a"))]);
+    assert_eq!(
+        a.registrations(),
+        vec![Registration {
+            key: g("leader"),
+            pid: pa.clone(),
+            meta: m("a"),
+            tag: None
+        }]
+    );
+}
+
+fn tagged(tag: &str) -> RegisterSpec {
+    RegisterSpec {
+        tag: Some(g(tag)),
+        ..RegisterSpec::default()
+    }
+}
+
+fn keys(regs: &[Registration]) -> Vec<&str> {
+    regs.iter().map(|r| r.key.as_str()).collect()
+}
+
+/// Tags replicate with their registrations (deltas and syncs), a
+/// re-registration replaces the tag in place with an event, and
+/// `match_tag` lists exactly the keys tagged so.
+#[test]
+fn tags_replicate_and_match() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    // Before the peers meet: carried by the sync.
+    a.register_spec(&pa, &g("worker/1"), tagged("gpu")).unwrap();
+    connect(&mut a, &mut b, now);
+    // After: carried by deltas.
+    a.register_spec(&pa, &g("worker/2"), tagged("cpu")).unwrap();
+    b.register_spec(&pb, &g("worker/3"), tagged("gpu")).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+    for s in [&a, &b] {
+        assert_eq!(keys(&s.match_tag("gpu")), ["worker/1", "worker/3"]);
+        assert_eq!(keys(&s.match_tag("cpu")), ["worker/2"]);
+        assert!(s.match_tag("tpu").is_empty());
+    }
+    let _ = reg_events(&mut b);
+    // Retagging in place: one registered event, same holder, same stamp.
+    a.register_spec(&pa, &g("worker/2"), tagged("gpu")).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+    let evs = reg_events(&mut b);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(
+        (evs[0].kind, evs[0].tag.clone()),
+        (RegistryEventKind::Registered, Some(g("gpu")))
+    );
+    for s in [&a, &b] {
+        assert_eq!(
+            keys(&s.match_tag("gpu")),
+            ["worker/1", "worker/2", "worker/3"]
+        );
+        assert!(s.match_tag("cpu").is_empty());
+    }
+    // Untagging: a plain registration carries no tag.
+    a.register(&pa, &g("worker/1"), None).unwrap();
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(keys(&b.match_tag("gpu")), ["worker/2", "worker/3"]);
+    assert_eq!(b.registration(&g("worker/1")).unwrap().tag, None);
+}
+
+/// A registration that asked to end its process on a loss says so in its
+/// conflict; the option stays on the owning node (it is not replicated,
+/// so it cannot change what peers see).
+#[test]
+fn exit_on_loss_is_reported_with_the_conflict() {
+    let (mut a, now) = scope("a");
+    let (mut b, _) = scope("b");
+    let pa = a.local_node().pid(1).unwrap();
+    let pb = b.local_node().pid(1).unwrap();
+    let pb2 = b.local_node().pid(2).unwrap();
+    a.register(&pa, &g("leader"), None).unwrap();
+    a.register(&pa, &g("other"), None).unwrap();
+    let exit = RegisterSpec {
+        exit_on_loss: true,
+        ..RegisterSpec::default()
+    };
+    b.register_spec(&pb, &g("leader"), exit.clone()).unwrap();
+    b.register(&pb2, &g("other"), None).unwrap();
+    connect(&mut a, &mut b, now);
+    pump(&mut [&mut a, &mut b], now);
+    let mut lost: Vec<(GroupName, bool)> = std::iter::from_fn(|| b.poll_conflict())
+        .map(|c| (c.key, c.exit))
+        .collect();
+    lost.sort();
+    assert_eq!(lost, vec![(g("leader"), true), (g("other"), false)]);
 }
 
 /// A registration made after its node heard of another is later: the
@@ -274,6 +365,7 @@ fn peer_stamps_and_counts_are_bounded() {
                 serial: 1,
                 stamp: 9,
                 meta: None,
+                tag: None,
             },
         ],
     };
@@ -288,6 +380,7 @@ fn peer_stamps_and_counts_are_bounded() {
             serial: 1,
             stamp: u64::MAX,
             meta: None,
+            tag: None,
         }],
     };
     a.handle_frame(b.local_node(), hostile, now);
@@ -303,6 +396,7 @@ fn peer_stamps_and_counts_are_bounded() {
             serial: 2,
             stamp: 10,
             meta: None,
+            tag: None,
         }],
     };
     a.handle_frame(b.local_node(), over, now);

@@ -21,8 +21,9 @@ use thiserror::Error;
 /// read by each other are refused at the hello instead of connecting and
 /// failing on the first frame (2: `Frame::SyncPart`, pg-core protocol 2;
 /// 3: numbered channel records and acknowledgements; 4: member metadata,
-/// pg-core protocol 3, and scope announcements).
-pub const NET_PROTOCOL_VERSION: u16 = 4;
+/// pg-core protocol 3, and scope announcements; 5: registration tags,
+/// pg-core protocol 4).
+pub const NET_PROTOCOL_VERSION: u16 = 5;
 
 /// Most `(node, address)` entries one peer-exchange message may carry;
 /// a longer list is refused while decoding, before it is allocated.

@@ -29,7 +29,7 @@ pub(crate) fn registrations(instance: &Instance) -> Answer {
     let all: Vec<String> = instance
         .dump()?
         .into_iter()
-        .map(|(key, pid, _)| format!("{key}={pid}"))
+        .map(|r| format!("{}={}", r.key, r.pid))
         .collect();
     Ok(format!("ok {}", all.join(" ")))
 }

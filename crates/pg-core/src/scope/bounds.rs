@@ -172,6 +172,7 @@ impl Scope {
                     serial,
                     stamp,
                     meta,
+                    ..
                 } => {
                     self.check_remote_meta(key, *serial, meta.as_ref())?;
                     check_stamp(key, *stamp)?;

@@ -372,6 +372,7 @@ impl Scope {
                     serial,
                     stamp,
                     meta,
+                    tag,
                 } => {
                     self.registry.witness(stamp);
                     let holder = crate::registry::Holder {
@@ -379,6 +380,8 @@ impl Scope {
                         serial,
                         stamp,
                         meta,
+                        tag,
+                        exit_on_loss: false,
                     };
                     self.reg_put(&key, holder);
                 }

@@ -12,7 +12,7 @@ use crate::id::Pid;
 use crate::member_list::Slot;
 use crate::membership::LOCAL_SLOT;
 use crate::meta::Meta;
-use crate::registry::{Holder, Resolver};
+use crate::registry::{Holder, RegisterSpec, Registration, Resolver};
 use crate::registry_event::{Conflict, RegistryEvent, RegistryEventKind, UnregisterReason};
 
 use super::Scope;
@@ -20,27 +20,48 @@ use super::Scope;
 impl Scope {
     // ----- local commands ----------------------------------------------
 
-    /// Process `pid` (of this node) registers `key` with `meta`. Decided
-    /// here, from what this node knows: fails with
-    /// [`CommandError::Taken`] (changing nothing) if another process holds
-    /// the key; re-registering its own key updates the metadata in place.
-    /// Two nodes that cannot see each other may both succeed; when they
-    /// meet, every node picks the same winner and the loser's node removes
-    /// the loser's registration and reports it ([`poll_conflict`](Self::poll_conflict)).
+    /// Process `pid` (of this node) registers `key` with `meta`: see
+    /// [`register_spec`](Self::register_spec).
     pub fn register(
         &mut self,
         pid: &Pid,
         key: &GroupName,
         meta: Option<Meta>,
     ) -> Result<(), CommandError> {
+        self.register_spec(pid, key, RegisterSpec::with_meta(meta))
+    }
+
+    /// Process `pid` (of this node) registers `key` as `spec` says.
+    /// Decided here, from what this node knows: fails with
+    /// [`CommandError::Taken`] (changing nothing) if another process holds
+    /// the key; re-registering its own key replaces its metadata, tag and
+    /// options in place (keeping its timestamp). Two nodes that cannot see
+    /// each other may both succeed; when they meet, every node picks the
+    /// same winner and the loser's node removes the loser's registration
+    /// and reports it ([`poll_conflict`](Self::poll_conflict)).
+    pub fn register_spec(
+        &mut self,
+        pid: &Pid,
+        key: &GroupName,
+        spec: RegisterSpec,
+    ) -> Result<(), CommandError> {
         self.check_local(pid)?;
-        if let Some(meta) = &meta {
+        if let Some(meta) = &spec.meta {
             self.check_meta(meta)?;
         }
         let serial = pid.serial();
+        let RegisterSpec {
+            meta,
+            tag,
+            exit_on_loss,
+        } = spec;
         let stamp = match self.visible(key.as_str()) {
             Some(h) if h.slot == LOCAL_SLOT && h.serial == serial => {
-                if h.meta == meta {
+                if h.meta == meta && h.tag == tag {
+                    if h.exit_on_loss != exit_on_loss {
+                        // Local only: nothing to replicate or report.
+                        self.registry.set_exit_on_loss(key, serial, exit_on_loss);
+                    }
                     return Ok(());
                 }
                 h.stamp
@@ -61,6 +82,8 @@ impl Scope {
             serial,
             stamp,
             meta: meta.clone(),
+            tag: tag.clone(),
+            exit_on_loss,
         };
         // Recorded first: should the registration lose at once (a
         // metadata-based resolver and a conflict not yet settled), its
@@ -70,6 +93,7 @@ impl Scope {
             serial,
             stamp,
             meta,
+            tag,
         });
         self.reg_put(key, holder);
         self.bump();
@@ -79,11 +103,11 @@ impl Scope {
     /// Process `pid` registers every key of `entries` in one step: all or
     /// nothing (a key held by another process, a key named twice, oversized
     /// metadata or the registration limit fails the whole batch and changes
-    /// nothing). Keys it already holds get their metadata updated.
+    /// nothing). Keys it already holds are updated in place.
     pub fn register_many(
         &mut self,
         pid: &Pid,
-        entries: &[(GroupName, Option<Meta>)],
+        entries: &[(GroupName, RegisterSpec)],
     ) -> Result<(), CommandError> {
         self.check_local(pid)?;
         if entries.is_empty() {
@@ -91,11 +115,11 @@ impl Scope {
         }
         let mut seen = rustc_hash::FxHashSet::default();
         let mut new = 0;
-        for (key, meta) in entries {
+        for (key, spec) in entries {
             if !seen.insert(key) {
                 return Err(CommandError::DuplicateKey { key: key.clone() });
             }
-            if let Some(meta) = meta {
+            if let Some(meta) = &spec.meta {
                 self.check_meta(meta)?;
             }
             match self.visible(key.as_str()) {
@@ -110,9 +134,9 @@ impl Scope {
             }
         }
         self.check_registration_limit(LOCAL_SLOT, new)?;
-        for (key, meta) in entries {
+        for (key, spec) in entries {
             // Checked above: cannot fail.
-            self.register(pid, key, meta.clone())?;
+            self.register_spec(pid, key, spec.clone())?;
         }
         Ok(())
     }
@@ -154,31 +178,40 @@ impl Scope {
         Some((self.table.pid(h.slot, h.serial), h.meta.clone()))
     }
 
+    /// The registration of `key`, whole.
+    pub fn registration(&self, key: &GroupName) -> Option<Registration> {
+        let h = self.visible(key.as_str())?;
+        Some(self.reg_entry(key, &h))
+    }
+
     /// Number of keys held (anywhere).
     pub fn registered_count(&self) -> usize {
         self.registry.len()
     }
 
-    /// Every key with its holder and metadata, in key order (the whole
-    /// registry as this node sees it).
-    pub fn registrations(&self) -> Vec<(GroupName, Pid, Option<Meta>)> {
+    /// Every registration, in key order (the whole registry as this node
+    /// sees it).
+    pub fn registrations(&self) -> Vec<Registration> {
         self.registry
             .iter()
-            .filter_map(|(key, _)| {
-                let (pid, meta) = self.lookup(key.as_str())?;
-                Some((key.clone(), pid, meta))
-            })
+            .filter_map(|(key, _)| self.registration(key))
             .collect()
     }
 
-    /// Keys starting with `prefix`, with holders, in key order.
-    pub fn registrations_prefix(&self, prefix: &str) -> Vec<(GroupName, Pid, Option<Meta>)> {
+    /// Registrations whose key starts with `prefix`, in key order.
+    pub fn registrations_prefix(&self, prefix: &str) -> Vec<Registration> {
         self.registry
             .range_prefix(prefix)
-            .filter_map(|(key, _)| {
-                let (pid, meta) = self.lookup(key.as_str())?;
-                Some((key.clone(), pid, meta))
-            })
+            .filter_map(|(key, _)| self.registration(key))
+            .collect()
+    }
+
+    /// Registrations tagged `tag`, in key order (a scan: the runtime keeps
+    /// an index for its readers).
+    pub fn match_tag(&self, tag: &str) -> Vec<Registration> {
+        self.registrations()
+            .into_iter()
+            .filter(|r| r.tag.as_ref().is_some_and(|t| t.as_str() == tag))
             .collect()
     }
 
@@ -187,16 +220,25 @@ impl Scope {
         self.registry.count(LOCAL_SLOT)
     }
 
-    /// The keys this node's processes hold, with holders and metadata.
-    pub fn local_registrations(&self) -> Vec<(GroupName, Pid, Option<Meta>)> {
+    /// The keys this node's processes hold, in key order.
+    pub fn local_registrations(&self) -> Vec<Registration> {
         self.registry
             .part(LOCAL_SLOT)
             .into_iter()
             .filter_map(|(key, serial)| {
                 let h = self.registry.held(key.as_str(), LOCAL_SLOT, serial)?;
-                Some((key, self.table.pid(LOCAL_SLOT, serial), h.meta.clone()))
+                Some(self.reg_entry(&key, h))
             })
             .collect()
+    }
+
+    fn reg_entry(&self, key: &GroupName, h: &Holder) -> Registration {
+        Registration {
+            key: key.clone(),
+            pid: self.table.pid(h.slot, h.serial),
+            meta: h.meta.clone(),
+            tag: h.tag.clone(),
+        }
     }
 
     /// The next registry change for local subscribers, if any.
@@ -296,6 +338,8 @@ impl Scope {
                         serial: reg.serial,
                         stamp: reg.stamp,
                         meta: reg.meta,
+                        tag: reg.tag,
+                        exit_on_loss: false,
                     };
                     if self.registry.held(reg.key.as_str(), slot, reg.serial) != Some(&holder) {
                         self.reg_put(&reg.key, holder);
@@ -317,6 +361,7 @@ impl Scope {
                     serial,
                     stamp: h.stamp,
                     meta: h.meta.clone(),
+                    tag: h.tag.clone(),
                 })
             })
             .collect()
@@ -332,7 +377,7 @@ impl Scope {
             (None, Some(a)) => self.reg_event_registered(key, a, None),
             (Some(b), None) => self.reg_event_unregistered(key, &b, reason),
             (Some(b), Some(a)) if same(&b, a) => {
-                if b.meta != a.meta {
+                if b.meta != a.meta || b.tag != a.tag {
                     self.reg_event_registered(key, a, b.meta.clone());
                 }
             }
@@ -368,6 +413,7 @@ impl Scope {
                 pid: self.table.pid(LOCAL_SLOT, loser.serial),
                 meta: loser.meta,
                 winner: self.table.pid(winner.slot, winner.serial),
+                exit: loser.exit_on_loss,
             });
         }
     }
@@ -378,6 +424,7 @@ impl Scope {
             key: key.clone(),
             pid: self.table.pid(h.slot, h.serial),
             meta: h.meta.clone(),
+            tag: h.tag.clone(),
             previous_meta: previous,
             reason: None,
         });
@@ -389,6 +436,7 @@ impl Scope {
             key: key.clone(),
             pid: self.table.pid(h.slot, h.serial),
             meta: h.meta.clone(),
+            tag: h.tag.clone(),
             previous_meta: None,
             reason: Some(reason),
         });

@@ -7,20 +7,23 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::{GroupName, Meta, Pid, RegistryEvent, RegistryEventKind, Scope};
+use crate::{GroupName, Meta, Pid, RegisterSpec, RegistryEvent, RegistryEventKind, Scope};
 
 use super::check::Violation;
 use super::{Cluster, SimError};
 
-/// Key -> holder and metadata, sorted for stable comparison.
-pub type RegistryView = BTreeMap<GroupName, (Pid, Option<Meta>)>;
+/// What readers see of one key: holder, metadata and tag.
+pub type Held = (Pid, Option<Meta>, Option<GroupName>);
+
+/// Key -> holder, metadata and tag, sorted for stable comparison.
+pub type RegistryView = BTreeMap<GroupName, Held>;
 
 /// What a scope holds in its registry, as readers see it.
 pub fn registry_view(scope: &Scope) -> RegistryView {
     scope
         .registrations()
         .into_iter()
-        .map(|(key, pid, meta)| (key, (pid, meta)))
+        .map(|r| (r.key, (r.pid, r.meta, r.tag)))
         .collect()
 }
 
@@ -28,7 +31,7 @@ pub fn registry_view(scope: &Scope) -> RegistryView {
 /// registry.
 #[derive(Debug, Default, Clone)]
 pub struct RegistryReplay {
-    holders: FxHashMap<GroupName, (Pid, Option<Meta>)>,
+    holders: FxHashMap<GroupName, Held>,
 }
 
 impl RegistryReplay {
@@ -40,8 +43,8 @@ impl RegistryReplay {
         match e.kind {
             RegistryEventKind::Registered => {
                 let previous = match held {
-                    Some((pid, meta)) if *pid == e.pid => meta.clone(),
-                    Some((pid, _)) => {
+                    Some((pid, meta, _)) if *pid == e.pid => meta.clone(),
+                    Some((pid, _, _)) => {
                         return wrong(format!("{} registered {:?} held by {pid}", e.pid, e.key));
                     }
                     None => None,
@@ -49,11 +52,14 @@ impl RegistryReplay {
                 if e.previous_meta != previous || e.reason.is_some() {
                     return wrong(format!("{e:?} after {held:?}"));
                 }
-                self.holders
-                    .insert(e.key.clone(), (e.pid.clone(), e.meta.clone()));
+                self.holders.insert(
+                    e.key.clone(),
+                    (e.pid.clone(), e.meta.clone(), e.tag.clone()),
+                );
             }
             RegistryEventKind::Unregistered => {
-                if held != Some(&(e.pid.clone(), e.meta.clone())) || e.reason.is_none() {
+                let expected = (e.pid.clone(), e.meta.clone(), e.tag.clone());
+                if held != Some(&expected) || e.reason.is_none() {
                     return wrong(format!("{e:?} while holding {held:?}"));
                 }
                 self.holders.remove(&e.key);
@@ -86,13 +92,13 @@ impl Cluster {
         i: usize,
         pid: &Pid,
         key: &GroupName,
-        meta: Option<Meta>,
+        spec: RegisterSpec,
     ) -> Result<(), SimError> {
         let renewed = self.nodes[i]
             .scope
             .as_ref()
             .is_some_and(|s| s.lookup(key.as_str()).is_some_and(|(p, _)| p == *pid));
-        self.command(i, |s| s.register(pid, key, meta))?;
+        self.command(i, |s| s.register_spec(pid, key, spec))?;
         if !renewed {
             // A new registration: it may lose (and be reported) again.
             self.reported_losers.remove(&(pid.clone(), key.clone()));
@@ -149,8 +155,9 @@ impl Cluster {
     pub fn check_registry(&self) -> Result<(), Violation> {
         let mut expected = RegistryView::new();
         for scope in self.nodes.iter().filter_map(|n| n.scope.as_ref()) {
-            for (key, pid, meta) in scope.local_registrations() {
-                if let Some((other, _)) = expected.insert(key.clone(), (pid.clone(), meta)) {
+            for r in scope.local_registrations() {
+                let (key, pid) = (r.key.clone(), r.pid.clone());
+                if let Some((other, _, _)) = expected.insert(r.key, (r.pid, r.meta, r.tag)) {
                     return Err(Violation::new(
                         "at most one holder per key",
                         format!("{key:?} held by {other} and {pid} once healed"),
@@ -162,7 +169,8 @@ impl Cluster {
         for node in &self.nodes {
             let Some(scope) = &node.scope else { continue };
             let view = registry_view(scope);
-            if let Some((key, (pid, _))) = view.iter().find(|(_, (p, _))| !live.contains(p.node()))
+            if let Some((key, (pid, _, _))) =
+                view.iter().find(|(_, (p, _, _))| !live.contains(p.node()))
             {
                 return Err(Violation::new(
                     "no key held by a dead node's process",

@@ -306,7 +306,17 @@ impl<'a> Run<'a> {
             0 => None,
             v => Some(crate::Meta::from(vec![v as u8])),
         };
-        self.cluster.register(node, &pid, &key, meta)
+        // Tags from a small set, so tag listings overlap across nodes.
+        let tag = match self.cluster.random_below(3) {
+            0 => None,
+            v => Some(GroupName::new(&format!("tag{v}"))?),
+        };
+        let spec = crate::RegisterSpec {
+            meta,
+            tag,
+            exit_on_loss: false,
+        };
+        self.cluster.register(node, &pid, &key, spec)
     }
 
     fn random_group(&mut self) -> GroupName {

@@ -3,12 +3,14 @@
 //! events to subscribers with an atomic snapshot, and losing processes
 //! told on a reserved topic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use parking_lot::RwLock;
-use pg_core::{GroupName, Meta, Pid, RegistryEvent};
+use pg_core::{GroupName, Meta, Pid, RegisterSpec, RegistryEvent};
 use serde::{Deserialize, Serialize};
 
 use super::{CoreState, Scope, ScopeShared};
@@ -34,14 +36,71 @@ pub struct RegistryConflict {
     pub winner: Pid,
 }
 
-/// A key's holder and metadata, as readers see it.
-pub type Registration = (GroupName, Pid, Option<Meta>);
+/// One key's registration, as readers see it.
+pub type Registration = pg_core::Registration;
+
+/// A key's holder, metadata and tag in the published view.
+#[derive(Clone)]
+struct Entry {
+    pid: Pid,
+    meta: Option<Meta>,
+    tag: Option<GroupName>,
+}
 
 /// The registry as readers see it: replaced key by key by the writer in
 /// the step that changes it, before the caller returns.
 #[derive(Default)]
 pub(crate) struct RegistryView {
-    keys: RwLock<BTreeMap<GroupName, (Pid, Option<Meta>)>>,
+    inner: RwLock<Published>,
+}
+
+#[derive(Default)]
+struct Published {
+    keys: BTreeMap<GroupName, Entry>,
+    /// Tag -> keys registered with it, for `match_tag`.
+    tags: FxHashMap<GroupName, BTreeSet<GroupName>>,
+}
+
+impl Published {
+    fn set(&mut self, key: &GroupName, now: Option<Registration>) {
+        let old = match now {
+            Some(r) => {
+                if let Some(tag) = &r.tag {
+                    self.tags
+                        .entry(tag.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                let entry = Entry {
+                    pid: r.pid,
+                    meta: r.meta,
+                    tag: r.tag,
+                };
+                let new_tag = entry.tag.clone();
+                self.keys
+                    .insert(key.clone(), entry)
+                    .filter(|old| old.tag != new_tag)
+            }
+            None => self.keys.remove(key.as_str()),
+        };
+        if let Some(tag) = old.and_then(|old| old.tag)
+            && let Some(keys) = self.tags.get_mut(&tag)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.tags.remove(&tag);
+            }
+        }
+    }
+
+    fn entry(&self, key: &GroupName, e: &Entry) -> Registration {
+        Registration {
+            key: key.clone(),
+            pid: e.pid.clone(),
+            meta: e.meta.clone(),
+            tag: e.tag.clone(),
+        }
+    }
 }
 
 impl ScopeShared {
@@ -54,14 +113,11 @@ impl ScopeShared {
             events.push(event);
         }
         if !events.is_empty() {
-            let mut keys = self.registry.keys.write();
+            let mut view = self.registry.inner.write();
             for event in &events {
-                match core.scope.lookup(event.key.as_str()) {
-                    Some(holder) => keys.insert(event.key.clone(), holder),
-                    None => keys.remove(event.key.as_str()),
-                };
+                view.set(&event.key, core.scope.registration(&event.key));
             }
-            drop(keys);
+            drop(view);
             for event in events {
                 self.deliver(&mut core.reg_subscribers, event);
             }
@@ -90,10 +146,17 @@ impl ScopeShared {
             // node takes this very lock.
             let node = self.links.node.clone();
             let timeout = self.options.broadcast_timeout;
-            let serial = lost.pid.serial();
+            let (pid, exit) = (lost.pid, lost.exit);
             self.links.runtime.spawn(async move {
                 if let Some(node) = node.upgrade() {
-                    node.deliver_local_many([serial], &envelope, timeout);
+                    node.deliver_local_many([pid.serial()], &envelope, timeout);
+                    if exit {
+                        // After the notice: the mailbox hands it over,
+                        // then ends; everything the process held is
+                        // cleaned up as on any exit.
+                        tracing::info!(pid = %pid, "a process that lost its registration ends, as it asked");
+                        node.process_exited(&pid);
+                    }
                 }
             });
         }
@@ -101,18 +164,32 @@ impl ScopeShared {
 }
 
 impl Scope {
-    /// `pid` (a process of this node) registers `key` with `meta`: `Ok`, or
-    /// [`Taken`](pg_core::CommandError::Taken) naming the holder.
-    /// Re-registering its own key updates the metadata in place. Decided
+    /// `pid` (a process of this node) registers `key` with `meta`: see
+    /// [`register_spec`](Self::register_spec).
+    pub fn register(&self, pid: &Pid, key: &GroupName, meta: Option<Meta>) -> Result<(), Error> {
+        self.register_spec(pid, key, RegisterSpec::with_meta(meta))
+    }
+
+    /// `pid` (a process of this node) registers `key` as `spec` says (its
+    /// metadata, tag, and whether to end the process should it lose):
+    /// `Ok`, or [`Taken`](pg_core::CommandError::Taken) naming the holder.
+    /// Re-registering its own key replaces all of that in place. Decided
     /// here from what this node knows, then replicated: two nodes that
     /// cannot see each other may both succeed; when they meet, every node
     /// keeps the same winner, and the loser's node removes the loser and
-    /// tells it once on [`REGISTRY_CONFLICT_TOPIC`].
-    pub fn register(&self, pid: &Pid, key: &GroupName, meta: Option<Meta>) -> Result<(), Error> {
+    /// tells it once on [`REGISTRY_CONFLICT_TOPIC`] (then ends it, with
+    /// [`RegisterSpec::exit_on_loss`]: its mailbox yields the notice, then
+    /// `None`).
+    pub fn register_spec(
+        &self,
+        pid: &Pid,
+        key: &GroupName,
+        spec: RegisterSpec,
+    ) -> Result<(), Error> {
         let shared = &self.shared;
         shared.act(|c| {
             shared.check_alive(pid)?;
-            Ok(c.scope.register(pid, key, meta)?)
+            Ok(c.scope.register_spec(pid, key, spec)?)
         })?
     }
 
@@ -121,7 +198,7 @@ impl Scope {
     pub fn register_many(
         &self,
         pid: &Pid,
-        entries: &[(GroupName, Option<Meta>)],
+        entries: &[(GroupName, RegisterSpec)],
     ) -> Result<(), Error> {
         let shared = &self.shared;
         shared.act(|c| {
@@ -159,56 +236,77 @@ impl Scope {
     /// The process holding `key`, with its metadata (from the published
     /// view: never waits for the writer).
     pub fn lookup(&self, key: &str) -> Option<(Pid, Option<Meta>)> {
-        self.shared.registry.keys.read().get(key).cloned()
+        let view = self.shared.registry.inner.read();
+        view.keys.get(key).map(|e| (e.pid.clone(), e.meta.clone()))
+    }
+
+    /// The registration of `key`, whole (metadata and tag).
+    pub fn registration(&self, key: &str) -> Option<Registration> {
+        let view = self.shared.registry.inner.read();
+        let (key, e) = view.keys.get_key_value(key)?;
+        Some(view.entry(key, e))
     }
 
     /// Those of `keys` that are registered.
     pub fn contains_keys(&self, keys: &[&str]) -> Vec<GroupName> {
-        let view = self.shared.registry.keys.read();
+        let view = self.shared.registry.inner.read();
         keys.iter()
-            .filter_map(|k| view.get_key_value(*k).map(|(k, _)| k.clone()))
+            .filter_map(|k| view.keys.get_key_value(*k).map(|(k, _)| k.clone()))
             .collect()
     }
 
     /// Number of keys registered.
     pub fn registered_count(&self) -> usize {
-        self.shared.registry.keys.read().len()
+        self.shared.registry.inner.read().keys.len()
     }
 
     /// Number of keys held by this node's processes.
     pub fn local_registered_count(&self) -> usize {
         let local = self.shared.local_id();
-        let view = self.shared.registry.keys.read();
-        view.values().filter(|(pid, _)| pid.node() == local).count()
+        let view = self.shared.registry.inner.read();
+        view.keys.values().filter(|e| e.pid.node() == local).count()
     }
 
     /// Every registration, in key order (the whole registry).
     pub fn registrations(&self) -> Vec<Registration> {
-        let view = self.shared.registry.keys.read();
-        view.iter()
-            .map(|(k, (p, m))| (k.clone(), p.clone(), m.clone()))
-            .collect()
+        let view = self.shared.registry.inner.read();
+        view.keys.iter().map(|(k, e)| view.entry(k, e)).collect()
     }
 
     /// Registrations whose key starts with `prefix`, in key order.
     pub fn registrations_prefix(&self, prefix: &str) -> Vec<Registration> {
-        let view = self.shared.registry.keys.read();
-        view.range::<str, _>((
-            std::ops::Bound::Included(prefix),
-            std::ops::Bound::Unbounded,
-        ))
-        .take_while(|(k, _)| k.as_str().starts_with(prefix))
-        .map(|(k, (p, m))| (k.clone(), p.clone(), m.clone()))
-        .collect()
+        let view = self.shared.registry.inner.read();
+        view.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.as_str().starts_with(prefix))
+            .map(|(k, e)| view.entry(k, e))
+            .collect()
+    }
+
+    /// Registrations tagged `tag`, in key order: O(matches), from
+    /// an index kept with the published view.
+    pub fn match_tag(&self, tag: &str) -> Vec<Registration> {
+        let view = self.shared.registry.inner.read();
+        view.tags
+            .get(tag)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| view.keys.get_key_value(key.as_str()))
+            .map(|(k, e)| view.entry(k, e))
+            .collect()
     }
 
     /// The keys this node's processes hold.
     pub fn local_registrations(&self) -> Vec<Registration> {
         let local = self.shared.local_id();
-        let view = self.shared.registry.keys.read();
-        view.iter()
-            .filter(|(_, (p, _))| p.node() == local)
-            .map(|(k, (p, m))| (k.clone(), p.clone(), m.clone()))
+        let view = self.shared.registry.inner.read();
+        view.keys
+            .iter()
+            .filter(|(_, e)| e.pid.node() == local)
+            .map(|(k, e)| view.entry(k, e))
             .collect()
     }
 
@@ -239,18 +337,13 @@ impl Scope {
             ));
             c.reg_subscribers.push(Arc::clone(&sub));
             let snapshot: Vec<Registration> = match &pattern {
-                Pattern::Exact(key) => c
-                    .scope
-                    .lookup(key.as_str())
-                    .map(|(p, m)| (key.clone(), p, m))
-                    .into_iter()
-                    .collect(),
+                Pattern::Exact(key) => c.scope.registration(key).into_iter().collect(),
                 Pattern::Prefix(prefix) => c.scope.registrations_prefix(prefix),
                 Pattern::All => c.scope.registrations(),
             };
             let snapshot = snapshot
                 .into_iter()
-                .filter(|(k, _, _)| allow.as_ref().is_none_or(|a| a(k.as_str())))
+                .filter(|r| allow.as_ref().is_none_or(|a| a(r.key.as_str())))
                 .collect();
             Ok::<_, Error>((sub, snapshot))
         })??;
