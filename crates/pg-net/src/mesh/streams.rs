@@ -19,20 +19,14 @@ use crate::link::Arrival;
 use crate::wire::{self, NetMessage, Record};
 
 impl Mesh {
+    /// Queues `message` for `to`'s writer. Encoded before the peers lock,
+    /// then queued under it without cloning the link (a clone of its QUIC
+    /// connection takes that connection's own lock, twice per send, against
+    /// its driver).
     pub(super) fn send(&self, to: &NodeId, message: Wire) -> Result<(), SendError> {
         let c = &self.counters;
-        let link = self
-            .peers
-            .lock()
-            .get(&to.name)
-            .filter(|l| l.node == *to)
-            .cloned();
-        let Some(link) = link else {
-            dropped(&c.dropped_unreachable, "unreachable");
-            return Err(SendError::Unreachable);
-        };
         let limit = self.config.max_frame_size - FRAME_OVERHEAD;
-        let (queue, message, guarded) = match message {
+        let (message, payload) = match message {
             Wire::Scope { scope, frame } => {
                 let frame = self.encode_frame(&frame);
                 if frame.len() > limit {
@@ -43,7 +37,7 @@ impl Mesh {
                     scope: scope.to_string(),
                     frame,
                 };
-                (&link.membership, message, false)
+                (message, false)
             }
             Wire::Scopes { running } => {
                 // Ids and their length prefixes, about.
@@ -53,7 +47,7 @@ impl Mesh {
                     return Err(SendError::TooLarge);
                 }
                 let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
-                (&link.membership, NetMessage::Scopes { running }, false)
+                (NetMessage::Scopes { running }, false)
             }
             Wire::Deliver {
                 scope,
@@ -66,10 +60,6 @@ impl Mesh {
                     bump(&c.oversized, "pg_net_oversized_total", 1);
                     return Err(SendError::TooLarge);
                 }
-                if !link.breaker.lock().allow(Instant::now()) {
-                    dropped(&c.dropped_breaker, "circuit_open");
-                    return Err(SendError::Unreachable);
-                }
                 let message = NetMessage::Deliver {
                     scope: scope.map(|s| s.to_string()),
                     from,
@@ -77,19 +67,39 @@ impl Mesh {
                     topic: topic.to_string(),
                     payload,
                 };
-                (&link.bulk, message, true)
+                (message, true)
             }
+        };
+        let peers = self.peers.lock();
+        let Some(link) = peers.get(&to.name).filter(|l| l.node == *to) else {
+            drop(peers);
+            dropped(&c.dropped_unreachable, "unreachable");
+            return Err(SendError::Unreachable);
+        };
+        // Payloads go on the bulk channel, behind the circuit breaker;
+        // membership traffic is never held back by payload trouble.
+        let queue = if payload {
+            if !link.breaker.lock().allow(Instant::now()) {
+                drop(peers);
+                dropped(&c.dropped_breaker, "circuit_open");
+                return Err(SendError::Unreachable);
+            }
+            &link.bulk
+        } else {
+            &link.membership
         };
         match queue.try_send(message) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if guarded {
+                if payload {
                     link.breaker.lock().failure(Instant::now());
                 }
+                drop(peers);
                 dropped(&c.dropped_overloaded, "overloaded");
                 Err(SendError::Overloaded)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
+                drop(peers);
                 dropped(&c.dropped_unreachable, "unreachable");
                 Err(SendError::Unreachable)
             }
