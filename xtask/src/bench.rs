@@ -20,7 +20,7 @@ use pg_net::DevCa;
 
 use crate::nodes::{NodeProc, build_binary, free_ports, start_node};
 
-pub(crate) fn run(cluster_only: bool) -> anyhow::Result<()> {
+pub(crate) fn run(cluster_only: bool, registry_only: bool) -> anyhow::Result<()> {
     let root = crate::tidy::workspace_root();
     eprintln!("bench: building the workloads (release)...");
     let node = build_binary(&root, "pg-node", "pg-node", true)?;
@@ -41,7 +41,7 @@ pub(crate) fn run(cluster_only: bool) -> anyhow::Result<()> {
         .parent()
         .map_or_else(|| root.join("target"), Path::to_path_buf)
         .join("bench-cluster");
-    cluster(&node, &dir)
+    cluster(&node, &dir, registry_only)
 }
 
 fn json(value: serde_json::Value) {
@@ -125,7 +125,7 @@ fn registry(a: &mut NodeProc, b: &mut NodeProc) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
+fn cluster(binary: &Path, dir: &Path, registry_only: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let ca = DevCa::generate("bench")?;
     std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
@@ -141,6 +141,10 @@ fn cluster(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     })?;
     for n in [&mut a, &mut b, &mut c] {
         n.ok("spawn 1")?; // process 0: for reads
+    }
+
+    if registry_only {
+        return registry(&mut a, &mut b);
     }
 
     // C1: join/leave on A until a monitor on B (and on C) has the event.

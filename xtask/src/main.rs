@@ -37,6 +37,9 @@ enum Command {
         /// path).
         #[arg(long)]
         cluster_only: bool,
+        /// Only the registry workloads R1-R3 (on the three-node cluster).
+        #[arg(long)]
+        registry_only: bool,
     },
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
@@ -59,7 +62,10 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::ClusterSim(args) => cluster_sim::run(&args),
-        Command::Bench { cluster_only } => bench::run(cluster_only),
+        Command::Bench {
+            cluster_only,
+            registry_only,
+        } => bench::run(cluster_only || registry_only, registry_only),
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;

@@ -480,6 +480,23 @@ impl Scope {
 
     // ----- outputs ----------------------------------------------------
 
+    /// Local changes recorded since the last delta was cut (they go out
+    /// as one delta with the next [`poll_transmit`](Self::poll_transmit)
+    /// that finds nothing else queued).
+    pub fn pending_delta_ops(&self) -> usize {
+        self.pending_ops.len()
+    }
+
+    /// The next frame already queued, without cutting a delta of the local
+    /// changes recorded since the last one. A driver whose previous delta
+    /// is still on its way can let a burst of changes gather into one
+    /// delta this way; it must call [`poll_transmit`](Self::poll_transmit)
+    /// soon after. Order is kept either way: any other frame is queued
+    /// only after the changes before it were cut into a delta.
+    pub fn poll_transmit_queued(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
     /// The next frame to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {

@@ -26,7 +26,7 @@ use crate::exits::{EXIT_STEP_MEMBERSHIPS, ExitQueue};
 use crate::node::NodeInner;
 use crate::process::ProcessTable;
 use crate::subscription::{GroupFilter, Pattern, Pushed, SubShared, Subscription};
-use crate::transport::{Transport, Wire};
+use crate::transport::Transport;
 use crate::view::View;
 
 mod broadcast;
@@ -34,6 +34,7 @@ mod health;
 pub use health::{Health, ScopeCounters};
 pub use meta::{decode_meta, encode_meta};
 pub use registry::{REGISTRY_CONFLICT_TOPIC, Registration, RegistryConflict};
+mod flush;
 mod meta;
 mod prefix;
 mod registry;
@@ -49,6 +50,9 @@ pub(crate) struct CoreState {
     /// The deadline the timer task sleeps until (`None`: none); it is
     /// woken only when the core's next deadline comes earlier.
     armed: Option<Instant>,
+    /// A delta was sent and the flush task is due: local changes wait for
+    /// it, so a burst leaves as one delta (see `flush.rs`).
+    flush_due: bool,
     /// Groups changed by the current step (a buffer kept between steps).
     changed: Vec<GroupName>,
     /// Events of the current step, held until the groups are published.
@@ -119,6 +123,8 @@ pub(crate) struct ScopeShared {
     options: ScopeOptions,
     links: ScopeLinks,
     local: NodeId,
+    /// This scope, for the tasks it schedules (weak: they never keep it).
+    me: Weak<ScopeShared>,
     core: Mutex<CoreState>,
     waiting: AtomicUsize,
     warned: AtomicBool,
@@ -162,7 +168,8 @@ impl ScopeShared {
         for peer in peers {
             scope.handle_node_up(peer.clone());
         }
-        let shared = Arc::new(Self {
+        let shared = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             metrics: ScopeMetrics::new(&id),
             id,
             options,
@@ -173,6 +180,7 @@ impl ScopeShared {
                 subscribers: Vec::new(),
                 reg_subscribers: Vec::new(),
                 armed: None,
+                flush_due: false,
                 changed: Vec::new(),
                 events: Vec::new(),
             }),
@@ -301,17 +309,7 @@ impl ScopeShared {
                 .transport
                 .disconnect(&peer, &violation.to_string());
         }
-        // Sent under the lock, so frames leave in version order.
-        while let Some(t) = core.scope.poll_transmit() {
-            let message = Wire::Scope {
-                scope: Arc::clone(&self.id),
-                frame: t.frame,
-            };
-            if self.links.transport.send(&t.to, message).is_err() {
-                self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
-                self.metrics.frames_unsent.increment(1);
-            }
-        }
+        self.send_frames(core);
         let next = core.scope.poll_timeout();
         if next.is_some_and(|at| core.armed.is_none_or(|armed| at < armed)) {
             core.armed = next;

@@ -1,0 +1,61 @@
+//! Sending the core's frames, and gathering a burst of local changes into
+//! one delta.
+//!
+//! The core cuts the changes recorded since the last delta into a new one
+//! whenever it is asked for its next frame. Asked after every step, a
+//! caller registering 100k keys in a loop sends 100k deltas to every peer:
+//! 100k messages to queue, wake a writer for, pack, encrypt, receive,
+//! decode and acknowledge, on every node. So after a step that sends a
+//! delta, the scope schedules a *flush* (a task that runs one empty step
+//! soon after) and, until it runs, leaves further changes in the core: they
+//! leave together in the flush's step. A lone change is never delayed (it
+//! is sent by its own step; the flush then finds nothing); a burst goes out
+//! as one delta per flush, i.e. per scheduling round trip of the runtime.
+//! At most [`MAX_HELD_OPS`] changes wait, so a delta stays small and
+//! memory bounded even if the flush is slow to run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{CoreState, ScopeShared};
+use crate::transport::Wire;
+
+/// Most local changes left waiting for the flush; past it, the step sends
+/// them itself.
+pub(super) const MAX_HELD_OPS: usize = 512;
+
+impl ScopeShared {
+    /// Hands the core's frames to the transport, under the writer lock so
+    /// they leave in version order; local changes wait for a due flush.
+    pub(super) fn send_frames(&self, core: &mut CoreState) {
+        let pending = core.scope.pending_delta_ops();
+        let hold = core.flush_due && pending < MAX_HELD_OPS;
+        loop {
+            let next = if hold {
+                core.scope.poll_transmit_queued()
+            } else {
+                core.scope.poll_transmit()
+            };
+            let Some(t) = next else { break };
+            let message = Wire::Scope {
+                scope: Arc::clone(&self.id),
+                frame: t.frame,
+            };
+            if self.links.transport.send(&t.to, message).is_err() {
+                self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
+                self.metrics.frames_unsent.increment(1);
+            }
+        }
+        if hold || pending == 0 || core.flush_due || core.scope.peers().next().is_none() {
+            return;
+        }
+        core.flush_due = true;
+        let me = self.me.clone();
+        self.links.runtime.spawn(async move {
+            if let Some(shared) = me.upgrade() {
+                // Runs even on a closed scope: what waited still goes.
+                shared.step(|core| core.flush_due = false);
+            }
+        });
+    }
+}
