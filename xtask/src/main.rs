@@ -41,6 +41,19 @@ enum Command {
         #[arg(long)]
         registry_only: bool,
     },
+    /// Fuzz every decoder a peer or a config file reaches (the pg-fuzz
+    /// crate, release build); exits non-zero on any finding.
+    Fuzz {
+        /// How long, in minutes, over all targets.
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// Only this target (frame, message, record, config, scope).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seed of the generator (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
 }
@@ -66,6 +79,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             cluster_only,
             registry_only,
         } => bench::run(cluster_only || registry_only, registry_only),
+        Command::Fuzz {
+            minutes,
+            target,
+            seed,
+        } => fuzz(minutes, target, seed),
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;
@@ -80,4 +98,24 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Builds and runs `pg-fuzz` from the workspace root (where its corpus and
+/// output directories are).
+fn fuzz(minutes: f64, target: Option<String>, seed: Option<u64>) -> anyhow::Result<()> {
+    let root = tidy::workspace_root();
+    let binary = nodes::build_binary(&root, "pg-fuzz", "pg-fuzz", true)?;
+    let mut cmd = std::process::Command::new(binary);
+    cmd.current_dir(&root)
+        .args(["--minutes", &minutes.to_string()]);
+    if let Some(target) = target {
+        cmd.args(["--target", &target]);
+    }
+    if let Some(seed) = seed {
+        cmd.args(["--seed", &seed.to_string()]);
+    }
+    if !cmd.status()?.success() {
+        anyhow::bail!("pg-fuzz reported findings (target/fuzz/findings)");
+    }
+    Ok(())
 }
