@@ -80,6 +80,8 @@ pub struct Instance {
     principal: Arc<str>,
     node: Node,
     released: AtomicBool,
+    /// The process's liveness, read without the process table's lock.
+    alive: pg_runtime::Liveness,
 }
 
 impl Instance {
@@ -90,6 +92,7 @@ impl Instance {
             principal: Arc::from(process.principal()),
             node,
             released: AtomicBool::new(false),
+            alive: process.liveness(),
         }
     }
 
@@ -113,7 +116,7 @@ impl Instance {
         if self.released.load(Ordering::Acquire) {
             return Err(PgError::invalid("instance released"));
         }
-        if !self.node.is_alive(&self.pid) {
+        if !self.alive.is_alive() {
             return Err(PgError::invalid("instance released: its process has ended"));
         }
         Ok(())

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use pg_core::NodeId;
 use pg_core::ScopeStats;
-use pg_core::{NodeId, Pid};
 use pg_net::{NetConfig, QuicTransport, TlsIdentity};
 use pg_runtime::{
     DeliveryCounters, Health, MemoryNetwork, NodeOptions, ScopeCounters, ScopeOptions,
@@ -415,10 +415,6 @@ impl Node {
                 format!("{principal:?} may not {permission} on {resource:?}"),
             ))
         }
-    }
-
-    pub(crate) fn is_alive(&self, pid: &Pid) -> bool {
-        self.runtime.is_alive(pid)
     }
 }
 

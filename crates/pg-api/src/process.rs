@@ -41,6 +41,11 @@ impl Process {
         self.inner.dropped()
     }
 
+    /// Whether this process is alive, checked with one atomic load.
+    pub(crate) fn liveness(&self) -> pg_runtime::Liveness {
+        self.inner.liveness()
+    }
+
     /// The principal permission checks see.
     pub fn principal(&self) -> &str {
         &self.principal

@@ -71,7 +71,7 @@ pub use config::{NodeOptions, ScopeOptions};
 pub use error::{Error, ErrorKind};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use node::{DeliveryCounters, Node};
-pub use process::{Envelope, Listener, Process};
+pub use process::{Envelope, Listener, Liveness, Process};
 pub use scope::{
     GroupsSnapshot, Health, REGISTRY_CONFLICT_TOPIC, Registration, RegistryConflict, Scope,
     ScopeCounters, decode_meta, encode_meta,

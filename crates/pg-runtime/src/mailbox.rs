@@ -45,6 +45,9 @@ pub(crate) struct Mailbox {
     /// Messages to the process dropped because the mailbox stayed full
     /// (here, where both the process and its slot can see it).
     pub(crate) dropped: std::sync::atomic::AtomicU64,
+    /// Whether the process is alive (cleared when the node lets go of it
+    /// or the process ends), for lock-free liveness checks.
+    pub(crate) alive: std::sync::atomic::AtomicBool,
 }
 
 impl Mailbox {
@@ -55,6 +58,7 @@ impl Mailbox {
             readable: Notify::new(),
             writable: Notify::new(),
             dropped: std::sync::atomic::AtomicU64::new(0),
+            alive: std::sync::atomic::AtomicBool::new(true),
         }
     }
 

@@ -259,7 +259,9 @@ impl NodeInner {
     }
 
     pub(crate) fn process_exited(&self, pid: &Pid) {
-        self.processes.write().remove(&pid.serial());
+        if let Some(slot) = self.processes.write().remove(&pid.serial()) {
+            slot.mark_ended();
+        }
         // Only queues the cleanup (no writer lock): safe under this lock.
         for scope in self.scopes.read().values() {
             scope.process_exited(pid);
@@ -354,7 +356,11 @@ impl NodeInner {
         for scope in self.scopes() {
             scope.close();
         }
-        self.processes.write().clear();
+        let mut processes = self.processes.write();
+        for slot in processes.values() {
+            slot.mark_ended();
+        }
+        processes.clear();
     }
 }
 

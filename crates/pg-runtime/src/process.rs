@@ -76,6 +76,25 @@ enum Routed {
     Closed,
 }
 
+/// Whether a process is still alive, read without a lock (see
+/// [`Process::liveness`]).
+#[derive(Clone)]
+pub struct Liveness(Arc<Mailbox>);
+
+impl Liveness {
+    /// False once the process has ended (dropped, ended by the node, or
+    /// the node shut down).
+    pub fn is_alive(&self) -> bool {
+        self.0.alive.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Liveness").field(&self.is_alive()).finish()
+    }
+}
+
 /// The delivery side of a process, kept in the node's process table.
 pub(crate) struct ProcessSlot {
     mailbox: Arc<Mailbox>,
@@ -89,6 +108,11 @@ pub(crate) struct ProcessSlot {
 }
 
 impl ProcessSlot {
+    /// The node let go of the process: liveness checks fail from now on.
+    pub(crate) fn mark_ended(&self) {
+        self.mailbox.alive.store(false, Ordering::Release);
+    }
+
     /// The listener of `topic`, if any (no lock when there is none).
     fn listener_for(&self, topic: &str) -> Option<mpsc::Sender<Envelope>> {
         if self.listeners.load(Ordering::Acquire) == 0 {
@@ -192,6 +216,7 @@ impl Drop for ProcessSlot {
     /// The node let go of the process (it ended, or the node shut down):
     /// its receiver drains what is queued, then sees the end.
     fn drop(&mut self) {
+        self.mark_ended();
         self.mailbox.close_senders();
     }
 }
@@ -250,6 +275,13 @@ impl Process {
         &self.pid
     }
 
+    /// A handle that tells, without a lock, whether this process is still
+    /// alive: the same answer as [`Node::is_alive`](crate::Node::is_alive)
+    /// for its pid, at the cost of one atomic load.
+    pub fn liveness(&self) -> Liveness {
+        Liveness(Arc::clone(&self.mailbox))
+    }
+
     /// Messages to this process dropped so far because its mailbox stayed
     /// full: past `broadcast_timeout` waiting for room, or beyond the
     /// `4 x mailbox_capacity` messages that may wait at once (a process
@@ -306,6 +338,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        self.mailbox.alive.store(false, Ordering::Release);
         self.mailbox.close_receiver();
         if let Some(node) = self.node.upgrade() {
             node.process_exited(&self.pid);
