@@ -269,9 +269,21 @@ async fn tags_are_matched_cluster_wide() {
         b.match_tag("cpu").unwrap().is_empty() && b.match_tag("gpu").unwrap().len() == 3
     })
     .await;
+    // A tagged key that goes (unregistered, or with its process) leaves
+    // its tag's listing; registered again under another tag, it is listed
+    // there only.
+    c.unregister("worker/c1").unwrap();
+    c.register_with("worker/c1", RegisterOptions::new().tag("tpu"))
+        .unwrap();
+    drop((a, pa));
+    eventually("b sees the untagging and the exit", || {
+        keys(b.match_tag("gpu").unwrap()) == ["worker/c2"]
+            && keys(b.match_tag("tpu").unwrap()) == ["worker/c1"]
+    })
+    .await;
     assert_eq!(b.match_tag("").unwrap_err().kind(), ErrorKind::Invalid);
     assert_eq!(
-        a.register_with("k", RegisterOptions::new().tag(""))
+        c.register_with("k", RegisterOptions::new().tag(""))
             .unwrap_err()
             .kind(),
         ErrorKind::Invalid

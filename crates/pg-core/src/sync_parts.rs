@@ -31,6 +31,8 @@ pub const MAX_SYNC_PARTS: u32 = 4096;
 const ENTRY_BYTES: usize = 16;
 /// Bytes a group costs in a piece beside its name (lengths, framing).
 const GROUP_BYTES: usize = 8;
+/// A tag's presence byte and length prefix, at most.
+const TAG_BYTES: usize = 4;
 
 /// Cuts a canonical group list into pieces of at most `per_part` member
 /// entries and about `part_bytes` encoded bytes (a group with more spans
@@ -99,7 +101,7 @@ pub(crate) fn split(
             + GROUP_BYTES
             + reg.key.as_str().len()
             + reg.meta.as_ref().map_or(0, |m| m.len())
-            + reg.tag.as_ref().map_or(0, |t| t.as_str().len());
+            + reg.tag.as_ref().map_or(0, |t| t.as_str().len() + TAG_BYTES);
         if !current.is_empty() && (entries == per_part || bytes + size > part_bytes) {
             parts.push(std::mem::take(&mut current));
             (entries, bytes) = (0, 0);

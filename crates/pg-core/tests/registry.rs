@@ -226,7 +226,15 @@ fn exit_on_loss_is_reported_with_the_conflict() {
         exit_on_loss: true,
         ..RegisterSpec::default()
     };
+    // Registered plainly, then again with only the option changed: no
+    // event, nothing replicated, but the option holds.
+    b.register(&pb, &g("leader"), None).unwrap();
+    let _ = reg_events(&mut b);
     b.register_spec(&pb, &g("leader"), exit.clone()).unwrap();
+    assert!(reg_events(&mut b).is_empty(), "an option change is local");
+    b.register(&pb2, &g("other"), None).unwrap();
+    // And the other way: set, then cleared.
+    b.register_spec(&pb2, &g("other"), exit.clone()).unwrap();
     b.register(&pb2, &g("other"), None).unwrap();
     connect(&mut a, &mut b, now);
     pump(&mut [&mut a, &mut b], now);

@@ -224,3 +224,31 @@ async fn network_delay_delays_propagation() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(scopes[1].members("w").len(), 2, "after it");
 }
+
+/// A burst of single changes from one caller leaves as a few deltas, each
+/// at most 512 changes, and the tail of the burst arrives with no further
+/// activity (the scheduled flush sends it).
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_leaves_as_a_few_deltas() {
+    let (_net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let p = nodes[0].spawn();
+    let before = scopes[1].protocol_stats().deltas_applied;
+    let n = 2000;
+    // No await in the loop: the flush cannot run until it ends, so only
+    // the first change and the 512-change cap cut deltas meanwhile.
+    for i in 0..n {
+        scopes[0]
+            .join(p.pid(), &[g(&format!("burst-{i}"))])
+            .unwrap();
+    }
+    eventually("b sees the whole burst", || {
+        scopes[1].members(&format!("burst-{}", n - 1)).len() == 1
+            && scopes[1].which_groups().len() == n
+    })
+    .await;
+    let deltas = scopes[1].protocol_stats().deltas_applied - before;
+    assert!(
+        (n / 512..=8).contains(&(deltas as usize)),
+        "{deltas} deltas for {n} changes"
+    );
+}

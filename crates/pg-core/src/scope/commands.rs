@@ -300,6 +300,7 @@ impl Scope {
         if self.pending_ops.is_empty() {
             self.pending_base = self.table.seq(LOCAL_SLOT);
         }
+        self.pending_bytes += op_bytes(&op);
         self.pending_ops.push(op);
     }
 
@@ -319,4 +320,21 @@ impl Scope {
         let seq = self.table.seq(LOCAL_SLOT) + 1;
         self.table.set_seq(LOCAL_SLOT, seq);
     }
+}
+
+/// An upper estimate of an op's encoded size: names and metadata, plus
+/// the varints and tags around them.
+fn op_bytes(op: &Op) -> usize {
+    const OVERHEAD: usize = 32;
+    let meta = |m: &Option<crate::Meta>| m.as_ref().map_or(0, |m| m.len());
+    OVERHEAD
+        + match op {
+            Op::Join { group, meta: m, .. } => group.as_str().len() + meta(m),
+            Op::Leave { group, .. } => group.as_str().len(),
+            Op::Register {
+                key, meta: m, tag, ..
+            } => key.as_str().len() + meta(m) + tag.as_ref().map_or(0, |t| t.as_str().len()),
+            Op::Unregister { key, .. } => key.as_str().len(),
+            Op::Exit { .. } => 0,
+        }
 }

@@ -116,6 +116,8 @@ pub struct Scope {
     conflicts: VecDeque<Conflict>,
     peers: BTreeMap<NodeName, Peer>,
     pending_ops: Vec<Op>,
+    /// An upper estimate of `pending_ops`' encoded size.
+    pending_bytes: usize,
     pending_base: u64,
     transmits: VecDeque<Transmit>,
     events: EventQueue,
@@ -161,6 +163,7 @@ impl Scope {
             conflicts: VecDeque::new(),
             peers: BTreeMap::new(),
             pending_ops: Vec::new(),
+            pending_bytes: 0,
             pending_base: 0,
             transmits: VecDeque::new(),
             events: EventQueue::default(),
@@ -487,6 +490,11 @@ impl Scope {
         self.pending_ops.len()
     }
 
+    /// An upper estimate of the encoded size of those changes.
+    pub fn pending_delta_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
     /// The next frame already queued, without cutting a delta of the local
     /// changes recorded since the last one. A driver whose previous delta
     /// is still on its way can let a burst of changes gather into one
@@ -543,6 +551,7 @@ impl Scope {
             return;
         }
         let ops = std::mem::take(&mut self.pending_ops);
+        self.pending_bytes = 0;
         let frame = Arc::new(Frame::Delta {
             base: self.pending_base,
             seq: self.table.seq(LOCAL_SLOT),

@@ -8,11 +8,13 @@
 //! decode and acknowledge, on every node. So after a step that sends a
 //! delta, the scope schedules a *flush* (a task that runs one empty step
 //! soon after) and, until it runs, leaves further changes in the core: they
-//! leave together in the flush's step. A lone change is never delayed (it
-//! is sent by its own step; the flush then finds nothing); a burst goes out
-//! as one delta per flush, i.e. per scheduling round trip of the runtime.
-//! At most [`MAX_HELD_OPS`] changes wait, so a delta stays small and
-//! memory bounded even if the flush is slow to run.
+//! leave together in the flush's step. A lone change is not delayed (it is
+//! sent by its own step; the flush then finds nothing); a change that
+//! follows another within one scheduling round trip of the runtime waits
+//! for that round trip, so a burst goes out as one delta per flush.
+//! At most [`MAX_HELD_OPS`] changes and [`MAX_HELD_BYTES`] (and half a
+//! sync piece's `sync_part_bytes`) wait, so a delta stays small and memory
+//! bounded even if the flush is slow to run.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,12 +26,25 @@ use crate::transport::Wire;
 /// them itself.
 pub(super) const MAX_HELD_OPS: usize = 512;
 
+/// Most bytes (estimated) of local changes left waiting for the flush, so
+/// a held delta stays far below any frame limit (metadata may make an op
+/// 64 KiB).
+pub(super) const MAX_HELD_BYTES: usize = 256 << 10;
+
 impl ScopeShared {
+    /// Half of what a sync piece may hold (the scope's measure of what
+    /// fits a frame).
+    fn max_held_bytes(&self) -> usize {
+        self.options.core.sync_part_bytes / 2
+    }
+
     /// Hands the core's frames to the transport, under the writer lock so
     /// they leave in version order; local changes wait for a due flush.
     pub(super) fn send_frames(&self, core: &mut CoreState) {
         let pending = core.scope.pending_delta_ops();
-        let hold = core.flush_due && pending < MAX_HELD_OPS;
+        let hold = core.flush_due
+            && pending < MAX_HELD_OPS
+            && core.scope.pending_delta_bytes() < MAX_HELD_BYTES.min(self.max_held_bytes());
         loop {
             let next = if hold {
                 core.scope.poll_transmit_queued()

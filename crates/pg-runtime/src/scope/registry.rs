@@ -122,44 +122,58 @@ impl ScopeShared {
                 self.deliver(&mut core.reg_subscribers, event);
             }
         }
+        let mut lost_all = Vec::new();
         while let Some(lost) = core.scope.poll_conflict() {
             tracing::info!(scope = %self.id, key = %lost.key.as_str(), loser = %lost.pid, winner = %lost.winner, "registration lost a conflict");
+            lost_all.push(lost);
+        }
+        if lost_all.is_empty() {
+            return;
+        }
+        // One task for the step's losses, in order: every notice first, then
+        // the ends asked for, once per process. Delivered outside the
+        // writer's lock: holding the node there could make this step the
+        // one that drops it, and closing the node takes this very lock.
+        let mut notices = Vec::with_capacity(lost_all.len());
+        let mut ending: Vec<Pid> = Vec::new();
+        for lost in lost_all {
+            if lost.exit && !ending.contains(&lost.pid) {
+                ending.push(lost.pid.clone());
+            }
             let notice = RegistryConflict {
                 key: lost.key.as_str().to_owned(),
                 meta: lost.meta.map(|m| m.as_bytes().to_vec()),
                 winner: lost.winner.clone(),
             };
-            let payload = match crate::process::encode(&notice) {
-                Ok(payload) => payload,
+            match crate::process::encode(&notice) {
+                Ok(payload) => notices.push((
+                    lost.pid.serial(),
+                    Envelope {
+                        from: lost.winner,
+                        topic: Arc::from(REGISTRY_CONFLICT_TOPIC),
+                        payload,
+                    },
+                )),
                 Err(e) => {
-                    tracing::warn!(scope = %self.id, error = %e, "conflict notice not encoded");
-                    continue;
+                    tracing::warn!(scope = %self.id, error = %e, "conflict notice not encoded")
                 }
-            };
-            let envelope = Envelope {
-                from: lost.winner,
-                topic: Arc::from(REGISTRY_CONFLICT_TOPIC),
-                payload,
-            };
-            // Delivered outside the writer's lock: holding the node there
-            // could make this step the one that drops it, and closing the
-            // node takes this very lock.
-            let node = self.links.node.clone();
-            let timeout = self.options.broadcast_timeout;
-            let (pid, exit) = (lost.pid, lost.exit);
-            self.links.runtime.spawn(async move {
-                if let Some(node) = node.upgrade() {
-                    node.deliver_local_many([pid.serial()], &envelope, timeout);
-                    if exit {
-                        // After the notice: the mailbox hands it over,
-                        // then ends; everything the process held is
-                        // cleaned up as on any exit.
-                        tracing::info!(pid = %pid, "a process that lost its registration ends, as it asked");
-                        node.process_exited(&pid);
-                    }
-                }
-            });
+            }
         }
+        let node = self.links.node.clone();
+        let timeout = self.options.broadcast_timeout;
+        self.links.runtime.spawn(async move {
+            let Some(node) = node.upgrade() else { return };
+            for (serial, envelope) in &notices {
+                node.deliver_local_many([*serial], envelope, timeout);
+            }
+            for pid in ending {
+                // After its notices: the mailbox hands them over, then
+                // ends; everything the process held is cleaned up as on
+                // any exit.
+                tracing::info!(pid = %pid, "a process that lost its registration ends, as it asked");
+                node.process_exited(&pid);
+            }
+        });
     }
 }
 
