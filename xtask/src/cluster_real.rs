@@ -14,7 +14,7 @@
 //! its members. A report (JSON) and a plot (SVG, members seen per
 //! node over time) are written to the output directory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use pg_net::DevCa;
 
+use crate::model::{Expected, check};
 use crate::nodes::{NodeProc, free_ports, start_node};
 
 const GROUPS: usize = 6;
@@ -34,70 +35,6 @@ pub(crate) struct RealArgs {
     pub(crate) seed: u64,
     pub(crate) out: PathBuf,
     pub(crate) binary: PathBuf,
-}
-
-/// What the scenario expects: per group, per pid, the join count.
-#[derive(Default)]
-struct Expected {
-    groups: BTreeMap<String, BTreeMap<String, u32>>,
-}
-
-impl Expected {
-    fn add(&mut self, group: &str, pid: &str) {
-        *self
-            .groups
-            .entry(group.to_owned())
-            .or_default()
-            .entry(pid.to_owned())
-            .or_default() += 1;
-    }
-
-    fn sub(&mut self, group: &str, pid: &str) {
-        if let Some(members) = self.groups.get_mut(group) {
-            if let Some(c) = members.get_mut(pid) {
-                *c -= 1;
-                if *c == 0 {
-                    members.remove(pid);
-                }
-            }
-            if members.is_empty() {
-                self.groups.remove(group);
-            }
-        }
-    }
-
-    fn remove_pid(&mut self, pid: &str) {
-        for members in self.groups.values_mut() {
-            members.remove(pid);
-        }
-        self.groups.retain(|_, m| !m.is_empty());
-    }
-
-    fn remove_node(&mut self, node: &str) {
-        let suffix = format!("@{node}>");
-        for members in self.groups.values_mut() {
-            members.retain(|pid, _| !pid.ends_with(&suffix));
-        }
-        self.groups.retain(|_, m| !m.is_empty());
-    }
-
-    /// The members of `group` as `pg-node members` lists them: sorted, each
-    /// pid once per join.
-    fn members(&self, group: &str) -> Vec<String> {
-        self.groups
-            .get(group)
-            .map(|m| {
-                m.iter()
-                    .flat_map(|(pid, &count)| std::iter::repeat_n(pid.clone(), count as usize))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Distinct processes in `group` (what a broadcast addresses).
-    fn distinct(&self, group: &str) -> usize {
-        self.groups.get(group).map_or(0, BTreeMap::len)
-    }
 }
 
 /// One phase's outcome.
@@ -386,25 +323,12 @@ impl Run {
 
     fn full_mesh(&mut self) -> anyhow::Result<bool> {
         let live = self.live();
-        let want = live.len() - 1;
-        for i in live {
-            if self.nodes[i].ok("peers")?.parse::<usize>()? != want {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        check::full_mesh(&mut self.nodes, &live)
     }
 
     /// Every live node's view of `group`, sorted.
     fn view(&mut self, node: usize, group: &str) -> anyhow::Result<Vec<String>> {
-        if self.nodes[node].live_pids().next().is_none() {
-            self.spawn(node, 1)?;
-        }
-        Ok(self.nodes[node]
-            .ok(&format!("members {group}"))?
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect())
+        check::view(&mut self.nodes[node], group)
     }
 
     fn groups_to_check(&self) -> BTreeSet<String> {
@@ -417,50 +341,15 @@ impl Run {
     /// sample of members seen per node.
     fn converged(&mut self) -> anyhow::Result<bool> {
         // Every live node has every other live node as a peer.
-        let mut all = self.full_mesh()?;
+        let live = self.live();
+        let mesh = check::full_mesh(&mut self.nodes, &live)?;
         let at = self.started.elapsed().as_millis();
-        for node in self.live() {
-            let mut seen = 0;
-            for group in self.groups_to_check() {
-                let view = self.view(node, &group)?;
-                seen += view.len();
-                all &= view == self.expected.members(&group);
-            }
+        let groups = self.groups_to_check();
+        let (views, seen) = check::views_agree(&mut self.nodes, &live, &self.expected, &groups)?;
+        for (&node, seen) in live.iter().zip(seen) {
             self.samples.push((at, self.nodes[node].name.clone(), seen));
         }
-        Ok(all && self.registry_agrees()?)
-    }
-
-    /// Whether every live node lists the same holder for every key, each
-    /// a live process of a live node (so at most one holder per key, and
-    /// none that ended or died).
-    fn registry_agrees(&mut self) -> anyhow::Result<bool> {
-        let live_pids: BTreeSet<String> = self
-            .live()
-            .into_iter()
-            .flat_map(|n| {
-                self.nodes[n]
-                    .live_pids()
-                    .map(|(_, p)| p.clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut first: Option<String> = None;
-        for node in self.live() {
-            if self.nodes[node].live_pids().next().is_none() {
-                self.spawn(node, 1)?;
-            }
-            let listed = self.nodes[node].ok("registrations")?;
-            let holders_live = listed
-                .split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .all(|(_, pid)| live_pids.contains(pid));
-            if !holders_live || first.as_ref().is_some_and(|f| *f != listed) {
-                return Ok(false);
-            }
-            first = Some(listed);
-        }
-        Ok(true)
+        Ok(mesh && views && check::registry_agrees(&mut self.nodes, &live)?)
     }
 
     /// Each side of a partition sees exactly its own side's members.

@@ -9,8 +9,10 @@
 //! - `cargo xtask tidy`
 
 mod bench;
+mod chaos;
 mod cluster_real;
 mod cluster_sim;
+mod model;
 mod nodes;
 mod plot;
 mod tidy;
@@ -54,6 +56,20 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Real node processes in network namespaces under churn and faults
+    /// from outside (nftables, tc, signals); needs root, nftables and
+    /// iproute2.
+    Chaos {
+        /// Nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Seed of the fault schedule and the churn.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long to inject faults, in minutes.
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+    },
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
 }
@@ -84,6 +100,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             target,
             seed,
         } => fuzz(minutes, target, seed),
+        Command::Chaos {
+            nodes,
+            seed,
+            minutes,
+        } => {
+            let root = tidy::workspace_root();
+            let binary = nodes::build_binary(&root, "pg-node", "pg-node", true)?;
+            chaos::run(chaos::ChaosArgs {
+                nodes,
+                seed,
+                minutes,
+                out: root.join("target").join("chaos"),
+                binary,
+            })
+        }
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;

@@ -63,22 +63,49 @@ pub(crate) fn start_node(
     port: u16,
     seeds: &[SocketAddr],
 ) -> anyhow::Result<NodeProc> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    start_node_at(dir, binary, ca, name, listen, seeds, None)
+}
+
+/// [`start_node`] listening on `listen`, inside network namespace `netns`
+/// if given (through `ip netns exec`, which becomes the node process).
+pub(crate) fn start_node_at(
+    dir: &Path,
+    binary: &Path,
+    ca: &DevCa,
+    name: &str,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    netns: Option<&str>,
+) -> anyhow::Result<NodeProc> {
     let (cert, key) = ca.issue_pem(name)?;
     std::fs::write(dir.join(format!("{name}.pem")), cert)?;
     std::fs::write(dir.join(format!("{name}.key")), key)?;
     let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
     let yaml = format!(
         "- name: sim\n  kind: pg.scope\n  anti_entropy_interval: 2s\n\
-         - name: \"{name}\"\n  kind: pg.node\n  cluster: sim\n  mailbox_capacity: 65536\n  listen: 127.0.0.1:{port}\n  seeds: [{}]\n  \
+         - name: \"{name}\"\n  kind: pg.node\n  cluster: sim\n  mailbox_capacity: 65536\n  listen: {listen}\n  seeds: [{}]\n  \
          tls: {{ ca: ca.pem, cert: {name}.pem, key: {name}.key }}\n",
         seeds.join(", ")
     );
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, yaml)?;
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let mut child = Command::new(binary)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .arg("--stdin")
         .arg(&config)
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -15,6 +15,9 @@
 //! | `stats` | `ok <messages sent> <bytes sent>` |
 //! | `peers` | `ok <connected peers>` |
 //! | `block <node>` / `unblock <node>` | `ok` (fault injection) |
+//! | `bcast <i> <group>` | `ok <members addressed>` (a broadcast with a unique id) |
+//! | `send <i> <pid>` | `ok` or `err ...` (a numbered direct message) |
+//! | `checks` | `ok <broadcasts received> <directs received> <duplicates> <out of order>` |
 //! | `quit` | `ok`, then a graceful shutdown |
 //!
 //! Measurement commands for `cargo xtask bench` (timed inside the node):
@@ -52,8 +55,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pg_api::{Config, Instance, Node, Pid, Process};
 
 struct Member {
-    /// Held to keep the process alive: dropping it ends the process.
-    _process: Process,
+    /// Held to keep the process alive (dropping it ends the process); it
+    /// also sends the direct messages of `send`.
+    process: Process,
     instance: Instance,
 }
 
@@ -70,6 +74,8 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let node = runtime.block_on(async { Node::from_config(config) })?;
     let received = Arc::new(AtomicU64::new(0));
+    let tracker = Arc::new(crate::chaos_cmds::Tracker::default());
+    let node_name = node.id().to_string();
     let mut members: Vec<Option<Member>> = Vec::new();
     let events: Arc<times::Times> = Arc::default();
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
@@ -103,16 +109,16 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                         // Count what reaches the process, without keeping it.
                         let mut inbox = process.listen("sim");
                         let counter = Arc::clone(&received);
+                        let tracker = Arc::clone(&tracker);
+                        let serial = process.pid().serial();
                         runtime.spawn(async move {
-                            while inbox.recv().await.is_some() {
+                            while let Some(envelope) = inbox.recv().await {
                                 counter.fetch_add(1, Ordering::Relaxed);
+                                tracker.observe(serial, &envelope.payload);
                             }
                         });
                         while process.try_recv().is_some() {}
-                        members.push(Some(Member {
-                            _process: process,
-                            instance,
-                        }));
+                        members.push(Some(Member { process, instance }));
                     }
                     format!("ok {}", pids.join(" "))
                 }
@@ -123,6 +129,32 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     members.get_mut(i).and_then(Option::take);
                     "ok".to_owned()
                 }
+                ["bcast", i, group] => {
+                    let payload = tracker.broadcast_payload(&node_name);
+                    match member(&members, i)?
+                        .instance
+                        .broadcast(group, "sim", payload)
+                    {
+                        Ok(n) => format!("ok {n}"),
+                        Err(e) => format!("err {} {}", e.kind().as_str(), e.message()),
+                    }
+                }
+                ["send", i, to] => {
+                    let to: Pid = to.parse()?;
+                    let i: usize = i.parse()?;
+                    let m = members
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .ok_or("no such process")?;
+                    let from = m.instance.pid();
+                    let payload =
+                        tracker.direct_payload(&from.to_string(), from.serial(), &to.to_string());
+                    match m.process.send(&to, "sim", payload) {
+                        Ok(()) => "ok".to_owned(),
+                        Err(e) => format!("err {} {}", e.kind().as_str(), e.message()),
+                    }
+                }
+                ["checks"] => tracker.report(),
                 ["broadcast", i, group] => {
                     match member(&members, i)?.instance.broadcast(group, "sim", "x") {
                         Ok(n) => format!("ok {n}"),

@@ -24,6 +24,7 @@
 //! `PG_LOG=info,pg_net=debug`).
 
 mod certs;
+mod chaos_cmds;
 mod harness;
 mod registry_cmds;
 mod service;

@@ -1,0 +1,461 @@
+//! `cargo xtask chaos`: `pg-node` processes in network namespaces of their
+//! own, over QUIC + mTLS, under continuous churn (joins, multi-joins,
+//! leaves, exits, broadcasts, direct sends, registrations) while faults
+//! chosen from a seed hit them from outside: partitions (symmetric and
+//! one-way), loss, duplication and rate limits on the network (see
+//! `lab.rs` for how each is made), and SIGKILL, SIGSTOP/SIGCONT, graceful
+//! shutdown and restart of the processes.
+//!
+//! After each fault is healed the cluster must converge: every live node
+//! has every other as a peer, every live node's view equals the union of
+//! the live processes' memberships, and every node lists the same live
+//! holder for every registry key. At the end, no process may have received
+//! a broadcast twice or a pair's direct messages out of order, and no more
+//! broadcasts may have arrived than were addressed (what the API may drop
+//! is counted, not hidden). The report lists, per fault kind, how many were
+//! injected and the worst convergence time after its heal; a failure prints
+//! the seed and the command that replays the schedule.
+
+mod lab;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use pg_net::DevCa;
+
+use crate::model::{Expected, check};
+use crate::nodes::{NodeProc, start_node_at};
+use lab::{Lab, LinkFault};
+
+const GROUPS: usize = 6;
+const KEYS: usize = 4;
+/// How long the cluster may take to converge after a heal.
+const CONVERGE_BOUND: Duration = Duration::from_secs(60);
+
+/// Options of `cargo xtask chaos`.
+pub(crate) struct ChaosArgs {
+    pub(crate) nodes: usize,
+    pub(crate) seed: u64,
+    pub(crate) minutes: f64,
+    pub(crate) binary: PathBuf,
+    pub(crate) out: PathBuf,
+}
+
+/// The kinds of fault, in report order.
+const KINDS: [&str; 9] = [
+    "partition",
+    "one_way_partition",
+    "loss",
+    "duplication",
+    "rate_limit",
+    "sigkill",
+    "sigstop",
+    "graceful_shutdown",
+    "none",
+];
+
+#[derive(Default, Clone, Copy)]
+struct KindStats {
+    injected: u32,
+    worst_ms: u128,
+}
+
+struct Chaos {
+    args: ChaosArgs,
+    lab: Lab,
+    ca: DevCa,
+    dir: PathBuf,
+    nodes: Vec<NodeProc>,
+    /// Nodes stopped with SIGSTOP (alive, but not to be asked anything).
+    paused: BTreeSet<usize>,
+    expected: Expected,
+    rng: fastrand::Rng,
+    stats: BTreeMap<&'static str, KindStats>,
+    addressed: u64,
+    sends: u64,
+}
+
+pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    lab::check_prerequisites()?;
+    if args.nodes < 3 {
+        bail!("chaos needs at least 3 nodes (--nodes)");
+    }
+    let dir = args.out.join(format!("seed-{}", args.seed));
+    std::fs::create_dir_all(&dir)?;
+    let ca = DevCa::generate("chaos")?;
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
+    let lab = Lab::create(args.nodes)?;
+    let mut chaos = Chaos {
+        rng: fastrand::Rng::with_seed(args.seed),
+        args,
+        lab,
+        ca,
+        dir,
+        nodes: Vec::new(),
+        paused: BTreeSet::new(),
+        expected: Expected::default(),
+        stats: BTreeMap::new(),
+        addressed: 0,
+        sends: 0,
+    };
+    let outcome = chaos.scenario();
+    let reported = chaos.report(outcome.as_ref().err());
+    chaos.stop_all();
+    reported?;
+    if let Err(e) = outcome {
+        eprintln!(
+            "chaos failed with seed {}; replay: cargo xtask chaos --nodes {} --seed {} --minutes {}",
+            chaos.args.seed, chaos.args.nodes, chaos.args.seed, chaos.args.minutes
+        );
+        return Err(e);
+    }
+    Ok(())
+}
+
+impl Chaos {
+    fn name(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    fn start(&mut self, i: usize) -> anyhow::Result<NodeProc> {
+        // Seeded at the first two nodes (other than itself): a seed list,
+        // as a deployment's DNS name gives.
+        let seeds: Vec<_> = (0..2).filter(|&s| s != i).map(Lab::addr).collect();
+        let mut node = start_node_at(
+            &self.dir,
+            &self.args.binary,
+            &self.ca,
+            &Self::name(i),
+            Lab::addr(i),
+            &seeds,
+            Some(&Lab::netns(i)),
+        )?;
+        let pids = node.ok("spawn 4")?;
+        node.pids = pids
+            .split_whitespace()
+            .map(|p| Some(p.to_owned()))
+            .collect();
+        Ok(node)
+    }
+
+    /// Nodes that are up and may be asked something.
+    fn usable(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive && !self.paused.contains(&i))
+            .collect()
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive)
+            .collect()
+    }
+
+    fn scenario(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.lab.len() {
+            let node = self.start(i)?;
+            self.nodes.push(node);
+        }
+        self.converge("start")?;
+        let deadline = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
+        while Instant::now() < deadline {
+            self.round()?;
+        }
+        self.restart_dead()?;
+        self.converge("the final restart")?;
+        self.final_checks()
+    }
+
+    /// One fault: injected, held under churn, healed, converged.
+    fn round(&mut self) -> anyhow::Result<()> {
+        let n = self.nodes.len();
+        let kind = KINDS[self.rng.usize(..KINDS.len())];
+        let victim = self.rng.usize(..n);
+        let other = (victim + 1 + self.rng.usize(..n - 1)) % n;
+        let hold = Duration::from_millis(self.rng.u64(500..5000));
+        eprintln!("chaos: {kind} on n{victim} (n{other}) for {hold:?}");
+        let up = self.nodes[victim].alive && !self.paused.contains(&victim);
+        match kind {
+            "partition" => {
+                // A minority side, cut both ways from the rest.
+                let side: Vec<usize> = (0..n).filter(|_| self.rng.u8(..3) == 0).collect();
+                let side = if side.is_empty() || side.len() * 2 >= n {
+                    vec![victim]
+                } else {
+                    side
+                };
+                for &a in &side {
+                    for b in (0..n).filter(|b| !side.contains(b)) {
+                        self.lab.set(a, b, Some(LinkFault::Cut));
+                        self.lab.set(b, a, Some(LinkFault::Cut));
+                    }
+                }
+            }
+            "one_way_partition" => self.lab.set(victim, other, Some(LinkFault::Cut)),
+            "loss" => {
+                let p = [5, 20, 50][self.rng.usize(..3)];
+                for b in (0..n).filter(|&b| b != victim) {
+                    self.lab.set(victim, b, Some(LinkFault::Loss(p)));
+                    self.lab.set(b, victim, Some(LinkFault::Loss(p)));
+                }
+            }
+            "duplication" => {
+                let p = [10, 30, 60][self.rng.usize(..3)];
+                for b in (0..n).filter(|&b| b != victim) {
+                    self.lab.set(victim, b, Some(LinkFault::Dup(p)));
+                }
+            }
+            "rate_limit" => self.lab.set_rate(victim, Some(256))?,
+            "sigkill" if up => {
+                let _ = self.nodes[victim].child.kill();
+                let _ = self.nodes[victim].child.wait();
+                self.ended(victim);
+            }
+            "sigstop" if up => {
+                self.paused.insert(victim);
+                signal(&self.nodes[victim], "STOP")?;
+            }
+            "graceful_shutdown" if up => {
+                let _ = self.nodes[victim].cmd("quit");
+                let _ = self.nodes[victim].child.wait();
+                self.ended(victim);
+            }
+            _ => {}
+        }
+        self.lab.apply()?;
+        let until = Instant::now() + hold;
+        while Instant::now() < until {
+            self.random_op()?;
+        }
+        // Heal: the network, the paused, the dead.
+        self.lab.heal()?;
+        for i in std::mem::take(&mut self.paused) {
+            signal(&self.nodes[i], "CONT")?;
+        }
+        // A dead node stays dead for a round or more at times, so the
+        // cluster must also converge without it (its members gone from
+        // every view); at most two are dead at once.
+        let dead = self.nodes.iter().filter(|p| !p.alive).count();
+        if dead > 1 || self.rng.bool() {
+            self.restart_dead()?;
+        } else if dead == 1 {
+            eprintln!("chaos: a dead node stays dead this round");
+        }
+        let took = self.converge(kind)?;
+        let stats = self.stats.entry(kind).or_default();
+        stats.injected += 1;
+        stats.worst_ms = stats.worst_ms.max(took.as_millis());
+        Ok(())
+    }
+
+    fn restart_dead(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].alive {
+                self.nodes[i] = self.start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ended(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        self.expected.remove_node(&self.nodes[i].name);
+    }
+
+    fn random_op(&mut self) -> anyhow::Result<()> {
+        let usable = self.usable();
+        if usable.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+            return Ok(());
+        }
+        let node = usable[self.rng.usize(..usable.len())];
+        let procs: Vec<(usize, String)> = self.nodes[node]
+            .live_pids()
+            .map(|(i, p)| (i, p.clone()))
+            .collect();
+        if procs.len() < 2 || self.rng.u8(..100) < 3 {
+            let pids = self.nodes[node].ok("spawn 1")?;
+            self.nodes[node]
+                .pids
+                .extend(pids.split_whitespace().map(|p| Some(p.to_owned())));
+            return Ok(());
+        }
+        let (i, pid) = procs[self.rng.usize(..procs.len())].clone();
+        let group = format!("g{}", self.rng.usize(..GROUPS));
+        let key = format!("k{}", self.rng.usize(..KEYS));
+        let target = &mut self.nodes[node];
+        match self.rng.u8(..100) {
+            0..40 => {
+                if target.cmd(&format!("join {i} {group}"))? == "ok" {
+                    self.expected.add(&group, &pid);
+                }
+            }
+            40..65 => {
+                if target.cmd(&format!("leave {i} {group}"))? == "ok" {
+                    self.expected.sub(&group, &pid);
+                }
+            }
+            65..75 => {
+                let answer = target.cmd(&format!("bcast {i} {group}"))?;
+                if let Some(n) = answer.strip_prefix("ok ") {
+                    self.addressed += n.parse::<u64>()?;
+                }
+            }
+            75..88 => {
+                // A direct message to a process of another node.
+                let peers: Vec<String> = self
+                    .usable()
+                    .into_iter()
+                    .filter(|&o| o != node)
+                    .flat_map(|o| {
+                        self.nodes[o]
+                            .live_pids()
+                            .map(|(_, p)| p.clone())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                if !peers.is_empty() {
+                    let to = &peers[self.rng.usize(..peers.len())];
+                    if self.nodes[node].cmd(&format!("send {i} {to}"))? == "ok" {
+                        self.sends += 1;
+                    }
+                }
+            }
+            88..94 => {
+                target.cmd(&format!("register {i} {key}"))?;
+            }
+            94..97 => {
+                target.cmd(&format!("unregister {i} {key}"))?;
+            }
+            _ => {
+                target.ok(&format!("exit {i}"))?;
+                target.pids[i] = None;
+                self.expected.remove_pid(&pid);
+            }
+        }
+        Ok(())
+    }
+
+    fn converged(&mut self) -> anyhow::Result<bool> {
+        let live = self.live();
+        let mut groups: BTreeSet<String> = (0..GROUPS).map(|g| format!("g{g}")).collect();
+        groups.extend(self.expected.groups.keys().cloned());
+        Ok(check::full_mesh(&mut self.nodes, &live)?
+            && check::views_agree(&mut self.nodes, &live, &self.expected, &groups)?.0
+            && check::registry_agrees(&mut self.nodes, &live)?)
+    }
+
+    fn converge(&mut self, after: &str) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < CONVERGE_BOUND {
+            if self.converged()? {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!("no convergence within {CONVERGE_BOUND:?} after {after}")
+    }
+
+    fn final_checks(&mut self) -> anyhow::Result<()> {
+        let (mut received, mut dups, mut disorder) = (0u64, 0u64, 0u64);
+        for i in self.live() {
+            let answer = self.nodes[i].ok("checks")?;
+            let v: Vec<u64> = answer
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
+            if let [b, _, d, o] = v[..] {
+                received += b;
+                dups += d;
+                disorder += o;
+            }
+        }
+        if dups > 0 || disorder > 0 {
+            bail!("{dups} broadcasts received twice, {disorder} direct messages out of order");
+        }
+        // Restarted nodes' processes counted before their end are gone
+        // with them: received only counts live nodes, so it can only be
+        // below what was addressed.
+        if received > self.addressed {
+            bail!(
+                "{received} broadcasts received of {} addressed",
+                self.addressed
+            );
+        }
+        Ok(())
+    }
+
+    fn report(&self, error: Option<&anyhow::Error>) -> anyhow::Result<()> {
+        let faults: Vec<serde_json::Value> = KINDS
+            .iter()
+            .map(|k| {
+                let s = self.stats.get(k).copied().unwrap_or_default();
+                serde_json::json!({"fault": k, "injected": s.injected, "worst_convergence_ms": s.worst_ms})
+            })
+            .collect();
+        let report = serde_json::json!({
+            "nodes": self.args.nodes,
+            "seed": self.args.seed,
+            "minutes": self.args.minutes,
+            "passed": error.is_none(),
+            "error": error.map(ToString::to_string),
+            "faults": faults,
+            "broadcasts_addressed": self.addressed,
+            "direct_messages_sent": self.sends,
+            "not_injected": ["delay", "jitter", "reordering"],
+        });
+        let path = self.dir.join("report.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!(
+            "chaos: {} nodes in network namespaces, seed {}, {} min",
+            self.args.nodes, self.args.seed, self.args.minutes
+        );
+        println!(
+            "  {:<20} {:>8} {:>22}",
+            "fault", "injected", "worst convergence (ms)"
+        );
+        for k in KINDS {
+            let s = self.stats.get(k).copied().unwrap_or_default();
+            println!("  {k:<20} {:>8} {:>22}", s.injected, s.worst_ms);
+        }
+        println!(
+            "  broadcasts addressed {}, direct messages sent {}",
+            self.addressed, self.sends
+        );
+        println!(
+            "  result: {}",
+            match error {
+                None => "PASS".to_owned(),
+                Some(e) => format!("FAIL: {e:#}"),
+            }
+        );
+        println!("  report: {}", path.display());
+        Ok(())
+    }
+
+    fn stop_all(&mut self) {
+        for i in std::mem::take(&mut self.paused) {
+            let _ = signal(&self.nodes[i], "CONT");
+        }
+        for node in &mut self.nodes {
+            if node.alive {
+                let _ = node.child.kill();
+            }
+            let _ = node.child.wait();
+        }
+    }
+}
+
+/// Sends `SIG<name>` to a node process.
+fn signal(node: &NodeProc, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &node.child.id().to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {} failed", node.name);
+    }
+    Ok(())
+}
