@@ -6,6 +6,9 @@
 //! - `cargo xtask cluster-sim --deterministic [--seed S] [--seeds K] [--nodes N] [--jobs J]`
 //! - `cargo xtask bench [--cluster-only]`: the BENCHMARKS.md workloads, as
 //!   JSON lines
+//! - `cargo xtask fuzz [--minutes M] [--target T] [--seed S]`
+//! - `cargo xtask chaos [--nodes N] [--seed S] [--minutes M]` and
+//!   `cargo xtask soak [--nodes N] [--seed S] [--minutes M]` (root)
 //! - `cargo xtask tidy`
 
 mod bench;
@@ -70,6 +73,21 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         minutes: f64,
     },
+    /// A long chaos run measured: a real cluster in network namespaces
+    /// under churn and the faults that leave processes alive, sampling
+    /// each node's memory, descriptors, tasks and queues every second;
+    /// plots them and fails if any keeps growing once steady.
+    Soak {
+        /// Nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Seed of the fault schedule and the churn.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+    },
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
 }
@@ -104,17 +122,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             nodes,
             seed,
             minutes,
-        } => {
-            let root = tidy::workspace_root();
-            let binary = nodes::build_binary(&root, "pg-node", "pg-node", true)?;
-            chaos::run(chaos::ChaosArgs {
-                nodes,
-                seed,
-                minutes,
-                out: root.join("target").join("chaos"),
-                binary,
-            })
-        }
+        } => chaos_run(nodes, seed, minutes, false),
+        Command::Soak {
+            nodes,
+            seed,
+            minutes,
+        } => chaos_run(nodes, seed, minutes, true),
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;
@@ -129,6 +142,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Builds `pg-node` and runs a chaos run or a soak with it.
+fn chaos_run(nodes: usize, seed: u64, minutes: f64, soak: bool) -> anyhow::Result<()> {
+    let root = tidy::workspace_root();
+    let binary = nodes::build_binary(&root, "pg-node", "pg-node", true)?;
+    chaos::run(chaos::ChaosArgs {
+        nodes,
+        seed,
+        minutes,
+        out: root
+            .join("target")
+            .join(if soak { "soak" } else { "chaos" }),
+        binary,
+        soak,
+    })
 }
 
 /// Builds and runs `pg-fuzz` from the workspace root (where its corpus and

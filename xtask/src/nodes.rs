@@ -64,20 +64,35 @@ pub(crate) fn start_node(
     seeds: &[SocketAddr],
 ) -> anyhow::Result<NodeProc> {
     let listen = SocketAddr::from(([127, 0, 0, 1], port));
-    start_node_at(dir, binary, ca, name, listen, seeds, None)
+    let place = Placement {
+        listen,
+        netns: None,
+        env: &[],
+    };
+    start_node_at(dir, binary, ca, name, seeds, &place)
 }
 
-/// [`start_node`] listening on `listen`, inside network namespace `netns`
-/// if given (through `ip netns exec`, which becomes the node process).
+/// Where and how a node process runs.
+pub(crate) struct Placement<'a> {
+    /// The address it listens on.
+    pub(crate) listen: SocketAddr,
+    /// The network namespace it runs in (through `ip netns exec`, which
+    /// execs the node, so the child's pid is the node's).
+    pub(crate) netns: Option<&'a str>,
+    /// Extra environment variables.
+    pub(crate) env: &'a [(&'a str, &'a str)],
+}
+
+/// [`start_node`] as `place` says.
 pub(crate) fn start_node_at(
     dir: &Path,
     binary: &Path,
     ca: &DevCa,
     name: &str,
-    listen: SocketAddr,
     seeds: &[SocketAddr],
-    netns: Option<&str>,
+    place: &Placement<'_>,
 ) -> anyhow::Result<NodeProc> {
+    let listen = place.listen;
     let (cert, key) = ca.issue_pem(name)?;
     std::fs::write(dir.join(format!("{name}.pem")), cert)?;
     std::fs::write(dir.join(format!("{name}.key")), key)?;
@@ -94,7 +109,7 @@ pub(crate) fn start_node_at(
         .create(true)
         .append(true)
         .open(dir.join(format!("{name}.log")))?;
-    let mut command = match netns {
+    let mut command = match place.netns {
         Some(ns) => {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", ns]).arg(binary);
@@ -103,6 +118,7 @@ pub(crate) fn start_node_at(
         None => Command::new(binary),
     };
     let mut child = command
+        .envs(place.env.iter().copied())
         .arg("--stdin")
         .arg(&config)
         .current_dir(dir)

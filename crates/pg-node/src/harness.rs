@@ -18,6 +18,7 @@
 //! | `bcast <i> <group>` | `ok <members addressed>` (a broadcast with a unique id) |
 //! | `send <i> <pid>` | `ok` or `err ...` (a numbered direct message) |
 //! | `checks` | `ok <broadcasts received> <directs received> <duplicates> <out of order>` |
+//! | `gauges` | `ok tasks=<n> runtime_queue=<n> [pg_<gauge>=<value> ...]` (the library's gauges with `PG_NODE_GAUGES=1`) |
 //! | `quit` | `ok`, then a graceful shutdown |
 //!
 //! Measurement commands for `cargo xtask bench` (timed inside the node):
@@ -72,10 +73,12 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Before the node: the library's gauges bind to the recorder present
+    // when its scopes start.
+    let gauges = crate::chaos_cmds::Gauges::install_if_asked()?;
     let node = runtime.block_on(async { Node::from_config(config) })?;
     let received = Arc::new(AtomicU64::new(0));
     let tracker = Arc::new(crate::chaos_cmds::Tracker::default());
-    let node_name = node.id().to_string();
     let mut members: Vec<Option<Member>> = Vec::new();
     let events: Arc<times::Times> = Arc::default();
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
@@ -126,15 +129,15 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                 ["leave", i, group] => result(member(&members, i)?.instance.leave(*group)),
                 ["exit", i] => {
                     let i: usize = i.parse()?;
-                    members.get_mut(i).and_then(Option::take);
+                    if let Some(m) = members.get_mut(i).and_then(Option::take) {
+                        tracker.forget(m.process.pid().serial());
+                    }
                     "ok".to_owned()
                 }
                 ["bcast", i, group] => {
-                    let payload = tracker.broadcast_payload(&node_name);
-                    match member(&members, i)?
-                        .instance
-                        .broadcast(group, "sim", payload)
-                    {
+                    let m = member(&members, i)?;
+                    let payload = tracker.broadcast_payload(&m.instance.pid().to_string());
+                    match m.instance.broadcast(group, "sim", payload) {
                         Ok(n) => format!("ok {n}"),
                         Err(e) => format!("err {} {}", e.kind().as_str(), e.message()),
                     }
@@ -155,6 +158,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 ["checks"] => tracker.report(),
+                ["gauges"] => gauges.report(&runtime),
                 ["broadcast", i, group] => {
                     match member(&members, i)?.instance.broadcast(group, "sim", "x") {
                         Ok(n) => format!("ok {n}"),

@@ -21,8 +21,6 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-/// Prefix of every namespace the lab creates.
-const PREFIX: &str = "pgchaos";
 /// The port every node listens on, in its own namespace.
 pub(crate) const PORT: u16 = 4000;
 
@@ -38,6 +36,9 @@ pub(crate) enum LinkFault {
 }
 
 pub(crate) struct Lab {
+    /// Prefix of every namespace this lab creates (a chaos run and a soak
+    /// use different ones, so one never removes the other's).
+    prefix: &'static str,
     nodes: usize,
     /// (from, to) -> fault.
     faults: BTreeMap<(usize, usize), LinkFault>,
@@ -105,12 +106,12 @@ pub(crate) fn check_prerequisites() -> anyhow::Result<()> {
 
 impl Lab {
     /// The namespace of node `i`.
-    pub(crate) fn netns(i: usize) -> String {
-        format!("{PREFIX}-n{i}")
+    pub(crate) fn netns(&self, i: usize) -> String {
+        format!("{}-n{i}", self.prefix)
     }
 
-    fn hub() -> String {
-        format!("{PREFIX}-hub")
+    fn hub(&self) -> String {
+        format!("{}-hub", self.prefix)
     }
 
     /// Node `i`'s address.
@@ -123,26 +124,28 @@ impl Lab {
         Ipv4Addr::new(10, 77, 0, (i + 1) as u8)
     }
 
-    /// Creates the namespaces, the bridge and one veth per node.
-    pub(crate) fn create(nodes: usize) -> anyhow::Result<Lab> {
+    /// Creates the namespaces (named `<prefix>-...`), the bridge and one
+    /// veth per node.
+    pub(crate) fn create(nodes: usize, prefix: &'static str) -> anyhow::Result<Lab> {
         if nodes == 0 || nodes > 200 {
             bail!("1 to 200 nodes");
         }
-        remove_leftovers();
-        let hub = Self::hub();
-        run(&["ip", "netns", "add", &hub], None)?;
+        remove_leftovers(prefix);
         let lab = Lab {
+            prefix,
             nodes,
             faults: BTreeMap::new(),
             rates: BTreeMap::new(),
         };
+        let hub = lab.hub();
+        run(&["ip", "netns", "add", &hub], None)?;
         run(
             &["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"],
             None,
         )?;
         run(&["ip", "-n", &hub, "link", "set", "br0", "up"], None)?;
         for i in 0..nodes {
-            let ns = Self::netns(i);
+            let ns = lab.netns(i);
             let (veth, port) = (format!("eth{i}"), format!("p{i}"));
             let cidr = format!("{}/24", Self::ip(i));
             run(&["ip", "netns", "add", &ns], None)?;
@@ -175,7 +178,7 @@ impl Lab {
 
     /// Limits node `i`'s outgoing rate (or with `None` lifts it).
     pub(crate) fn set_rate(&mut self, i: usize, kbit: Option<u32>) -> anyhow::Result<()> {
-        let ns = Self::netns(i);
+        let ns = self.netns(i);
         let dev = format!("eth{i}");
         if self.rates.remove(&i).is_some() {
             run(
@@ -234,7 +237,7 @@ impl Lab {
             rules.push_str(&format!("table netdev chaosdup {{\n{dups}}}\n"));
         }
         run(
-            &["ip", "netns", "exec", &Self::hub(), "nft", "-f", "-"],
+            &["ip", "netns", "exec", &self.hub(), "nft", "-f", "-"],
             Some(&rules),
         )
     }
@@ -246,13 +249,13 @@ impl Lab {
 }
 
 /// Deletes every namespace of an earlier lab (a run that was killed).
-fn remove_leftovers() {
+fn remove_leftovers(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some(name) = line.split_whitespace().next()
-            && name.starts_with(PREFIX)
+            && name.starts_with(&format!("{prefix}-"))
         {
             let _ = run(&["ip", "netns", "del", name], None);
         }
@@ -261,6 +264,6 @@ fn remove_leftovers() {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        remove_leftovers();
+        remove_leftovers(self.prefix);
     }
 }

@@ -15,8 +15,16 @@
 //! is counted, not hidden). The report lists, per fault kind, how many were
 //! injected and the worst convergence time after its heal; a failure prints
 //! the seed and the command that replays the schedule.
+//!
+//! `cargo xtask soak` is the same run made long and measured: only the
+//! faults that leave every process alive (partitions, loss, duplication,
+//! rate limits, SIGSTOP), so each node's memory, descriptors, tasks and
+//! queues can be followed for the whole run and judged for growth (see
+//! `soak.rs`).
 
 mod lab;
+mod report;
+mod soak;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -27,11 +35,16 @@ use anyhow::bail;
 use pg_net::DevCa;
 
 use crate::model::{Expected, check};
-use crate::nodes::{NodeProc, start_node_at};
+use crate::nodes::{NodeProc, Placement, start_node_at};
 use lab::{Lab, LinkFault};
+use soak::Sampler;
 
 const GROUPS: usize = 6;
 const KEYS: usize = 4;
+/// Processes per node are kept within these bounds (below the low one
+/// every operation spawns; at the high one none does), so a long run has
+/// a steady working set.
+const PROCESSES: (usize, usize) = (4, 12);
 /// How long the cluster may take to converge after a heal.
 const CONVERGE_BOUND: Duration = Duration::from_secs(60);
 
@@ -42,6 +55,9 @@ pub(crate) struct ChaosArgs {
     pub(crate) minutes: f64,
     pub(crate) binary: PathBuf,
     pub(crate) out: PathBuf,
+    /// A soak: only faults that leave processes alive, and gauges sampled,
+    /// plotted and judged.
+    pub(crate) soak: bool,
 }
 
 /// The kinds of fault, in report order.
@@ -54,6 +70,18 @@ const KINDS: [&str; 9] = [
     "sigkill",
     "sigstop",
     "graceful_shutdown",
+    "none",
+];
+
+/// The kinds of fault a soak injects: those that leave every process
+/// alive, so its gauges tell about one process over the whole run.
+const SOAK_KINDS: [&str; 7] = [
+    "partition",
+    "one_way_partition",
+    "loss",
+    "duplication",
+    "rate_limit",
+    "sigstop",
     "none",
 ];
 
@@ -76,6 +104,8 @@ struct Chaos {
     stats: BTreeMap<&'static str, KindStats>,
     addressed: u64,
     sends: u64,
+    /// The soak's gauges (a soak only).
+    sampler: Option<Sampler>,
 }
 
 pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
@@ -87,7 +117,7 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let ca = DevCa::generate("chaos")?;
     std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
-    let lab = Lab::create(args.nodes)?;
+    let lab = Lab::create(args.nodes, if args.soak { "pgsoak" } else { "pgchaos" })?;
     let mut chaos = Chaos {
         rng: fastrand::Rng::with_seed(args.seed),
         args,
@@ -100,14 +130,16 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
         stats: BTreeMap::new(),
         addressed: 0,
         sends: 0,
+        sampler: None,
     };
-    let outcome = chaos.scenario();
+    let outcome = chaos.scenario().and_then(|()| chaos.judge_soak());
     let reported = chaos.report(outcome.as_ref().err());
     chaos.stop_all();
     reported?;
     if let Err(e) = outcome {
+        let command = if chaos.args.soak { "soak" } else { "chaos" };
         eprintln!(
-            "chaos failed with seed {}; replay: cargo xtask chaos --nodes {} --seed {} --minutes {}",
+            "{command} failed with seed {}; replay: cargo xtask {command} --nodes {} --seed {} --minutes {}",
             chaos.args.seed, chaos.args.nodes, chaos.args.seed, chaos.args.minutes
         );
         return Err(e);
@@ -124,14 +156,19 @@ impl Chaos {
         // Seeded at the first two nodes (other than itself): a seed list,
         // as a deployment's DNS name gives.
         let seeds: Vec<_> = (0..2).filter(|&s| s != i).map(Lab::addr).collect();
+        let netns = self.lab.netns(i);
+        let place = Placement {
+            listen: Lab::addr(i),
+            netns: Some(&netns),
+            env: &[("PG_NODE_GAUGES", "1")],
+        };
         let mut node = start_node_at(
             &self.dir,
             &self.args.binary,
             &self.ca,
             &Self::name(i),
-            Lab::addr(i),
             &seeds,
-            Some(&Lab::netns(i)),
+            &place,
         )?;
         let pids = node.ok("spawn 4")?;
         node.pids = pids
@@ -160,6 +197,9 @@ impl Chaos {
             self.nodes.push(node);
         }
         self.converge("start")?;
+        if self.args.soak {
+            self.sampler = Some(Sampler::new());
+        }
         let deadline = Instant::now() + Duration::from_secs_f64(self.args.minutes * 60.0);
         while Instant::now() < deadline {
             self.round()?;
@@ -172,7 +212,11 @@ impl Chaos {
     /// One fault: injected, held under churn, healed, converged.
     fn round(&mut self) -> anyhow::Result<()> {
         let n = self.nodes.len();
-        let kind = KINDS[self.rng.usize(..KINDS.len())];
+        let kind = if self.args.soak {
+            SOAK_KINDS[self.rng.usize(..SOAK_KINDS.len())]
+        } else {
+            KINDS[self.rng.usize(..KINDS.len())]
+        };
         let victim = self.rng.usize(..n);
         let other = (victim + 1 + self.rng.usize(..n - 1)) % n;
         let hold = Duration::from_millis(self.rng.u64(500..5000));
@@ -229,6 +273,7 @@ impl Chaos {
         let until = Instant::now() + hold;
         while Instant::now() < until {
             self.random_op()?;
+            self.sample()?;
         }
         // Heal: the network, the paused, the dead.
         self.lab.heal()?;
@@ -260,6 +305,36 @@ impl Chaos {
         Ok(())
     }
 
+    /// Samples the gauges when a soak's second is due.
+    fn sample(&mut self) -> anyhow::Result<()> {
+        let usable = self.usable();
+        match &mut self.sampler {
+            Some(sampler) => sampler.tick(&mut self.nodes, &usable),
+            None => Ok(()),
+        }
+    }
+
+    /// A soak's plot and growth verdict (nothing for a chaos run).
+    fn judge_soak(&mut self) -> anyhow::Result<()> {
+        let Some(sampler) = &self.sampler else {
+            return Ok(());
+        };
+        sampler.plot(&self.dir)?;
+        let Some(judged) = sampler.verdict() else {
+            println!("soak: too short to judge growth (needs 90 s of samples or more)");
+            return Ok(());
+        };
+        let grew: Vec<String> = judged
+            .iter()
+            .filter(|j| j.grew)
+            .map(|j| format!("n{} {} {:.1} -> {:.1}", j.node, j.metric, j.first, j.second))
+            .collect();
+        if !grew.is_empty() {
+            bail!("kept growing once steady: {}", grew.join(", "));
+        }
+        Ok(())
+    }
+
     fn ended(&mut self, i: usize) {
         self.nodes[i].alive = false;
         self.expected.remove_node(&self.nodes[i].name);
@@ -276,7 +351,8 @@ impl Chaos {
             .live_pids()
             .map(|(i, p)| (i, p.clone()))
             .collect();
-        if procs.len() < 2 || self.rng.u8(..100) < 3 {
+        let spawn = procs.len() < PROCESSES.0 || self.rng.u8(..100) < 3;
+        if spawn && procs.len() < PROCESSES.1 {
             let pids = self.nodes[node].ok("spawn 1")?;
             self.nodes[node]
                 .pids
@@ -331,9 +407,11 @@ impl Chaos {
                 target.cmd(&format!("unregister {i} {key}"))?;
             }
             _ => {
-                target.ok(&format!("exit {i}"))?;
-                target.pids[i] = None;
-                self.expected.remove_pid(&pid);
+                if procs.len() > PROCESSES.0 {
+                    target.ok(&format!("exit {i}"))?;
+                    target.pids[i] = None;
+                    self.expected.remove_pid(&pid);
+                }
             }
         }
         Ok(())
@@ -354,6 +432,7 @@ impl Chaos {
             if self.converged()? {
                 return Ok(start.elapsed());
             }
+            self.sample()?;
             std::thread::sleep(Duration::from_millis(25));
         }
         bail!("no convergence within {CONVERGE_BOUND:?} after {after}")
@@ -385,54 +464,6 @@ impl Chaos {
                 self.addressed
             );
         }
-        Ok(())
-    }
-
-    fn report(&self, error: Option<&anyhow::Error>) -> anyhow::Result<()> {
-        let faults: Vec<serde_json::Value> = KINDS
-            .iter()
-            .map(|k| {
-                let s = self.stats.get(k).copied().unwrap_or_default();
-                serde_json::json!({"fault": k, "injected": s.injected, "worst_convergence_ms": s.worst_ms})
-            })
-            .collect();
-        let report = serde_json::json!({
-            "nodes": self.args.nodes,
-            "seed": self.args.seed,
-            "minutes": self.args.minutes,
-            "passed": error.is_none(),
-            "error": error.map(ToString::to_string),
-            "faults": faults,
-            "broadcasts_addressed": self.addressed,
-            "direct_messages_sent": self.sends,
-            "not_injected": ["delay", "jitter", "reordering"],
-        });
-        let path = self.dir.join("report.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!(
-            "chaos: {} nodes in network namespaces, seed {}, {} min",
-            self.args.nodes, self.args.seed, self.args.minutes
-        );
-        println!(
-            "  {:<20} {:>8} {:>22}",
-            "fault", "injected", "worst convergence (ms)"
-        );
-        for k in KINDS {
-            let s = self.stats.get(k).copied().unwrap_or_default();
-            println!("  {k:<20} {:>8} {:>22}", s.injected, s.worst_ms);
-        }
-        println!(
-            "  broadcasts addressed {}, direct messages sent {}",
-            self.addressed, self.sends
-        );
-        println!(
-            "  result: {}",
-            match error {
-                None => "PASS".to_owned(),
-                Some(e) => format!("FAIL: {e:#}"),
-            }
-        );
-        println!("  report: {}", path.display());
         Ok(())
     }
 
