@@ -88,6 +88,19 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         minutes: f64,
     },
+    /// The chaos lab's NFQUEUE delayer (run by the lab inside a node's
+    /// namespace; not for direct use).
+    #[command(hide = true)]
+    NfqDelay {
+        #[arg(long)]
+        queue: u16,
+        #[arg(long)]
+        delay_ms: u64,
+        #[arg(long)]
+        jitter_ms: u64,
+        #[arg(long)]
+        seed: u64,
+    },
     /// Repository hygiene checks (also run by `cargo test -p xtask`).
     Tidy,
 }
@@ -128,6 +141,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             seed,
             minutes,
         } => chaos_run(nodes, seed, minutes, true),
+        Command::NfqDelay {
+            queue,
+            delay_ms,
+            jitter_ms,
+            seed,
+        } => chaos::delay_packets(
+            queue,
+            std::time::Duration::from_millis(delay_ms),
+            std::time::Duration::from_millis(jitter_ms),
+            seed,
+        ),
         Command::Tidy => {
             let root = tidy::workspace_root();
             let problems = tidy::check(&root)?;

@@ -142,3 +142,79 @@ async fn a_hostile_peer_is_refused_counted_and_does_not_hurt_the_others() {
     eventually("only b left", LIMIT, || a.node.peers().len() == 1).await;
     assert_eq!(b.node.peers().len(), 1);
 }
+
+/// Connections that finish TLS and then say nothing each hold a handshake
+/// slot until the protocol timeout: past the bound the node refuses more
+/// (counted), keeps its links, and takes connections again once they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_is_refused_past_the_bound() {
+    let ca = DevCa::generate("test").unwrap();
+    let mut patient = config("test", &[]);
+    // Long enough that no silent connection times out during the test.
+    patient.protocol_timeout = std::time::Duration::from_secs(60);
+    let a = start("a", &ca.issue("a").unwrap(), patient);
+    let b = start(
+        "b",
+        &ca.issue("b").unwrap(),
+        config("test", &[a.transport.local_addr()]),
+    );
+    eventually("a and b connected", LIMIT, || a.node.peers().len() == 1).await;
+    let addr = a.transport.local_addr();
+    let identity = ca.issue("h").unwrap();
+    let client = pg_net::client_config(&identity, &config("test", &[])).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    // In waves, so that no handshake times out on a busy test machine.
+    let (mut silent, mut refused) = (Vec::new(), 0u64);
+    for _ in 0..10 {
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..30 {
+            attempts.spawn(endpoint.connect(addr, pg_net::NODE_SERVER_NAME).unwrap());
+        }
+        while let Some(outcome) = attempts.join_next().await {
+            match outcome.unwrap() {
+                Ok(conn) => silent.push(conn),
+                Err(e) => {
+                    assert!(
+                        matches!(e, quinn::ConnectionError::ConnectionClosed(_)),
+                        "{e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        silent.len() <= 256 && refused >= 300 - 256,
+        "{} held, {refused} refused",
+        silent.len()
+    );
+    assert_eq!(a.transport.stats().handshakes_refused_busy, refused);
+    // The honest link is untouched.
+    let p = b.node.spawn();
+    b.scope.join(p.pid(), &[g("during-flood")]).unwrap();
+    eventually("a still hears from b", LIMIT, || {
+        a.scope.members("during-flood").len() == 1
+    })
+    .await;
+    // Once the silent ones leave, their slots are free again.
+    for conn in silent.drain(..) {
+        conn.close(0u32.into(), b"bye");
+    }
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match endpoint
+            .connect(addr, pg_net::NODE_SERVER_NAME)
+            .unwrap()
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still refused after the flood left: {e}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.node.peers().len(), 1);
+}

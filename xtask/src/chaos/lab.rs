@@ -9,7 +9,7 @@
 //! | loss | the same rule with `numgen random mod 100 < p` |
 //! | duplication | nft `netdev` ingress on the sender's hub port: `dup to` the receiver's port (the copy skips the bridge, so it is not duplicated again) |
 //! | rate limit | `tc qdisc tbf` on the node's veth |
-//! | delay, jitter, reordering | not yet: this kernel has no netem, and the NFQUEUE delayer is still to be written |
+//! | delay, jitter, reordering | `tc qdisc netem` on both ends of the node's veth where the kernel has netem; otherwise `iptables -j NFQUEUE` in the node's namespace and our delayer (`delayer.rs`) holding each packet for the delay plus a random share of the jitter (reordering is jitter larger than the gap between packets) |
 //!
 //! The lab is torn down when dropped (and any leftover of an earlier run
 //! with the same prefix is removed first).
@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -44,6 +44,19 @@ pub(crate) struct Lab {
     faults: BTreeMap<(usize, usize), LinkFault>,
     /// Node -> rate limit in kbit/s.
     rates: BTreeMap<usize, u32>,
+    /// Whether the kernel has netem (probed at creation).
+    netem: bool,
+    /// Node -> its delay, and the delayer process when NFQUEUE makes it.
+    delays: BTreeMap<usize, Option<Child>>,
+}
+
+/// A delay on every packet to and from a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delay {
+    pub(crate) millis: u32,
+    /// Up to this much more, at random per packet (reorders packets
+    /// closer together than it).
+    pub(crate) jitter_millis: u32,
 }
 
 fn run(args: &[&str], input: Option<&str>) -> anyhow::Result<()> {
@@ -87,6 +100,8 @@ pub(crate) fn check_prerequisites() -> anyhow::Result<()> {
     if uid.as_deref() != Some("0") {
         missing.push("root (network namespaces and nftables)".to_owned());
     }
+    // iptables is only needed for delays where the kernel has no netem
+    // (checked when the lab is made).
     for (tool, package) in [("ip", "iproute2"), ("nft", "nftables"), ("tc", "iproute2")] {
         let found = Command::new(tool)
             .arg("-V")
@@ -136,6 +151,8 @@ impl Lab {
             nodes,
             faults: BTreeMap::new(),
             rates: BTreeMap::new(),
+            netem: false,
+            delays: BTreeMap::new(),
         };
         let hub = lab.hub();
         run(&["ip", "netns", "add", &hub], None)?;
@@ -165,7 +182,155 @@ impl Lab {
             )?;
             run(&["ip", "-n", &hub, "link", "set", &port, "up"], None)?;
         }
+        let mut lab = lab;
+        lab.netem = lab.probe_netem();
+        if !lab.netem
+            && Command::new("iptables")
+                .arg("-V")
+                .stdout(Stdio::null())
+                .status()
+                .is_err()
+        {
+            bail!(
+                "this kernel has no netem, so delays need `iptables` (apt-get install iptables) for the NFQUEUE delayer"
+            );
+        }
         Ok(lab)
+    }
+
+    /// Whether `tc qdisc ... netem` works here (tried on node 0's veth,
+    /// inside the lab).
+    fn probe_netem(&self) -> bool {
+        let ns = self.netns(0);
+        let add = [
+            "ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root", "netem",
+            "delay", "1ms",
+        ];
+        let works = run(&add, None).is_ok();
+        if works {
+            let _ = run(
+                &[
+                    "ip", "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+                ],
+                None,
+            );
+        }
+        works
+    }
+
+    /// How delays are made: `netem` or `nfqueue`.
+    pub(crate) fn delay_method(&self) -> &'static str {
+        if self.netem { "netem" } else { "nfqueue" }
+    }
+
+    /// Delays every packet to and from node `i` (or with `None` stops
+    /// doing so, releasing what is held). `seed` seeds the delayer's
+    /// jitter.
+    pub(crate) fn set_delay(
+        &mut self,
+        i: usize,
+        delay: Option<Delay>,
+        seed: u64,
+    ) -> anyhow::Result<()> {
+        let ns = self.netns(i);
+        let hub = self.hub();
+        let (veth, port) = (format!("eth{i}"), format!("p{i}"));
+        if let Some(delayer) = self.delays.remove(&i) {
+            match delayer {
+                None => {
+                    run(
+                        &[
+                            "ip", "netns", "exec", &ns, "tc", "qdisc", "del", "dev", &veth, "root",
+                        ],
+                        None,
+                    )?;
+                    run(
+                        &[
+                            "ip", "netns", "exec", &hub, "tc", "qdisc", "del", "dev", &port, "root",
+                        ],
+                        None,
+                    )?;
+                }
+                Some(mut child) => {
+                    // Rules first, so nothing new is queued; then the
+                    // delayer releases what it holds and exits.
+                    run(
+                        &["ip", "netns", "exec", &ns, "iptables", "-F", "OUTPUT"],
+                        None,
+                    )?;
+                    run(
+                        &["ip", "netns", "exec", &ns, "iptables", "-F", "INPUT"],
+                        None,
+                    )?;
+                    drop(child.stdin.take());
+                    let status = child.wait()?;
+                    if !status.success() {
+                        bail!("the NFQUEUE delayer of n{i} failed ({status})");
+                    }
+                }
+            }
+        }
+        let Some(d) = delay else {
+            return Ok(());
+        };
+        let (ms, jitter) = (format!("{}ms", d.millis), format!("{}ms", d.jitter_millis));
+        if self.netem {
+            for (space, dev) in [(&ns, &veth), (&hub, &port)] {
+                run(
+                    &[
+                        "ip", "netns", "exec", space, "tc", "qdisc", "add", "dev", dev, "root",
+                        "netem", "delay", &ms, &jitter,
+                    ],
+                    None,
+                )?;
+            }
+            self.delays.insert(i, None);
+            return Ok(());
+        }
+        let exe = std::env::current_exe()?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args([
+                "nfq-delay",
+                "--queue",
+                "0",
+                "--delay-ms",
+                &d.millis.to_string(),
+            ])
+            .args([
+                "--jitter-ms",
+                &d.jitter_millis.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the NFQUEUE delayer")?;
+        self.delays.insert(i, Some(child));
+        for (chain, dir) in [("OUTPUT", "-o"), ("INPUT", "-i")] {
+            run(
+                &[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    "-A",
+                    chain,
+                    dir,
+                    &veth,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    "0",
+                    "--queue-bypass",
+                ],
+                None,
+            )?;
+        }
+        Ok(())
     }
 
     /// Sets (or with `None` clears) the fault from `from` to `to`.
@@ -207,6 +372,9 @@ impl Lab {
         self.faults.clear();
         for i in self.rates.keys().copied().collect::<Vec<_>>() {
             self.set_rate(i, None)?;
+        }
+        for i in self.delays.keys().copied().collect::<Vec<_>>() {
+            self.set_delay(i, None, 0)?;
         }
         self.apply()
     }
@@ -264,6 +432,12 @@ fn remove_leftovers(prefix: &str) {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for (_, delayer) in std::mem::take(&mut self.delays) {
+            if let Some(mut child) = delayer {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         remove_leftovers(self.prefix);
     }
 }

@@ -2,7 +2,8 @@
 //! own, over QUIC + mTLS, under continuous churn (joins, multi-joins,
 //! leaves, exits, broadcasts, direct sends, registrations) while faults
 //! chosen from a seed hit them from outside: partitions (symmetric and
-//! one-way), loss, duplication and rate limits on the network (see
+//! one-way), loss, duplication, delay with jitter, reordering and rate
+//! limits on the network (see
 //! `lab.rs` for how each is made), and SIGKILL, SIGSTOP/SIGCONT, graceful
 //! shutdown and restart of the processes.
 //!
@@ -22,6 +23,7 @@
 //! queues can be followed for the whole run and judged for growth (see
 //! `soak.rs`).
 
+mod delayer;
 mod lab;
 mod report;
 mod soak;
@@ -36,7 +38,8 @@ use pg_net::DevCa;
 
 use crate::model::{Expected, check};
 use crate::nodes::{NodeProc, Placement, start_node_at};
-use lab::{Lab, LinkFault};
+pub(crate) use delayer::run as delay_packets;
+use lab::{Delay, Lab, LinkFault};
 use soak::Sampler;
 
 const GROUPS: usize = 6;
@@ -61,11 +64,13 @@ pub(crate) struct ChaosArgs {
 }
 
 /// The kinds of fault, in report order.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 11] = [
     "partition",
     "one_way_partition",
     "loss",
     "duplication",
+    "delay",
+    "reordering",
     "rate_limit",
     "sigkill",
     "sigstop",
@@ -75,11 +80,13 @@ const KINDS: [&str; 9] = [
 
 /// The kinds of fault a soak injects: those that leave every process
 /// alive, so its gauges tell about one process over the whole run.
-const SOAK_KINDS: [&str; 7] = [
+const SOAK_KINDS: [&str; 9] = [
     "partition",
     "one_way_partition",
     "loss",
     "duplication",
+    "delay",
+    "reordering",
     "rate_limit",
     "sigstop",
     "none",
@@ -251,6 +258,25 @@ impl Chaos {
                 for b in (0..n).filter(|&b| b != victim) {
                     self.lab.set(victim, b, Some(LinkFault::Dup(p)));
                 }
+            }
+            "delay" => {
+                // Round trips from 40 ms to 600 ms, under the liveness
+                // timeout (1 s) or close to it.
+                let millis = [20, 80, 300][self.rng.usize(..3)];
+                let delay = Delay {
+                    millis,
+                    jitter_millis: millis / 4,
+                };
+                self.lab.set_delay(victim, Some(delay), self.rng.u64(..))?;
+            }
+            "reordering" => {
+                // Per-packet delays spread over a few milliseconds: most
+                // packets closer together than that swap places.
+                let delay = Delay {
+                    millis: 1,
+                    jitter_millis: [5, 20][self.rng.usize(..2)],
+                };
+                self.lab.set_delay(victim, Some(delay), self.rng.u64(..))?;
             }
             "rate_limit" => self.lab.set_rate(victim, Some(256))?,
             "sigkill" if up => {

@@ -22,6 +22,7 @@ impl Chaos {
             "broadcasts_addressed": self.addressed,
             "direct_messages_sent": self.sends,
             "not_injected": self.not_injected(),
+            "delays_made_with": self.lab.delay_method(),
             "soak": self.soak_json(),
         });
         let path = self.dir.join("report.json");
@@ -42,8 +43,10 @@ impl Chaos {
             println!("  {k:<20} {:>8} {:>22}", s.injected, s.worst_ms);
         }
         println!(
-            "  broadcasts addressed {}, direct messages sent {}",
-            self.addressed, self.sends
+            "  broadcasts addressed {}, direct messages sent {}, delays made with {}",
+            self.addressed,
+            self.sends,
+            self.lab.delay_method()
         );
         self.print_soak();
         println!(
@@ -58,11 +61,15 @@ impl Chaos {
     }
 
     fn not_injected(&self) -> Vec<&'static str> {
-        let mut kinds = vec!["delay", "jitter", "reordering"];
         if self.args.soak {
-            kinds.extend(KINDS.iter().filter(|k| !SOAK_KINDS.contains(k)));
+            KINDS
+                .iter()
+                .copied()
+                .filter(|k| !SOAK_KINDS.contains(k))
+                .collect()
+        } else {
+            Vec::new()
         }
-        kinds
     }
 
     fn soak_json(&self) -> serde_json::Value {

@@ -26,8 +26,30 @@ impl Mesh {
                 incoming.refuse();
                 continue;
             }
+            let Ok(slot) = Arc::clone(&mesh.handshakes).try_acquire_owned() else {
+                incoming.refuse();
+                let refused = mesh
+                    .counters
+                    .handshakes_refused_busy
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                metrics::counter!("pg_net_handshakes_refused_busy_total").increment(1);
+                // A flood must not become a flood of log lines: the first
+                // refusal, then every 1024th.
+                if refused % 1024 == 1 {
+                    tracing::warn!(
+                        node = %mesh.hello.node,
+                        refused,
+                        max = super::MAX_CONCURRENT_HANDSHAKES,
+                        "refused incoming connections: too many handshakes in flight"
+                    );
+                }
+                continue;
+            };
             let m = Arc::clone(&mesh);
             mesh.runtime.spawn(async move {
+                // Held until the link is registered and reported up.
+                let _slot = slot;
                 match Mesh::accept_one(&m, incoming).await {
                     Ok(()) | Err(Failure::Benign) => {}
                     Err(Failure::Refused(error)) => {

@@ -74,6 +74,12 @@ const HANDSHAKE_MAX: usize = 64 * 1024;
 const MAX_KNOWN_ADDRESSES: usize = 16 * 1024;
 /// Longest wait between dials of an address that never answered.
 const UNREACHED_DIAL_MAX: Duration = Duration::from_secs(30);
+/// Incoming connections handshaking at once; more are refused (the dialer
+/// retries with backoff). This bounds the tasks a flood of connections can
+/// make us run, and with them the peer events waiting for the runtime: an
+/// event is queued by a handshake holding a slot (a link up) or by the end
+/// of a link that was reported up.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// Room left in a frame for everything but the payload.
 const FRAME_OVERHEAD: usize = 4096;
 
@@ -97,6 +103,8 @@ enum PeerEvent {
 pub struct NetStats {
     /// Connections whose TLS handshake or hello exchange failed.
     pub handshakes_failed: u64,
+    /// Incoming connections refused because too many were handshaking.
+    pub handshakes_refused_busy: u64,
     /// Peers refused at the hello (version, cluster).
     pub rejected: u64,
     /// Inbound messages that did not decode.
@@ -132,6 +140,7 @@ pub struct NetStats {
 #[derive(Default)]
 struct Counters {
     handshakes_failed: AtomicU64,
+    handshakes_refused_busy: AtomicU64,
     rejected: AtomicU64,
     malformed: AtomicU64,
     oversized: AtomicU64,
@@ -192,6 +201,8 @@ struct Mesh {
     jitter_seed: AtomicU64,
     events: mpsc::UnboundedSender<PeerEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerEvent>>>,
+    /// Slots for incoming handshakes ([`MAX_CONCURRENT_HANDSHAKES`]).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a dial presents and trusts, and how it knows it reached itself.
@@ -336,6 +347,7 @@ impl QuicTransport {
                 blocked: Mutex::new(FxHashSet::default()),
                 events,
                 events_rx: Mutex::new(Some(events_rx)),
+                handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
             }),
         }))
     }
@@ -414,6 +426,7 @@ impl QuicTransport {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         NetStats {
             handshakes_failed: get(&c.handshakes_failed),
+            handshakes_refused_busy: get(&c.handshakes_refused_busy),
             rejected: get(&c.rejected),
             malformed: get(&c.malformed),
             oversized: get(&c.oversized),
