@@ -72,6 +72,10 @@ enum Command {
         /// How long to inject faults, in minutes.
         #[arg(long, default_value_t = 2.0)]
         minutes: f64,
+        /// Run this pg-node binary instead of building one (to replay a
+        /// build, or to run several seeds at once while the tree changes).
+        #[arg(long)]
+        node_binary: Option<std::path::PathBuf>,
     },
     /// A long chaos run measured: a real cluster in network namespaces
     /// under churn and the faults that leave processes alive, sampling
@@ -87,6 +91,9 @@ enum Command {
         /// How long, in minutes.
         #[arg(long, default_value_t = 30.0)]
         minutes: f64,
+        /// Run this pg-node binary instead of building one.
+        #[arg(long)]
+        node_binary: Option<std::path::PathBuf>,
     },
     /// The chaos lab's NFQUEUE delayer (run by the lab inside a node's
     /// namespace; not for direct use).
@@ -135,12 +142,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             nodes,
             seed,
             minutes,
-        } => chaos_run(nodes, seed, minutes, false),
+            node_binary,
+        } => chaos_run(nodes, seed, minutes, node_binary, false),
         Command::Soak {
             nodes,
             seed,
             minutes,
-        } => chaos_run(nodes, seed, minutes, true),
+            node_binary,
+        } => chaos_run(nodes, seed, minutes, node_binary, true),
         Command::NfqDelay {
             queue,
             delay_ms,
@@ -169,9 +178,18 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// Builds `pg-node` and runs a chaos run or a soak with it.
-fn chaos_run(nodes: usize, seed: u64, minutes: f64, soak: bool) -> anyhow::Result<()> {
+fn chaos_run(
+    nodes: usize,
+    seed: u64,
+    minutes: f64,
+    node_binary: Option<std::path::PathBuf>,
+    soak: bool,
+) -> anyhow::Result<()> {
     let root = tidy::workspace_root();
-    let binary = nodes::build_binary(&root, "pg-node", "pg-node", true)?;
+    let binary = match node_binary {
+        Some(path) => std::path::absolute(path)?,
+        None => nodes::build_binary(&root, "pg-node", "pg-node", true)?,
+    };
     chaos::run(chaos::ChaosArgs {
         nodes,
         seed,

@@ -38,7 +38,7 @@ pub(crate) enum LinkFault {
 pub(crate) struct Lab {
     /// Prefix of every namespace this lab creates (a chaos run and a soak
     /// use different ones, so one never removes the other's).
-    prefix: &'static str,
+    prefix: String,
     nodes: usize,
     /// (from, to) -> fault.
     faults: BTreeMap<(usize, usize), LinkFault>,
@@ -141,11 +141,11 @@ impl Lab {
 
     /// Creates the namespaces (named `<prefix>-...`), the bridge and one
     /// veth per node.
-    pub(crate) fn create(nodes: usize, prefix: &'static str) -> anyhow::Result<Lab> {
+    pub(crate) fn create(nodes: usize, prefix: String) -> anyhow::Result<Lab> {
         if nodes == 0 || nodes > 200 {
             bail!("1 to 200 nodes");
         }
-        remove_leftovers(prefix);
+        remove_leftovers(&prefix);
         let lab = Lab {
             prefix,
             nodes,
@@ -438,6 +438,6 @@ impl Drop for Lab {
                 let _ = child.wait();
             }
         }
-        remove_leftovers(self.prefix);
+        remove_leftovers(&self.prefix);
     }
 }

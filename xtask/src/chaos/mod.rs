@@ -124,7 +124,10 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let ca = DevCa::generate("chaos")?;
     std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
-    let lab = Lab::create(args.nodes, if args.soak { "pgsoak" } else { "pgchaos" })?;
+    // One namespace prefix per seed: runs of different seeds can go on at
+    // once without touching each other's network.
+    let kind = if args.soak { "pgsoak" } else { "pgchaos" };
+    let lab = Lab::create(args.nodes, format!("{kind}{}", args.seed))?;
     let mut chaos = Chaos {
         rng: fastrand::Rng::with_seed(args.seed),
         args,
