@@ -189,7 +189,8 @@ async fn a_flood_of_silent_connections_is_refused_past_the_bound() {
         "{} held, {refused} refused",
         silent.len()
     );
-    assert_eq!(a.transport.stats().handshakes_refused_busy, refused);
+    // At least ours (b may have redialled into a full house too).
+    assert!(a.transport.stats().handshakes_refused_busy >= refused);
     // The honest link is untouched.
     let p = b.node.spawn();
     b.scope.join(p.pid(), &[g("during-flood")]).unwrap();

@@ -14,10 +14,11 @@
 //! | `received` | `ok <messages received by this node's processes>` |
 //! | `stats` | `ok <messages sent> <bytes sent>` |
 //! | `peers` | `ok <connected peers>` |
+//! | `peer_names` | `ok <name> ...` (connected peers, sorted) |
 //! | `block <node>` / `unblock <node>` | `ok` (fault injection) |
 //! | `bcast <i> <group>` | `ok <members addressed>` (a broadcast with a unique id) |
 //! | `send <i> <pid>` | `ok` or `err ...` (a numbered direct message) |
-//! | `checks` | `ok <broadcasts received> <directs received> <duplicates> <out of order>` |
+//! | `checks` | `ok <broadcasts received> <directs received> <duplicates> <out of order> <delivered> <failed>` (the last two: the node's delivery counters) |
 //! | `gauges` | `ok tasks=<n> runtime_queue=<n> [pg_<gauge>=<value> ...]` (the library's gauges with `PG_NODE_GAUGES=1`) |
 //! | `quit` | `ok`, then a graceful shutdown |
 //!
@@ -79,7 +80,9 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let node = runtime.block_on(async { Node::from_config(config) })?;
     let received = Arc::new(AtomicU64::new(0));
     let tracker = Arc::new(crate::chaos_cmds::Tracker::default());
-    let mut members: Vec<Option<Member>> = Vec::new();
+    // By index, as the driver names processes; an ended one leaves a
+    // boxed slot's `None` (8 bytes), so a long run's churn costs little.
+    let mut members: Vec<Option<Box<Member>>> = Vec::new();
     let events: Arc<times::Times> = Arc::default();
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut broadcaster: Option<(Process, Instance)> = None;
@@ -119,9 +122,13 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                                 counter.fetch_add(1, Ordering::Relaxed);
                                 tracker.observe(serial, &envelope.payload);
                             }
+                            // Only once the inbox is drained: what was
+                            // queued before the end is still checked
+                            // against what the process saw before.
+                            tracker.forget(serial);
                         });
                         while process.try_recv().is_some() {}
-                        members.push(Some(Member { process, instance }));
+                        members.push(Some(Box::new(Member { process, instance })));
                     }
                     format!("ok {}", pids.join(" "))
                 }
@@ -129,9 +136,8 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                 ["leave", i, group] => result(member(&members, i)?.instance.leave(*group)),
                 ["exit", i] => {
                     let i: usize = i.parse()?;
-                    if let Some(m) = members.get_mut(i).and_then(Option::take) {
-                        tracker.forget(m.process.pid().serial());
-                    }
+                    // The listener forgets the process once its inbox ends.
+                    members.get_mut(i).and_then(Option::take);
                     "ok".to_owned()
                 }
                 ["bcast", i, group] => {
@@ -157,7 +163,10 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                         Err(e) => format!("err {} {}", e.kind().as_str(), e.message()),
                     }
                 }
-                ["checks"] => tracker.report(),
+                ["checks"] => {
+                    let d = node.deliveries();
+                    format!("{} {} {}", tracker.report(), d.delivered, d.failed)
+                }
                 ["gauges"] => gauges.report(&runtime),
                 ["broadcast", i, group] => {
                     match member(&members, i)?.instance.broadcast(group, "sim", "x") {
@@ -192,6 +201,12 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     format!("ok {} {}", stats.messages_sent, stats.bytes_sent)
                 }
                 ["peers"] => format!("ok {}", node.peers().len()),
+                ["peer_names"] => {
+                    let mut names: Vec<String> =
+                        node.peers().iter().map(|p| p.name.to_string()).collect();
+                    names.sort();
+                    format!("ok {}", names.join(" "))
+                }
                 ["block", name] => {
                     node.block(&pg_api::NodeId::parse_name(name, 0)?.name);
                     "ok".to_owned()
@@ -420,13 +435,13 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn member<'a>(
-    members: &'a [Option<Member>],
+    members: &'a [Option<Box<Member>>],
     i: &str,
 ) -> Result<&'a Member, Box<dyn std::error::Error>> {
     let i: usize = i.parse()?;
     members
         .get(i)
-        .and_then(Option::as_ref)
+        .and_then(Option::as_deref)
         .ok_or_else(|| format!("no live process {i}").into())
 }
 
@@ -466,9 +481,12 @@ mod times {
     }
 }
 
-fn member_at(members: &[Option<Member>], i: usize) -> Result<&Member, Box<dyn std::error::Error>> {
+fn member_at(
+    members: &[Option<Box<Member>>],
+    i: usize,
+) -> Result<&Member, Box<dyn std::error::Error>> {
     members
         .get(i)
-        .and_then(Option::as_ref)
+        .and_then(Option::as_deref)
         .ok_or_else(|| format!("no live process {i}").into())
 }

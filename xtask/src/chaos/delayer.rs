@@ -23,6 +23,9 @@ use nfq::{Queue, Verdict};
 /// a link this slow is a lossy link).
 const QUEUE_MAX_LEN: u32 = 16_384;
 
+/// Packets read from the queue between two release passes.
+const MAX_READS_PER_PASS: usize = 1024;
+
 /// Runs the delayer on queue `queue` until stdin closes.
 pub(crate) fn run(queue: u16, delay: Duration, jitter: Duration, seed: u64) -> anyhow::Result<()> {
     let mut q = Queue::open().context("opening a netfilter queue socket (root?)")?;
@@ -47,19 +50,26 @@ pub(crate) fn run(queue: u16, delay: Duration, jitter: Duration, seed: u64) -> a
     let mut held: BTreeMap<(Instant, u64), nfq::Message> = BTreeMap::new();
     let mut arrivals = 0u64;
     loop {
-        loop {
+        // Read before draining: the lab flushes the rules before it closes
+        // stdin, so once this is seen, the drain below reads every packet
+        // ever queued, and none is left in the socket to be dropped.
+        let stopping = closed.load(Ordering::Acquire);
+        // Bounded per pass while running, so a flood cannot starve the
+        // releases; whole at the end.
+        let mut reads = 0;
+        while stopping || reads < MAX_READS_PER_PASS {
             match q.recv() {
                 Ok(msg) => {
                     let extra = jitter.mul_f64(rng.f64());
                     held.insert((Instant::now() + delay + extra, arrivals), msg);
                     arrivals += 1;
+                    reads += 1;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("reading the netfilter queue"),
             }
         }
-        let stopping = closed.load(Ordering::Acquire);
         let now = Instant::now();
         while let Some(entry) = held.first_entry() {
             if !stopping && entry.key().0 > now {
@@ -71,6 +81,10 @@ pub(crate) fn run(queue: u16, delay: Duration, jitter: Duration, seed: u64) -> a
         }
         if stopping {
             return Ok(());
+        }
+        if reads >= MAX_READS_PER_PASS {
+            // More is waiting: no sleep.
+            continue;
         }
         // Polling at a fifth of a millisecond: the delays are tens of
         // milliseconds, and the queue socket has no timeout of its own.

@@ -11,8 +11,11 @@
 //! | rate limit | `tc qdisc tbf` on the node's veth |
 //! | delay, jitter, reordering | `tc qdisc netem` on both ends of the node's veth where the kernel has netem; otherwise `iptables -j NFQUEUE` in the node's namespace and our delayer (`delayer.rs`) holding each packet for the delay plus a random share of the jitter (reordering is jitter larger than the gap between packets) |
 //!
-//! The lab is torn down when dropped (and any leftover of an earlier run
-//! with the same prefix is removed first).
+//! The lab is torn down when dropped. A run that was killed before it
+//! could tear down leaves its namespaces behind; each lab records its
+//! owner (`/run/pg-xtask-lab/<prefix>.owner`), and a new lab first removes
+//! every chaos or soak namespace whose owner is gone, processes in it
+//! included, while another run's live lab is left alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -145,7 +148,9 @@ impl Lab {
         if nodes == 0 || nodes > 200 {
             bail!("1 to 200 nodes");
         }
-        remove_leftovers(&prefix);
+        remove_abandoned(&prefix);
+        std::fs::create_dir_all(OWNERS)?;
+        std::fs::write(owner_file(&prefix), std::process::id().to_string())?;
         let lab = Lab {
             prefix,
             nodes,
@@ -184,18 +189,52 @@ impl Lab {
         }
         let mut lab = lab;
         lab.netem = lab.probe_netem();
-        if !lab.netem
-            && Command::new("iptables")
-                .arg("-V")
-                .stdout(Stdio::null())
-                .status()
-                .is_err()
-        {
-            bail!(
-                "this kernel has no netem, so delays need `iptables` (apt-get install iptables) for the NFQUEUE delayer"
-            );
-        }
+        lab.probe_kernel()?;
         Ok(lab)
+    }
+
+    /// Fails now, not minutes into a run, if a fault cannot be made here:
+    /// `tbf` for rate limits, and without netem, `iptables` with
+    /// `NFQUEUE` for delays.
+    fn probe_kernel(&self) -> anyhow::Result<()> {
+        let ns = self.netns(0);
+        let tbf = [
+            "ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+            "256kbit", "burst", "32kbit", "latency", "200ms",
+        ];
+        run(&tbf, None).context("rate limits need the tbf qdisc (sch_tbf)")?;
+        run(
+            &[
+                "ip", "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+            ],
+            None,
+        )?;
+        if self.netem {
+            return Ok(());
+        }
+        let nfqueue = [
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-o",
+            "eth0",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "0",
+            "--queue-bypass",
+        ];
+        run(&nfqueue, None).context(
+            "this kernel has no netem, so delays need `iptables` (apt-get install iptables) with NFQUEUE (xt_NFQUEUE) for the delayer",
+        )?;
+        run(
+            &["ip", "netns", "exec", &ns, "iptables", "-F", "OUTPUT"],
+            None,
+        )
     }
 
     /// Whether `tc qdisc ... netem` works here (tried on node 0's veth,
@@ -287,7 +326,9 @@ impl Lab {
             self.delays.insert(i, None);
             return Ok(());
         }
-        let exe = std::env::current_exe()?;
+        // This very program, even if its file was replaced by a rebuild
+        // since it started (`current_exe` would then name a deleted file).
+        let exe = format!("/proc/{}/exe", std::process::id());
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(exe)
@@ -416,18 +457,72 @@ impl Lab {
     }
 }
 
-/// Deletes every namespace of an earlier lab (a run that was killed).
-fn remove_leftovers(prefix: &str) {
+/// Where labs record their owners.
+const OWNERS: &str = "/run/pg-xtask-lab";
+
+/// The prefixes of chaos and soak labs (see `chaos::run`).
+const LAB_KINDS: [&str; 2] = ["pgchaos", "pgsoak"];
+
+fn owner_file(prefix: &str) -> String {
+    format!("{OWNERS}/{prefix}.owner")
+}
+
+/// Whether the lab `prefix` belongs to a running program other than us.
+fn owned_elsewhere(prefix: &str) -> bool {
+    let Ok(owner) = std::fs::read_to_string(owner_file(prefix)) else {
+        return false;
+    };
+    let Ok(pid) = owner.trim().parse::<u32>() else {
+        return false;
+    };
+    pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the namespaces of `prefix` (ours, from an earlier run with the
+/// same seed) and of every other chaos or soak lab whose owner is gone,
+/// killing the processes still in them first (a paused node never exits
+/// by itself, and deleting a namespace does not end its processes).
+fn remove_abandoned(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
+    let mut checked: BTreeMap<String, bool> = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(name) = line.split_whitespace().next()
-            && name.starts_with(&format!("{prefix}-"))
-        {
-            let _ = run(&["ip", "netns", "del", name], None);
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some((lab, _)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let ours = lab == prefix;
+        let a_lab = LAB_KINDS.iter().any(|k| {
+            lab.strip_prefix(k)
+                .is_some_and(|seed| seed.parse::<u64>().is_ok())
+        });
+        if !ours && !a_lab {
+            continue;
+        }
+        let abandoned = *checked
+            .entry(lab.to_owned())
+            .or_insert_with(|| ours || !owned_elsewhere(lab));
+        if abandoned {
+            remove_namespace(name);
+            if !ours {
+                let _ = std::fs::remove_file(owner_file(lab));
+            }
         }
     }
+}
+
+/// Kills what runs in namespace `name`, then deletes it.
+fn remove_namespace(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            // SIGKILL ends a stopped process too.
+            let _ = run(&["kill", "-KILL", pid], None);
+        }
+    }
+    let _ = run(&["ip", "netns", "del", name], None);
 }
 
 impl Drop for Lab {
@@ -438,6 +533,7 @@ impl Drop for Lab {
                 let _ = child.wait();
             }
         }
-        remove_leftovers(&self.prefix);
+        remove_abandoned(&self.prefix);
+        let _ = std::fs::remove_file(owner_file(&self.prefix));
     }
 }

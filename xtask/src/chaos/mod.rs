@@ -31,6 +31,8 @@ mod soak;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -92,6 +94,28 @@ const SOAK_KINDS: [&str; 9] = [
     "none",
 ];
 
+/// What the nodes' trackers counted (see pg-node's `checks`): summed over
+/// every node process of the run, each read before it was stopped.
+#[derive(Default, Clone, Copy, Debug)]
+struct Checks {
+    /// Broadcasts received.
+    received: u64,
+    /// Direct messages received.
+    directs: u64,
+    /// Broadcasts a process received twice.
+    duplicates: u64,
+    /// Direct messages that arrived before one sent earlier by the same
+    /// process to the same process.
+    disorder: u64,
+    /// What the library says it put in a mailbox, and dropped (no such
+    /// process, mailbox full, node unreachable): `Node::deliveries`.
+    delivered: u64,
+    failed: u64,
+}
+
+/// How long a node may take to shut down gracefully.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
+
 #[derive(Default, Clone, Copy)]
 struct KindStats {
     injected: u32,
@@ -111,14 +135,36 @@ struct Chaos {
     stats: BTreeMap<&'static str, KindStats>,
     addressed: u64,
     sends: u64,
+    /// The trackers' counts of nodes already stopped or killed.
+    checks: Checks,
+    /// Set by SIGINT or SIGTERM: the run stops and tears its lab down.
+    interrupted: Arc<AtomicBool>,
     /// The soak's gauges (a soak only).
     sampler: Option<Sampler>,
+}
+
+impl Drop for Chaos {
+    /// Whatever ended the run (an error, a panic), no node outlives it:
+    /// SIGKILL ends a paused process too.
+    fn drop(&mut self) {
+        self.stop_all();
+    }
 }
 
 pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
     lab::check_prerequisites()?;
     if args.nodes < 3 {
         bail!("chaos needs at least 3 nodes (--nodes)");
+    }
+    if !(args.minutes.is_finite() && args.minutes >= 0.0 && args.minutes <= 7.0 * 24.0 * 60.0) {
+        bail!("--minutes must be between 0 and a week");
+    }
+    if args.soak && args.minutes < 1.5 {
+        bail!("a soak needs --minutes 1.5 or more to judge growth");
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
     }
     let dir = args.out.join(format!("seed-{}", args.seed));
     std::fs::create_dir_all(&dir)?;
@@ -140,6 +186,8 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
         stats: BTreeMap::new(),
         addressed: 0,
         sends: 0,
+        checks: Checks::default(),
+        interrupted,
         sampler: None,
     };
     let outcome = chaos.scenario().and_then(|()| chaos.judge_soak());
@@ -170,7 +218,9 @@ impl Chaos {
         let place = Placement {
             listen: Lab::addr(i),
             netns: Some(&netns),
-            env: &[("PG_NODE_GAUGES", "1")],
+            // Links up and down are logged at INFO: what a failed
+            // convergence is read against.
+            env: &[("PG_NODE_GAUGES", "1"), ("PG_LOG", "warn,pg_net=info")],
         };
         let mut node = start_node_at(
             &self.dir,
@@ -180,7 +230,14 @@ impl Chaos {
             &seeds,
             &place,
         )?;
-        let pids = node.ok("spawn 4")?;
+        let pids = match node.ok("spawn 4") {
+            Ok(pids) => pids,
+            Err(e) => {
+                let _ = node.child.kill();
+                let _ = node.child.wait();
+                return Err(e);
+            }
+        };
         node.pids = pids
             .split_whitespace()
             .map(|p| Some(p.to_owned()))
@@ -230,8 +287,14 @@ impl Chaos {
         let victim = self.rng.usize(..n);
         let other = (victim + 1 + self.rng.usize(..n - 1)) % n;
         let hold = Duration::from_millis(self.rng.u64(500..5000));
-        eprintln!("chaos: {kind} on n{victim} (n{other}) for {hold:?}");
         let up = self.nodes[victim].alive && !self.paused.contains(&victim);
+        // A fault on a process that is down or paused is no fault: it is
+        // reported as a quiet round.
+        let kind = match kind {
+            "sigkill" | "sigstop" | "graceful_shutdown" if !up => "none",
+            kind => kind,
+        };
+        eprintln!("chaos: {kind} on n{victim} (n{other}) for {hold:?}");
         match kind {
             "partition" => {
                 // A minority side, cut both ways from the rest.
@@ -282,25 +345,30 @@ impl Chaos {
                 self.lab.set_delay(victim, Some(delay), self.rng.u64(..))?;
             }
             "rate_limit" => self.lab.set_rate(victim, Some(256))?,
-            "sigkill" if up => {
+            "sigkill" => {
+                // What its processes saw dies with it: read it first.
+                self.collect_checks(victim)?;
                 let _ = self.nodes[victim].child.kill();
                 let _ = self.nodes[victim].child.wait();
                 self.ended(victim);
             }
-            "sigstop" if up => {
+            "sigstop" => {
                 self.paused.insert(victim);
                 signal(&self.nodes[victim], "STOP")?;
             }
-            "graceful_shutdown" if up => {
+            "graceful_shutdown" => {
+                self.collect_checks(victim)?;
                 let _ = self.nodes[victim].cmd("quit");
-                let _ = self.nodes[victim].child.wait();
+                let ended = wait_for_exit(&mut self.nodes[victim], SHUTDOWN_BOUND);
                 self.ended(victim);
+                ended?;
             }
             _ => {}
         }
         self.lab.apply()?;
         let until = Instant::now() + hold;
         while Instant::now() < until {
+            self.check_interrupted()?;
             self.random_op()?;
             self.sample()?;
         }
@@ -348,18 +416,42 @@ impl Chaos {
         let Some(sampler) = &self.sampler else {
             return Ok(());
         };
-        sampler.plot(&self.dir)?;
+        // A plot that cannot be drawn (no font, say) loses a picture, not
+        // the verdict.
+        if let Err(e) = sampler.plot(&self.dir) {
+            eprintln!("soak: warning: could not plot the samples: {e:#}");
+        }
         let Some(judged) = sampler.verdict() else {
-            println!("soak: too short to judge growth (needs 90 s of samples or more)");
-            return Ok(());
+            bail!("soak: too short to judge growth (needs 90 s of samples or more)");
         };
         let grew: Vec<String> = judged
             .iter()
             .filter(|j| j.grew)
-            .map(|j| format!("n{} {} {:.1} -> {:.1}", j.node, j.metric, j.first, j.second))
+            .map(|j| {
+                let quarters: Vec<String> = j.quarters.iter().map(|q| format!("{q:.1}")).collect();
+                format!(
+                    "n{} {}: halves {:.1} -> {:.1}, quarters {}",
+                    j.node,
+                    j.metric,
+                    j.first,
+                    j.second,
+                    quarters.join(" -> ")
+                )
+            })
             .collect();
         if !grew.is_empty() {
-            bail!("kept growing once steady: {}", grew.join(", "));
+            bail!("kept growing once steady: {}", grew.join("; "));
+        }
+        let unjudged: Vec<String> = judged
+            .iter()
+            .filter(|j| j.unjudged)
+            .map(|j| format!("n{} {}", j.node, j.metric))
+            .collect();
+        if !unjudged.is_empty() {
+            bail!(
+                "soak: no samples in part of the steady window for {}",
+                unjudged.join(", ")
+            );
         }
         Ok(())
     }
@@ -458,40 +550,118 @@ impl Chaos {
     fn converge(&mut self, after: &str) -> anyhow::Result<Duration> {
         let start = Instant::now();
         while start.elapsed() < CONVERGE_BOUND {
+            self.check_interrupted()?;
             if self.converged()? {
                 return Ok(start.elapsed());
             }
             self.sample()?;
             std::thread::sleep(Duration::from_millis(25));
         }
-        bail!("no convergence within {CONVERGE_BOUND:?} after {after}")
+        let state = self.diagnose();
+        bail!("no convergence within {CONVERGE_BOUND:?} after {after}:\n{state}")
+    }
+
+    /// What each live node sees where it differs from what is expected:
+    /// its peers, the groups whose view is off (the pids missing and
+    /// extra) and its registrations.
+    fn diagnose(&mut self) -> String {
+        let mut lines = Vec::new();
+        let live = self.live();
+        for &i in &live {
+            let peers = self.nodes[i].ok("peer_names");
+            let regs = self.nodes[i].ok("registrations");
+            lines.push(format!(
+                "  n{i}: peers [{}], registrations [{}]",
+                peers.unwrap_or_else(|e| e.to_string()),
+                regs.unwrap_or_else(|e| e.to_string())
+            ));
+        }
+        let mut groups: BTreeSet<String> = (0..GROUPS).map(|g| format!("g{g}")).collect();
+        groups.extend(self.expected.groups.keys().cloned());
+        for group in &groups {
+            let want = self.expected.members(group);
+            for &i in &live {
+                let seen = match check::view(&mut self.nodes[i], group) {
+                    Ok(seen) => seen,
+                    Err(e) => {
+                        lines.push(format!("  n{i} {group}: {e}"));
+                        continue;
+                    }
+                };
+                let (missing, extra) = multiset_difference(&want, &seen);
+                if !missing.is_empty() || !extra.is_empty() {
+                    lines.push(format!(
+                        "  n{i} {group}: missing {missing:?}, extra {extra:?}"
+                    ));
+                }
+            }
+        }
+        lines.join("\n")
+    }
+
+    fn check_interrupted(&self) -> anyhow::Result<()> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted (SIGINT or SIGTERM)");
+        }
+        Ok(())
+    }
+
+    /// Adds what node `i`'s trackers counted to the run's totals (before
+    /// it stops, and at the end).
+    fn collect_checks(&mut self, i: usize) -> anyhow::Result<()> {
+        let answer = self.nodes[i].ok("checks")?;
+        let v: Vec<u64> = answer
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("n{i}: checks answered {answer:?}: {e}"))?;
+        let [received, directs, duplicates, disorder, delivered, failed] = v[..] else {
+            bail!("n{i}: checks answered {answer:?}, not six counts");
+        };
+        // Everything a process read was put in its mailbox by the library
+        // (what was put there and not read yet is in flight).
+        if received + directs > delivered {
+            bail!(
+                "n{i}: its processes read {} messages, the library delivered {delivered}",
+                received + directs
+            );
+        }
+        self.checks.delivered += delivered;
+        self.checks.failed += failed;
+        self.checks.received += received;
+        self.checks.directs += directs;
+        self.checks.duplicates += duplicates;
+        self.checks.disorder += disorder;
+        Ok(())
     }
 
     fn final_checks(&mut self) -> anyhow::Result<()> {
-        let (mut received, mut dups, mut disorder) = (0u64, 0u64, 0u64);
         for i in self.live() {
-            let answer = self.nodes[i].ok("checks")?;
-            let v: Vec<u64> = answer
-                .split_whitespace()
-                .map(str::parse)
-                .collect::<Result<_, _>>()?;
-            if let [b, _, d, o] = v[..] {
-                received += b;
-                dups += d;
-                disorder += o;
-            }
+            self.collect_checks(i)?;
         }
-        if dups > 0 || disorder > 0 {
-            bail!("{dups} broadcasts received twice, {disorder} direct messages out of order");
+        let Checks {
+            received,
+            directs,
+            duplicates,
+            disorder,
+            ..
+        } = self.checks;
+        if duplicates > 0 || disorder > 0 {
+            bail!(
+                "{duplicates} broadcasts received twice, {disorder} direct messages out of order"
+            );
         }
-        // Restarted nodes' processes counted before their end are gone
-        // with them: received only counts live nodes, so it can only be
-        // below what was addressed.
+        // Processes that exited took what was queued for them; a cut link
+        // may drop what was in flight (the API says so): fewer may arrive
+        // than were addressed or sent, never more.
         if received > self.addressed {
             bail!(
                 "{received} broadcasts received of {} addressed",
                 self.addressed
             );
+        }
+        if directs > self.sends {
+            bail!("{directs} direct messages received of {} sent", self.sends);
         }
         Ok(())
     }
@@ -507,6 +677,41 @@ impl Chaos {
             let _ = node.child.wait();
         }
     }
+}
+
+/// What `want` has that `seen` lacks, and the other way round, counting
+/// repeats.
+fn multiset_difference(want: &[String], seen: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut count: BTreeMap<&str, i64> = BTreeMap::new();
+    for p in want {
+        *count.entry(p).or_default() += 1;
+    }
+    for p in seen {
+        *count.entry(p).or_default() -= 1;
+    }
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    for (pid, n) in count {
+        let side = if n > 0 { &mut missing } else { &mut extra };
+        side.extend(std::iter::repeat_n(
+            pid.to_owned(),
+            n.unsigned_abs() as usize,
+        ));
+    }
+    (missing, extra)
+}
+
+/// Waits up to `bound` for a node that was told to quit; kills it after.
+fn wait_for_exit(node: &mut NodeProc, bound: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if node.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+    bail!("{} did not shut down within {bound:?} of `quit`", node.name)
 }
 
 /// Sends `SIG<name>` to a node process.

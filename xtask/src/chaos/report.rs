@@ -20,7 +20,13 @@ impl Chaos {
             "error": error.map(ToString::to_string),
             "faults": faults,
             "broadcasts_addressed": self.addressed,
+            "broadcasts_received": self.checks.received,
+            "broadcasts_received_twice": self.checks.duplicates,
             "direct_messages_sent": self.sends,
+            "direct_messages_received": self.checks.directs,
+            "direct_messages_out_of_order": self.checks.disorder,
+            "library_delivered": self.checks.delivered,
+            "library_failed": self.checks.failed,
             "not_injected": self.not_injected(),
             "delays_made_with": self.lab.delay_method(),
             "soak": self.soak_json(),
@@ -42,10 +48,22 @@ impl Chaos {
             let s = self.stats.get(k).copied().unwrap_or_default();
             println!("  {k:<20} {:>8} {:>22}", s.injected, s.worst_ms);
         }
+        // What did not arrive went to processes that exited with it
+        // queued, or was in flight on a link that was cut: the API allows
+        // both (at most once), and says so in its counters.
         println!(
-            "  broadcasts addressed {}, direct messages sent {}, delays made with {}",
+            "  broadcasts: {} addressed, {} received, {} twice; direct messages: {} sent, {} received, {} out of order",
             self.addressed,
+            self.checks.received,
+            self.checks.duplicates,
             self.sends,
+            self.checks.directs,
+            self.checks.disorder
+        );
+        println!(
+            "  the library delivered {} and dropped {} (counted: no such process, mailbox full, unreachable); delays made with {}",
+            self.checks.delivered,
+            self.checks.failed,
             self.lab.delay_method()
         );
         self.print_soak();
@@ -86,7 +104,9 @@ impl Chaos {
                     "metric": j.metric,
                     "first_half_p90": j.first,
                     "second_half_p90": j.second,
+                    "quarter_medians": j.quarters,
                     "grew": j.grew,
+                    "unjudged": j.unjudged,
                 })
             })
             .collect();
@@ -97,7 +117,8 @@ impl Chaos {
         })
     }
 
-    /// Per metric, the worst node: the halves' 90th percentiles.
+    /// Per metric, the worst node: the halves' 90th percentiles and the
+    /// quarters' medians.
     fn print_soak(&self) {
         let Some(sampler) = &self.sampler else {
             return;
@@ -106,8 +127,8 @@ impl Chaos {
             return;
         };
         println!(
-            "  {:<14} {:>5} {:>16} {:>16}  (90th percentiles of the steady window's halves)",
-            "gauge", "node", "first half", "second half"
+            "  {:<14} {:>5} {:>11} {:>11}  {:<31}  (steady window: halves' 90th percentiles, quarters' medians)",
+            "gauge", "node", "first half", "second half", "quarters"
         );
         let mut metrics: Vec<&str> = Vec::new();
         for j in &judged {
@@ -121,12 +142,20 @@ impl Chaos {
                 .filter(|j| j.metric == m)
                 .max_by(|a, b| (a.second - a.first).total_cmp(&(b.second - b.first)));
             if let Some(j) = worst {
+                let quarters: Vec<String> = j.quarters.iter().map(|q| format!("{q:.1}")).collect();
                 println!(
-                    "  {m:<14} {:>5} {:>16.1} {:>16.1}{}",
+                    "  {m:<14} {:>5} {:>11.1} {:>11.1}  {:<31}{}",
                     format!("n{}", j.node),
                     j.first,
                     j.second,
-                    if j.grew { "  GREW" } else { "" }
+                    quarters.join(" "),
+                    if j.grew {
+                        "  GREW"
+                    } else if j.unjudged {
+                        "  UNJUDGED"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

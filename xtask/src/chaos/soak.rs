@@ -7,10 +7,17 @@
 //!
 //! "Kept growing" is judged on the run after a warm-up (a fifth of it, at
 //! least 30 s: allocator arenas, connection buffers and caches fill up
-//! first): the 90th percentile of the second half of that window may not
-//! exceed the first half's by more than a tolerance. A leak of a few
-//! hundred bytes per operation, or a task per fault, crosses it within
-//! minutes; the noise of faults and churn does not.
+//! first), by two rules, each against a per-metric tolerance (relative
+//! plus absolute):
+//! - a step: the 90th percentile of the window's second half exceeds the
+//!   first half's by more than the tolerance;
+//! - a trend: the medians of the window's four quarters rise strictly,
+//!   quarter after quarter, and the last exceeds the first by more than
+//!   the tolerance. A steady leak, however slow, rises in every quarter
+//!   and is caught once it has grown past the tolerance inside the
+//!   window; a one-off step (a burst that the allocator keeps) rises in
+//!   one quarter only, and the noise of faults and churn in none for
+//!   long.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -174,9 +181,9 @@ impl Sampler {
             .collect()
     }
 
-    /// Per node and metric: the window's first and second half (90th
-    /// percentiles) and whether it grew past its tolerance. `None` when
-    /// the run was too short to tell.
+    /// Per node and metric: how the window after the warm-up moved, and
+    /// whether it grew past its tolerance (see the module docs). `None`
+    /// when the run was too short to tell.
     pub(crate) fn verdict(&self) -> Option<Vec<Judged>> {
         let end = self.samples.last()?.t;
         let warmup = (end / 5.0).max(30.0);
@@ -184,42 +191,100 @@ impl Sampler {
         if end - warmup < 60.0 {
             return None;
         }
-        let middle = warmup + (end - warmup) / 2.0;
         let mut judged = Vec::new();
         for n in self.nodes() {
             for m in &METRICS {
                 let series = self.series(n, m);
-                let half = |from: f64, to: f64| {
-                    p90(series
-                        .iter()
-                        .filter(|(t, _)| (from..to).contains(&(t * 60.0)))
-                        .map(|p| p.1))
-                };
-                let (Some(first), Some(second)) = (half(warmup, middle), half(middle, end + 1.0))
-                else {
+                let window: Vec<(f64, f64)> = series
+                    .iter()
+                    .map(|&(minutes, v)| (minutes * 60.0, v))
+                    .filter(|&(t, _)| t >= warmup)
+                    .collect();
+                // A metric the node never reported (a paused node answers
+                // no `gauges`) is reported as unjudged, not skipped.
+                let Some(j) = judge(n, m, &window, warmup, end) else {
+                    judged.push(Judged {
+                        node: n,
+                        metric: m.name,
+                        unjudged: true,
+                        ..Judged::default()
+                    });
                     continue;
                 };
-                judged.push(Judged {
-                    node: n,
-                    metric: m.name,
-                    first,
-                    second,
-                    grew: second > first * (1.0 + m.tolerance) + m.slack,
-                });
+                judged.push(j);
             }
         }
         Some(judged)
     }
 }
 
+/// Judges one metric of one node over `window` (seconds, value), the
+/// samples between `from` and `to`.
+fn judge(node: usize, m: &Metric, window: &[(f64, f64)], from: f64, to: f64) -> Option<Judged> {
+    let span = |a: f64, b: f64| {
+        window
+            .iter()
+            .filter(move |(t, _)| (a..b).contains(t))
+            .map(|p| p.1)
+    };
+    let part = |k: f64, parts: f64| {
+        let width = (to - from) / parts;
+        let a = from + width * k;
+        // The last part includes the last sample.
+        let b = if k + 1.0 >= parts {
+            to + 1.0
+        } else {
+            a + width
+        };
+        (a, b)
+    };
+    let (a, b) = part(0.0, 2.0);
+    let first = p90(span(a, b))?;
+    let (a, b) = part(1.0, 2.0);
+    let second = p90(span(a, b))?;
+    let quarters: Vec<f64> = (0..4)
+        .map(|k| {
+            let (a, b) = part(f64::from(k), 4.0);
+            median(span(a, b))
+        })
+        .collect::<Option<_>>()?;
+    let allowed = |base: f64| base * (1.0 + m.tolerance) + m.slack;
+    let stepped = second > allowed(first);
+    let rising = quarters.windows(2).all(|w| w[1] > w[0]) && quarters[3] > allowed(quarters[0]);
+    Some(Judged {
+        node,
+        metric: m.name,
+        first,
+        second,
+        quarters,
+        grew: stepped || rising,
+        unjudged: false,
+    })
+}
+
 /// One metric of one node, judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Judged {
     pub(crate) node: usize,
     pub(crate) metric: &'static str,
+    /// 90th percentiles of the window's first and second half.
     pub(crate) first: f64,
     pub(crate) second: f64,
+    /// Medians of the window's four quarters.
+    pub(crate) quarters: Vec<f64>,
     pub(crate) grew: bool,
+    /// The node reported no value of this metric in some part of the
+    /// window.
+    pub(crate) unjudged: bool,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 2])
 }
 
 fn p90(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -309,6 +374,68 @@ mod tests {
         // 4 MiB a minute: 16 MiB between the halves' percentiles.
         let s = run_of(10, |t| 50.0 + t / 15.0);
         assert_eq!(grew(&s), ["rss_mib"]);
+    }
+
+    #[test]
+    fn a_slow_steady_leak_fails_though_the_halves_stay_in_tolerance() {
+        // 0.012 MiB/s (43 MiB an hour) over 30 minutes: the halves'
+        // percentiles differ by less than the tolerance, but every quarter
+        // is higher than the last and the last is past it.
+        let s = run_of(30, |t| 40.0 + t * 0.012);
+        let j = &s.verdict().expect("long enough")[0];
+        assert!(j.second <= j.first * 1.1 + 6.0, "{j:?}");
+        assert_eq!(grew(&s), ["rss_mib"]);
+    }
+
+    #[test]
+    fn one_step_after_the_warm_up_within_tolerance_passes() {
+        // A burst the allocator keeps: +5 MiB once, a third of the way in.
+        let s = run_of(30, |t| {
+            if t < 900.0 {
+                60.0
+            } else {
+                65.0 + (t * 3.0).sin()
+            }
+        });
+        assert!(grew(&s).is_empty());
+    }
+
+    #[test]
+    fn a_leak_of_tasks_is_caught_on_any_node() {
+        let mut s = run_of(30, |_| 50.0);
+        for (i, sample) in s.samples.iter_mut().enumerate() {
+            // A task leaked every four seconds: +450 over 30 minutes.
+            sample.gauges.insert("tasks".into(), 40.0 + (i / 4) as f64);
+        }
+        assert_eq!(grew(&s), ["tokio_tasks"]);
+    }
+
+    #[test]
+    fn a_queue_that_fills_linearly_from_empty_fails() {
+        let mut s = run_of(10, |_| 50.0);
+        for (i, sample) in s.samples.iter_mut().enumerate() {
+            // 100 a second: the halves' percentiles stay within 2x + 256.
+            sample
+                .gauges
+                .insert("pg_exit_backlog".into(), i as f64 * 100.0);
+        }
+        assert_eq!(grew(&s), ["queue_depth"]);
+    }
+
+    #[test]
+    fn a_metric_never_reported_is_unjudged_not_passed() {
+        let mut s = run_of(5, |_| 50.0);
+        for sample in &mut s.samples {
+            sample.gauges.clear();
+        }
+        let unjudged: Vec<_> = s
+            .verdict()
+            .expect("long enough")
+            .into_iter()
+            .filter(|j| j.unjudged)
+            .map(|j| j.metric)
+            .collect();
+        assert_eq!(unjudged, ["tokio_tasks", "queue_depth"]);
     }
 
     #[test]

@@ -94,20 +94,22 @@ impl Mesh {
         if let Err(refused) = mesh.check_hello(&hello, &conn) {
             bump(&mesh.counters.rejected, "pg_net_rejected_total", 1);
             let reason = refused.to_string();
-            let _ = write_message(
-                &mut send,
-                &NetMessage::Reject {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
+            // Bounded: a peer that grants no credit must not hold a
+            // handshake slot.
+            let reject = NetMessage::Reject {
+                reason: reason.clone(),
+            };
+            let _ = tokio::time::timeout(timeout, write_message(&mut send, &reject)).await;
             let _ = send.finish();
             // Give the reject a moment to leave before the close.
             let _ = tokio::time::timeout(timeout, send.stopped()).await;
             conn.close(code::REJECTED.into(), reason.as_bytes());
             return Err(refused.into());
         }
-        write_message(&mut send, &NetMessage::Welcome(mesh.hello.clone())).await?;
+        let welcome = NetMessage::Welcome(mesh.hello.clone());
+        tokio::time::timeout(timeout, write_message(&mut send, &welcome))
+            .await
+            .map_err(|_| HandshakeError::Timeout("sending the welcome"))??;
         let _ = send.finish();
         Mesh::register(mesh, conn, hello, false).await
     }
