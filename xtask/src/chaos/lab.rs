@@ -15,7 +15,8 @@
 //! could tear down leaves its namespaces behind; each lab records its
 //! owner (`/run/pg-xtask-lab/<prefix>.owner`), and a new lab first removes
 //! every chaos or soak namespace whose owner is gone, processes in it
-//! included, while another run's live lab is left alone.
+//! included, while another run's live lab is left alone (and a run with
+//! the same prefix as a live one refuses to start).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -147,6 +148,11 @@ impl Lab {
     pub(crate) fn create(nodes: usize, prefix: String) -> anyhow::Result<Lab> {
         if nodes == 0 || nodes > 200 {
             bail!("1 to 200 nodes");
+        }
+        if let Some(pid) = owner_elsewhere(&prefix) {
+            bail!(
+                "a lab named {prefix} is in use by process {pid} (the same kind of run with the same seed): wait for it or pick another --seed"
+            );
         }
         remove_abandoned(&prefix);
         std::fs::create_dir_all(OWNERS)?;
@@ -467,26 +473,34 @@ fn owner_file(prefix: &str) -> String {
     format!("{OWNERS}/{prefix}.owner")
 }
 
-/// Whether the lab `prefix` belongs to a running program other than us.
-fn owned_elsewhere(prefix: &str) -> bool {
-    let Ok(owner) = std::fs::read_to_string(owner_file(prefix)) else {
-        return false;
-    };
-    let Ok(pid) = owner.trim().parse::<u32>() else {
-        return false;
-    };
-    pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// The running xtask other than us that owns the lab `prefix`, if any (a
+/// recorded pid whose process is gone, or is no xtask any more, owns
+/// nothing).
+fn owner_elsewhere(prefix: &str) -> Option<u32> {
+    let pid = recorded_owner(prefix)?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (pid != std::process::id() && comm.trim() == "xtask").then_some(pid)
 }
 
-/// Removes the namespaces of `prefix` (ours, from an earlier run with the
-/// same seed) and of every other chaos or soak lab whose owner is gone,
-/// killing the processes still in them first (a paused node never exits
-/// by itself, and deleting a namespace does not end its processes).
+fn recorded_owner(prefix: &str) -> Option<u32> {
+    std::fs::read_to_string(owner_file(prefix))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Removes the namespaces of `prefix` (ours: an earlier run of the same
+/// seed left them) and of every other chaos or soak lab that is abandoned:
+/// its recorded owner is gone, or, with no owner recorded (a lab of an
+/// older xtask), nothing runs in it. The processes still in a namespace
+/// are killed first (a paused node never exits by itself, and deleting a
+/// namespace does not end its processes).
 fn remove_abandoned(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
-    let mut checked: BTreeMap<String, bool> = BTreeMap::new();
+    let mut labs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
@@ -494,33 +508,54 @@ fn remove_abandoned(prefix: &str) {
         let Some((lab, _)) = name.rsplit_once('-') else {
             continue;
         };
-        let ours = lab == prefix;
         let a_lab = LAB_KINDS.iter().any(|k| {
             lab.strip_prefix(k)
                 .is_some_and(|seed| seed.parse::<u64>().is_ok())
         });
-        if !ours && !a_lab {
+        if lab == prefix || a_lab {
+            labs.entry(lab.to_owned())
+                .or_default()
+                .push(name.to_owned());
+        }
+    }
+    for (lab, spaces) in labs {
+        let abandoned = if lab == prefix {
+            true
+        } else if recorded_owner(&lab).is_some() {
+            owner_elsewhere(&lab).is_none()
+        } else {
+            spaces.iter().all(|ns| namespace_pids(ns).is_empty())
+        };
+        if !abandoned {
             continue;
         }
-        let abandoned = *checked
-            .entry(lab.to_owned())
-            .or_insert_with(|| ours || !owned_elsewhere(lab));
-        if abandoned {
-            remove_namespace(name);
-            if !ours {
-                let _ = std::fs::remove_file(owner_file(lab));
-            }
+        for ns in &spaces {
+            remove_namespace(ns);
+        }
+        if lab != prefix {
+            let _ = std::fs::remove_file(owner_file(&lab));
         }
     }
 }
 
+fn namespace_pids(name: &str) -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "pids", name])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Kills what runs in namespace `name`, then deletes it.
 fn remove_namespace(name: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            // SIGKILL ends a stopped process too.
-            let _ = run(&["kill", "-KILL", pid], None);
-        }
+    for pid in namespace_pids(name) {
+        // SIGKILL ends a stopped process too.
+        let _ = run(&["kill", "-KILL", &pid], None);
     }
     let _ = run(&["ip", "netns", "del", name], None);
 }
@@ -533,7 +568,11 @@ impl Drop for Lab {
                 let _ = child.wait();
             }
         }
-        remove_abandoned(&self.prefix);
-        let _ = std::fs::remove_file(owner_file(&self.prefix));
+        // Only if the lab is still ours: a run that found it abandoned
+        // (this one was killed and its pid reused) may hold it now.
+        if recorded_owner(&self.prefix) == Some(std::process::id()) {
+            remove_abandoned(&self.prefix);
+            let _ = std::fs::remove_file(owner_file(&self.prefix));
+        }
     }
 }

@@ -140,7 +140,13 @@ impl Chaos {
             let worst = judged
                 .iter()
                 .filter(|j| j.metric == m)
-                .max_by(|a, b| (a.second - a.first).total_cmp(&(b.second - b.first)));
+                // A node that grew (by either rule) first, then the one
+                // that grew most between the halves.
+                .max_by(|a, b| {
+                    (a.grew, a.unjudged)
+                        .cmp(&(b.grew, b.unjudged))
+                        .then((a.second - a.first).total_cmp(&(b.second - b.first)))
+                });
             if let Some(j) = worst {
                 let quarters: Vec<String> = j.quarters.iter().map(|q| format!("{q:.1}")).collect();
                 println!(
