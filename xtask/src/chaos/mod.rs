@@ -172,14 +172,16 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<()> {
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&interrupted))?;
         signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
     }
+    // One namespace prefix per seed: runs of different seeds can go on at
+    // once without touching each other's network. The lab first: it
+    // refuses a seed a live run holds before anything of that run's
+    // directory (its CA, which its restarted nodes read) is overwritten.
+    let kind = if args.soak { "pgsoak" } else { "pgchaos" };
+    let lab = Lab::create(args.nodes, format!("{kind}{}", args.seed))?;
     let dir = args.out.join(format!("seed-{}", args.seed));
     std::fs::create_dir_all(&dir)?;
     let ca = DevCa::generate("chaos")?;
     std::fs::write(dir.join("ca.pem"), ca.certificate_pem())?;
-    // One namespace prefix per seed: runs of different seeds can go on at
-    // once without touching each other's network.
-    let kind = if args.soak { "pgsoak" } else { "pgchaos" };
-    let lab = Lab::create(args.nodes, format!("{kind}{}", args.seed))?;
     let mut chaos = Chaos {
         rng: fastrand::Rng::with_seed(args.seed),
         args,
