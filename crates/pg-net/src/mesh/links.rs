@@ -74,7 +74,7 @@ impl Mesh {
                 peer: peer.clone(),
                 initiator: link.initiator.clone(),
             };
-            let (report, replaced) = match peers::decide(me, current.as_ref(), &new) {
+            let (report, replaced, reset) = match peers::decide(me, current.as_ref(), &new) {
                 LinkDecision::StaleRun => {
                     conn.close(
                         code::REPLACED.into(),
@@ -93,32 +93,38 @@ impl Mesh {
                     Some(old) => {
                         old.conn
                             .close(code::DUPLICATE.into(), b"duplicate connection");
-                        let old = Arc::clone(&old.channels);
-                        let _ = mesh.events.send(PeerEvent::Reset(peer.clone(), old));
-                        (false, None)
+                        (false, None, Some(Arc::clone(&old.channels)))
                     }
-                    None => (true, None),
+                    None => (true, None, None),
                 },
                 LinkDecision::ReplacesOlderRun => match peers.get(&peer.name) {
                     Some(old) => {
                         old.conn
                             .close(code::REPLACED.into(), b"replaced by a newer run");
-                        (true, Some(Arc::clone(&old.channels)))
+                        (true, Some(Arc::clone(&old.channels)), None)
                     }
-                    None => (true, None),
+                    None => (true, None, None),
                 },
-                LinkDecision::New => (true, None),
+                LinkDecision::New => (true, None, None),
             };
             peers.insert(peer.name.clone(), link.clone());
             mesh.discovery
                 .dial
                 .lock()
                 .handle_connected(&peer.name, hello.listen, clock());
-            // Queued under the lock, so ups and downs reach the runtime in
-            // the order the links changed.
+            // Queued under the lock, so ups, resets and downs reach the
+            // runtime in the order the links changed; either way this link
+            // reads nothing until the runtime has taken the event (and
+            // every one before it: the `Up` of a link this one replaces
+            // may still be queued).
             if report {
                 let up = PeerEvent::Up(peer.clone(), reported_tx, replaced);
                 let _ = mesh.events.send(up);
+                Some(reported_rx)
+            } else if let Some(old) = reset {
+                let _ = mesh
+                    .events
+                    .send(PeerEvent::Reset(peer.clone(), reported_tx, old));
                 Some(reported_rx)
             } else {
                 None

@@ -95,7 +95,11 @@ enum PeerEvent {
     ),
     Down(NodeId, Arc<Channels>),
     /// A duplicate connection replaced the link: messages may be lost.
-    Reset(NodeId, Arc<Channels>),
+    /// Acknowledged like `Up`: the replacing link reads nothing before,
+    /// so its messages cannot overtake the `Up` of the link it replaced
+    /// (the runtime ignores the scope announcements of a peer it has not
+    /// heard is up).
+    Reset(NodeId, tokio::sync::oneshot::Sender<()>, Arc<Channels>),
 }
 
 /// Counters of the mesh (also exported through `metrics`).
@@ -470,9 +474,10 @@ impl Transport for QuicTransport {
                             mesh.end_run(&old);
                             inbound.node_down(&peer);
                         }
-                        PeerEvent::Reset(peer, old) => {
+                        PeerEvent::Reset(peer, reported, old) => {
                             mesh.end_run(&old);
                             inbound.link_reset(&peer);
+                            let _ = reported.send(());
                         }
                     }
                 }
