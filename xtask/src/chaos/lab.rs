@@ -218,22 +218,7 @@ impl Lab {
         if self.netem {
             return Ok(());
         }
-        let nfqueue = [
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-o",
-            "eth0",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "0",
-            "--queue-bypass",
-        ];
+        let nfqueue = nfqueue_rule(&ns, "OUTPUT", "-o", "eth0");
         run(&nfqueue, None).context(
             "this kernel has no netem, so delays need `iptables` (apt-get install iptables) with NFQUEUE (xt_NFQUEUE) for the delayer",
         )?;
@@ -357,25 +342,7 @@ impl Lab {
             .context("starting the NFQUEUE delayer")?;
         self.delays.insert(i, Some(child));
         for (chain, dir) in [("OUTPUT", "-o"), ("INPUT", "-i")] {
-            run(
-                &[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &ns,
-                    "iptables",
-                    "-A",
-                    chain,
-                    dir,
-                    &veth,
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    "0",
-                    "--queue-bypass",
-                ],
-                None,
-            )?;
+            run(&nfqueue_rule(&ns, chain, dir, &veth), None)?;
         }
         Ok(())
     }
@@ -461,6 +428,28 @@ impl Lab {
     pub(crate) fn len(&self) -> usize {
         self.nodes
     }
+}
+
+/// The command that sends what passes `dev` in `chain` (`dir`: `-o` or
+/// `-i`) of namespace `ns` to netfilter queue 0 (let through while nothing
+/// reads the queue).
+fn nfqueue_rule<'a>(ns: &'a str, chain: &'a str, dir: &'a str, dev: &'a str) -> [&'a str; 14] {
+    [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "iptables",
+        "-A",
+        chain,
+        dir,
+        dev,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        "0",
+        "--queue-bypass",
+    ]
 }
 
 /// Where labs record their owners.
