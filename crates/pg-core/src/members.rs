@@ -71,6 +71,12 @@ impl Members {
         self.distinct_len() == 0
     }
 
+    /// Whether a member of the node the snapshot was taken on is among
+    /// them (`!local_only().is_empty()`, without building the snapshot).
+    pub fn has_local(&self) -> bool {
+        self.local.distinct() > 0
+    }
+
     /// The members with multiplicity: a process that joined `n` times is
     /// yielded `n` times, one after the other.
     pub fn iter(&self) -> Iter<'_> {

@@ -8,7 +8,8 @@
 //! queues the pid here (no lock of the writer, no wait); the scope's exit
 //! task applies the queue in bounded batches, one writer step per batch,
 //! letting other callers in between, so a join during a mass exit stays
-//! prompt and each changed group is published once per batch.
+//! prompt; a batch's changed groups are published after it, or held for a
+//! while during a mass exit (`scope/publish.rs`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +42,13 @@ pub(crate) struct ExitQueue {
     pending: Mutex<Pending>,
     /// Wakes the exit task: something was queued, or the scope closed.
     ready: Notify,
-    /// Pids ever queued, and ever applied: `flush` waits for the second to
-    /// reach what the first was when it was called.
+    /// Pids ever queued, ever applied, and ever published to readers
+    /// (publication may lag a mass exit's steps, see `scope/publish.rs`):
+    /// `flush` waits for the third to reach what the first was when it was
+    /// called.
     queued: AtomicU64,
     applied: AtomicU64,
+    published: AtomicU64,
     /// Wakes `flush` callers after each batch.
     progressed: Notify,
 }
@@ -76,12 +80,18 @@ impl ExitQueue {
         batch
     }
 
+    /// Whether ended processes are queued and not yet taken.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.lock().pids.is_empty()
+    }
+
     /// Puts pids taken but not applied back at the front, in order.
     pub(crate) fn put_back(&self, rest: Vec<Pid>) {
         let mut pending = self.pending.lock();
         if pending.closed {
             drop(pending);
             self.applied(rest.len());
+            self.published(rest.len());
             return;
         }
         for pid in rest.into_iter().rev() {
@@ -99,6 +109,8 @@ impl ExitQueue {
         };
         self.applied
             .fetch_add(dropped.len() as u64, Ordering::AcqRel);
+        self.published
+            .fetch_add(dropped.len() as u64, Ordering::AcqRel);
         self.ready.notify_one();
         self.progressed.notify_waiters();
     }
@@ -106,6 +118,11 @@ impl ExitQueue {
     /// Records that `n` taken pids were cleaned up.
     pub(crate) fn applied(&self, n: usize) {
         self.applied.fetch_add(n as u64, Ordering::AcqRel);
+    }
+
+    /// Records that the cleanup of `n` more pids is visible to readers.
+    pub(crate) fn published(&self, n: usize) {
+        self.published.fetch_add(n as u64, Ordering::AcqRel);
         self.progressed.notify_waiters();
     }
 
@@ -115,15 +132,15 @@ impl ExitQueue {
         queued.saturating_sub(self.applied.load(Ordering::Acquire))
     }
 
-    /// Waits until every process queued before the call is cleaned up (or
-    /// the scope closed).
+    /// Waits until every process queued before the call is cleaned up and
+    /// readers see it (or the scope closed).
     pub(crate) async fn flush(&self) {
         let target = self.queued.load(Ordering::Acquire);
         loop {
             let progressed = self.progressed.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
-            if self.applied.load(Ordering::Acquire) >= target || self.pending.lock().closed {
+            if self.published.load(Ordering::Acquire) >= target || self.pending.lock().closed {
                 return;
             }
             progressed.await;

@@ -50,30 +50,45 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Publishes `group`'s members (writer only).
+    /// Publishes `group`'s members (writer only). The group-set epochs
+    /// move here, when a cell turns empty or non-empty, after the cell is
+    /// stored: a reader that sees the new epoch sees the cell, and the
+    /// epochs describe the cells even while some groups' publication is
+    /// held back (see `scope/publish.rs`).
     pub(crate) fn publish(&self, group: &GroupName, all: Members) {
+        let (empty, has_local) = (all.is_empty(), all.has_local());
         let view = Arc::new(GroupView { all });
-        if let Some(cell) = self.groups.read().get(group) {
-            cell.store(view);
-            return;
+        let stored = match self.groups.read().get(group) {
+            Some(cell) => Ok(cell.swap(view)),
+            None => Err(view),
+        };
+        let old = match stored {
+            Ok(old) => old,
+            Err(view) => {
+                let mut groups = self.groups.write();
+                let cell = groups.entry(group.clone()).or_insert_with(|| {
+                    let cell: Cell = Arc::new(ArcSwap::from_pointee(GroupView::default()));
+                    self.ordered
+                        .write()
+                        .insert(group.clone(), Arc::clone(&cell));
+                    cell
+                });
+                let old = cell.swap(view);
+                self.cells.store(groups.len(), Ordering::Relaxed);
+                old
+            }
+        };
+        if empty != old.all.is_empty() {
+            self.groups_epoch.fetch_add(1, Ordering::Release);
         }
-        let mut groups = self.groups.write();
-        let cell = groups.entry(group.clone()).or_insert_with(|| {
-            let cell: Cell = Arc::new(ArcSwap::from_pointee(GroupView::default()));
-            self.ordered
-                .write()
-                .insert(group.clone(), Arc::clone(&cell));
-            cell
-        });
-        cell.store(view);
-        self.cells.store(groups.len(), Ordering::Relaxed);
+        if has_local != old.all.has_local() {
+            self.local_epoch.fetch_add(1, Ordering::Release);
+        }
     }
 
-    /// Records the core's group-set epochs after a step (writer only), and
-    /// prunes empty cells when they pile up.
-    pub(crate) fn set_epochs(&self, groups: u64, local: u64, live_groups: usize) {
-        self.groups_epoch.store(groups, Ordering::Release);
-        self.local_epoch.store(local, Ordering::Release);
+    /// Prunes empty cells when they outnumber the live groups (writer
+    /// only).
+    pub(crate) fn prune(&self, live_groups: usize) {
         if self.cells.load(Ordering::Relaxed) > 2 * live_groups + 1024 {
             let mut groups = self.groups.write();
             groups.retain(|_, cell| !cell.load().all.is_empty());
@@ -127,9 +142,7 @@ impl View {
     }
 
     pub(crate) fn which_local_groups(&self) -> Arc<[GroupName]> {
-        self.cached(&self.local_cache, &self.local_epoch, |v| {
-            !v.all.local_only().is_empty()
-        })
+        self.cached(&self.local_cache, &self.local_epoch, |v| v.all.has_local())
     }
 
     fn cached(

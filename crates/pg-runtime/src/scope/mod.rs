@@ -37,9 +37,11 @@ pub use registry::{REGISTRY_CONFLICT_TOPIC, Registration, RegistryConflict};
 mod flush;
 mod meta;
 mod prefix;
+mod publish;
 mod registry;
 mod tasks;
 
+use publish::Publish;
 use tasks::{exit_loop, timer_loop};
 
 pub(crate) struct CoreState {
@@ -57,6 +59,8 @@ pub(crate) struct CoreState {
     changed: Vec<GroupName>,
     /// Events of the current step, held until the groups are published.
     events: Vec<Event>,
+    /// Groups whose exit cleanup is not yet published (see `publish.rs`).
+    held: publish::Held,
 }
 
 /// Counters of one scope (also exported through `metrics`).
@@ -183,6 +187,7 @@ impl ScopeShared {
                 flush_due: false,
                 changed: Vec::new(),
                 events: Vec::new(),
+                held: publish::Held::default(),
             }),
             waiting: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
@@ -242,19 +247,26 @@ impl ScopeShared {
     /// Runs protocol input (frames, peers, timers) under the writer lock.
     /// Never refused: dropping protocol input would lose membership.
     fn step<T>(&self, f: impl FnOnce(&mut CoreState) -> T) -> T {
+        self.step_as(Publish::Now, f).0
+    }
+
+    /// A step whose publication follows `mode` (see `publish.rs`); says
+    /// also whether nothing is held back from readers after it.
+    fn step_as<T>(&self, mode: Publish, f: impl FnOnce(&mut CoreState) -> T) -> (T, bool) {
         let _span = tracing::trace_span!("pg.scope.step", scope = %self.id).entered();
         let mut core = self.core.lock();
         self.metrics
             .queue_depth
             .set(self.waiting.load(Ordering::Relaxed) as f64);
         let out = f(&mut core);
-        self.drain(&mut core);
-        out
+        self.drain(&mut core, mode);
+        (out, core.held.is_empty())
     }
 
     /// Hands the core's outputs to their consumers, and publishes the
-    /// groups that changed, before the lock is released.
-    fn drain(&self, core: &mut CoreState) {
+    /// groups that changed (or holds an exit cleanup's back, see
+    /// `publish.rs`) before the lock is released.
+    fn drain(&self, core: &mut CoreState, mode: Publish) {
         let mut changed = std::mem::take(&mut core.changed);
         let mut events = std::mem::take(&mut core.events);
         let keep = !core.subscribers.is_empty();
@@ -267,22 +279,8 @@ impl ScopeShared {
                 events.push(event);
             }
         }
-        if !changed.is_empty() {
-            changed.sort_unstable();
-            changed.dedup();
-            for group in &changed {
-                let all = core.scope.members(group.as_str());
-                self.view.publish(group, all);
-            }
-            self.view.set_epochs(
-                core.scope.groups_epoch(),
-                core.scope.local_groups_epoch(),
-                core.scope.group_count(),
-            );
-            self.metrics.groups.set(core.scope.group_count() as f64);
-            let local = core.scope.part_memberships(core.scope.local_node());
-            self.metrics.local_memberships.set(local as f64);
-            changed.clear();
+        if !changed.is_empty() || !core.held.is_empty() {
+            self.publish_changed(core, &mut changed, mode);
         }
         core.changed = changed;
         // Subscribers hear of a change only once readers can see it.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{ScopeShared, clock};
+use super::{Publish, ScopeShared, clock};
 
 /// Wakes for the core's deadlines (anti-entropy, discovery).
 pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
@@ -39,24 +39,41 @@ pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
 
 /// Cleans up after ended processes, a bounded batch per writer step,
 /// yielding between batches so other callers get the writer promptly.
+/// A batch counts as published (what `flush_exits` waits for) once readers
+/// can see it: its publication may be held back while more exits wait
+/// (see `publish.rs`).
 pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
+    let mut unpublished = 0;
     loop {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
         let batch = shared.exits.take_batch();
         if batch.is_empty() {
+            if unpublished > 0 {
+                if shared.step(|c| shared.publish_rest(c)) {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                shared.exits.published(std::mem::take(&mut unpublished));
+            }
             shared.metrics.exit_backlog.set(0.0);
             shared.exits.wait_ready().await;
             continue;
         }
-        let done = shared.step(|c| ScopeShared::apply_exits(c, &batch));
+        let (done, published) = shared.step_as(Publish::ExitCleanup, |c| {
+            ScopeShared::apply_exits(c, &batch)
+        });
         if let Some(rest) = batch.get(done..)
             && !rest.is_empty()
         {
             shared.exits.put_back(rest.to_vec());
         }
         shared.exits.applied(done);
+        unpublished += done;
+        if published {
+            shared.exits.published(std::mem::take(&mut unpublished));
+        }
         shared
             .metrics
             .exit_backlog
