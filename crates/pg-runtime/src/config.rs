@@ -29,6 +29,11 @@ pub struct ScopeOptions {
     /// `pg.broadcast_recent.<scope>` health check reports unhealthy.
     /// Default 5 minutes.
     pub broadcast_health_window: Duration,
+    /// During a mass exit with no membership subscriber open, how long
+    /// the groups an exit batch changed may wait before readers see them
+    /// (grouping their publication; see docs/architecture.md). Zero
+    /// publishes after every batch. Default 50 ms.
+    pub exit_publish_hold: Duration,
 }
 
 impl Default for ScopeOptions {
@@ -41,6 +46,7 @@ impl Default for ScopeOptions {
             monitor_buffer: 64,
             monitor_max_pending: 65_536,
             broadcast_health_window: Duration::from_secs(300),
+            exit_publish_hold: Duration::from_millis(50),
         }
     }
 }

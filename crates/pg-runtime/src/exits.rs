@@ -91,7 +91,7 @@ impl ExitQueue {
         if pending.closed {
             drop(pending);
             self.applied(rest.len());
-            self.published(rest.len());
+            self.published_up_to(self.applied_count());
             return;
         }
         for pid in rest.into_iter().rev() {
@@ -109,21 +109,28 @@ impl ExitQueue {
         };
         self.applied
             .fetch_add(dropped.len() as u64, Ordering::AcqRel);
-        self.published
-            .fetch_add(dropped.len() as u64, Ordering::AcqRel);
+        self.published_up_to(self.applied_count());
         self.ready.notify_one();
         self.progressed.notify_waiters();
     }
 
-    /// Records that `n` taken pids were cleaned up.
+    /// Records that `n` taken pids were cleaned up (by the exit step
+    /// itself, under the writer lock, so its publication can count them).
     pub(crate) fn applied(&self, n: usize) {
         self.applied.fetch_add(n as u64, Ordering::AcqRel);
     }
 
-    /// Records that the cleanup of `n` more pids is visible to readers.
-    pub(crate) fn published(&self, n: usize) {
-        self.published.fetch_add(n as u64, Ordering::AcqRel);
-        self.progressed.notify_waiters();
+    /// Pids ever cleaned up.
+    pub(crate) fn applied_count(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Records that the cleanup of the first `applied` pids (in the order
+    /// they were applied) is visible to readers.
+    pub(crate) fn published_up_to(&self, applied: u64) {
+        if self.published.fetch_max(applied, Ordering::AcqRel) < applied {
+            self.progressed.notify_waiters();
+        }
     }
 
     /// Pids queued and not yet cleaned up.

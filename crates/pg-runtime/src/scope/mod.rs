@@ -281,6 +281,10 @@ impl ScopeShared {
         }
         if !changed.is_empty() || !core.held.is_empty() {
             self.publish_changed(core, &mut changed, mode);
+        } else {
+            // An exit that changed no group (a process in none) is visible
+            // as it is applied.
+            self.settle(core);
         }
         core.changed = changed;
         // Subscribers hear of a change only once readers can see it.
@@ -493,6 +497,8 @@ impl ScopeShared {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let mut core = self.core.lock();
+        // The exit task stops: what it held back is published now.
+        self.publish_held(&mut core);
         for sub in core.subscribers.drain(..) {
             sub.close(true);
         }

@@ -96,9 +96,6 @@ impl Scope {
         }
         let shared = &self.shared;
         let (sub, snapshot) = shared.act(|c| {
-            // The prefix snapshot is read from the view: nothing may be
-            // held back from it (see `publish.rs`).
-            shared.publish_held(c);
             let snapshot = match &pattern {
                 Pattern::Exact(group) => {
                     let members = c.scope.members(group.as_str());
@@ -108,10 +105,13 @@ impl Scope {
                         vec![(group.clone(), members)]
                     }
                 }
-                // The view is the core's state between steps: every step
-                // publishes what it changed before the lock is released,
-                // and nothing is held back now.
-                Pattern::Prefix(prefix) => shared.view.prefix(prefix),
+                // The view is the core's state between steps once nothing
+                // is held back from it (see `publish.rs`): every step
+                // publishes what it changed before the lock is released.
+                Pattern::Prefix(prefix) => {
+                    shared.publish_held(c);
+                    shared.view.prefix(prefix)
+                }
                 Pattern::All => c.scope.snapshot(),
             };
             let snapshot = match &allow {

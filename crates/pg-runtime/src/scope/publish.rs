@@ -11,15 +11,15 @@
 //!
 //! So while more exits wait, a cleanup step only records the groups it
 //! changed ([`Held`]); they become due when the exit queue runs dry, when
-//! the oldest has waited [`HOLD_MAX`], or when [`HOLD_MAX_GROUPS`] are
-//! held, and due groups are published [`PUBLISH_CHUNK`] per step, so no
+//! the oldest has waited `exit_publish_hold` (50 ms by default), or when
+//! [`HOLD_MAX_GROUPS`] are held, and due groups are published [`PUBLISH_CHUNK`] per step, so no
 //! step holds the writer much longer than an exit batch. In between, each
 //! held group's list is changed in place.
 //!
 //! Why readers may see a held group late: an ended process may be listed
 //! until its cleanup is applied (docs/semantics.md), and that cleanup was
-//! already asynchronous; holding adds about [`HOLD_MAX`] to it (plus the
-//! steps publishing the due chunks). A
+//! already asynchronous; holding adds about `exit_publish_hold` to it
+//! (plus the steps publishing the due chunks). A
 //! publication is always of the group's current state, so a step that
 //! changes a held group publishes it whole and nothing ever goes back.
 //! `flush_exits` returns only once what it waited for is published.
@@ -30,24 +30,21 @@
 //! held first ([`ScopeShared::publish_held`]), so its snapshot, the view
 //! and the events it will receive agree.
 
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::time::Instant;
 
 use pg_core::GroupName;
 use rustc_hash::FxHashSet;
 
 use super::{CoreState, ScopeShared, clock};
 
-/// Longest an exit cleanup's groups are held before their publication
-/// starts.
-pub(super) const HOLD_MAX: Duration = Duration::from_millis(50);
-
 /// Most groups held at once (bounds the set's memory): reaching it starts
-/// their publication as [`HOLD_MAX`] does.
+/// their publication as `exit_publish_hold` elapsing does.
 pub(super) const HOLD_MAX_GROUPS: usize = 65_536;
 
-/// Groups published per step once due: a step that publishes is as short
-/// as an exit batch, so a caller waiting for the writer still waits for
-/// one batch at most.
+/// Due groups published per step beyond as many as the step itself held
+/// back: the due list shrinks by at least this much per step, and a step
+/// costs at most about twice an exit batch published at once.
 pub(super) const PUBLISH_CHUNK: usize = 2048;
 
 /// How a step's changes reach readers.
@@ -65,9 +62,12 @@ pub(crate) struct Held {
     /// Changed since `since`, not yet due.
     groups: FxHashSet<GroupName>,
     since: Option<Instant>,
-    /// Due: published [`PUBLISH_CHUNK`] per step. A group changed again
-    /// meanwhile is in `groups` too, and published again later.
-    due: Vec<GroupName>,
+    /// Due, oldest first: published a chunk per step. A group changed
+    /// again meanwhile is in `groups` too, and published again later.
+    due: VecDeque<GroupName>,
+    /// Exits applied (`ExitQueue::applied_count`) when the groups now due
+    /// were made due: once `due` is empty, that many are visible.
+    due_mark: u64,
 }
 
 impl Held {
@@ -76,10 +76,22 @@ impl Held {
         self.groups.is_empty() && self.due.is_empty()
     }
 
-    /// Moves every held group to the due list.
-    fn make_due(&mut self) {
+    /// Moves every held group to the end of the due list; `applied` exits
+    /// are then covered by it.
+    fn make_due(&mut self, applied: u64) {
         self.since = None;
         self.due.extend(self.groups.drain());
+        self.due_mark = applied;
+    }
+
+    /// Gives back the memory of a mass exit once it is over.
+    fn shrink(&mut self) {
+        if self.groups.capacity() > 4 * PUBLISH_CHUNK {
+            self.groups = FxHashSet::default();
+        }
+        if self.due.capacity() > 4 * PUBLISH_CHUNK {
+            self.due = VecDeque::new();
+        }
     }
 }
 
@@ -93,22 +105,27 @@ impl ScopeShared {
         changed: &mut Vec<GroupName>,
         mode: Publish,
     ) {
-        let hold = mode == Publish::ExitCleanup && core.subscribers.is_empty();
+        let hold_max = self.options.exit_publish_hold;
+        let hold =
+            mode == Publish::ExitCleanup && core.subscribers.is_empty() && !hold_max.is_zero();
         if hold {
+            let added = changed.len();
             let held = &mut core.held;
             held.groups.extend(changed.drain(..));
             let now = clock();
-            let since = *held.since.get_or_insert(now);
+            let applied = self.exits.applied_count();
             if !self.exits.has_pending() {
-                // The queue ran dry: everything goes, a chunk per step.
-                held.make_due();
-            } else if held.due.is_empty()
-                && (held.groups.len() >= HOLD_MAX_GROUPS
-                    || now.saturating_duration_since(since) >= HOLD_MAX)
-            {
-                held.make_due();
+                // The queue ran dry: everything goes.
+                held.make_due(applied);
+            } else if !held.groups.is_empty() {
+                let since = *held.since.get_or_insert(now);
+                if held.groups.len() >= HOLD_MAX_GROUPS
+                    || now.saturating_duration_since(since) >= hold_max
+                {
+                    held.make_due(applied);
+                }
             }
-            self.publish_due(core);
+            self.publish_due(core, PUBLISH_CHUNK + added);
         } else {
             changed.sort_unstable();
             changed.dedup();
@@ -119,43 +136,62 @@ impl ScopeShared {
                 let all = core.scope.members(group.as_str());
                 self.view.publish(&group, all);
             }
+            if core.held.groups.is_empty() {
+                core.held.since = None;
+            }
             if !core.subscribers.is_empty() {
                 self.publish_held(core);
             }
+            self.settle(core);
         }
-        self.view.prune(core.scope.group_count());
+        // A held group may be empty in the core and not yet in the view:
+        // pruning waits until nothing is held.
+        if core.held.is_empty() {
+            self.view.prune(core.scope.group_count());
+        }
         self.metrics.groups.set(core.scope.group_count() as f64);
         let local = core.scope.part_memberships(core.scope.local_node());
         self.metrics.local_memberships.set(local as f64);
     }
 
-    /// Publishes up to [`PUBLISH_CHUNK`] due groups; says whether anything
+    /// Publishes up to `n` due groups, oldest first; says whether anything
     /// is still held back.
-    fn publish_due(&self, core: &mut CoreState) -> bool {
-        let from = core.held.due.len().saturating_sub(PUBLISH_CHUNK);
-        let chunk: Vec<GroupName> = core.held.due.drain(from..).collect();
-        for group in &chunk {
+    fn publish_due(&self, core: &mut CoreState, n: usize) -> bool {
+        for _ in 0..n {
+            let Some(group) = core.held.due.pop_front() else {
+                break;
+            };
             let all = core.scope.members(group.as_str());
-            self.view.publish(group, all);
+            self.view.publish(&group, all);
         }
+        self.settle(core);
         !core.held.is_empty()
+    }
+
+    /// Tells `flush_exits` how far readers see the exits: all of them when
+    /// nothing is held, those made due when the due list is done.
+    pub(super) fn settle(&self, core: &mut CoreState) {
+        if core.held.is_empty() {
+            self.exits.published_up_to(self.exits.applied_count());
+            core.held.shrink();
+        } else if core.held.due.is_empty() {
+            self.exits.published_up_to(core.held.due_mark);
+        }
     }
 
     /// The exit queue is empty: makes everything held due and publishes a
     /// chunk of it; says whether anything is still held back (then the
     /// exit task calls again after letting others in).
     pub(super) fn publish_rest(&self, core: &mut CoreState) -> bool {
-        core.held.make_due();
-        self.publish_due(core)
+        core.held.make_due(self.exits.applied_count());
+        self.publish_due(core, PUBLISH_CHUNK)
     }
 
     /// Publishes every group held back at once (a subscriber is about to
-    /// read or hear of them).
+    /// read or hear of them, or the scope closes).
     pub(super) fn publish_held(&self, core: &mut CoreState) {
-        core.held.make_due();
-        for group in std::mem::take(&mut core.held.due) {
-            let all = core.scope.members(group.as_str());
-            self.view.publish(&group, all);
-        }
+        core.held.make_due(self.exits.applied_count());
+        let n = core.held.due.len();
+        self.publish_due(core, n);
     }
 }

@@ -39,40 +39,36 @@ pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
 
 /// Cleans up after ended processes, a bounded batch per writer step,
 /// yielding between batches so other callers get the writer promptly.
-/// A batch counts as published (what `flush_exits` waits for) once readers
-/// can see it: its publication may be held back while more exits wait
-/// (see `publish.rs`).
+/// Publication may be held back while more exits wait (see `publish.rs`);
+/// once the queue is empty, what is held is published a chunk per step.
 pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
-    let mut unpublished = 0;
+    let mut held = false;
     loop {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
         let batch = shared.exits.take_batch();
         if batch.is_empty() {
-            if unpublished > 0 {
-                if shared.step(|c| shared.publish_rest(c)) {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                shared.exits.published(std::mem::take(&mut unpublished));
+            if held {
+                held = shared.step(|c| shared.publish_rest(c));
+                tokio::task::yield_now().await;
+                continue;
             }
             shared.metrics.exit_backlog.set(0.0);
             shared.exits.wait_ready().await;
             continue;
         }
-        let (done, published) = shared.step_as(Publish::ExitCleanup, |c| {
-            ScopeShared::apply_exits(c, &batch)
+        let (done, nothing_held) = shared.step_as(Publish::ExitCleanup, |c| {
+            let done = ScopeShared::apply_exits(c, &batch);
+            // Counted under the lock, before the step's publication.
+            shared.exits.applied(done);
+            done
         });
+        held = !nothing_held;
         if let Some(rest) = batch.get(done..)
             && !rest.is_empty()
         {
             shared.exits.put_back(rest.to_vec());
-        }
-        shared.exits.applied(done);
-        unpublished += done;
-        if published {
-            shared.exits.published(std::mem::take(&mut unpublished));
         }
         shared
             .metrics
