@@ -49,7 +49,7 @@ pub(crate) struct ExitQueue {
     queued: AtomicU64,
     applied: AtomicU64,
     published: AtomicU64,
-    /// Wakes `flush` callers after each batch.
+    /// Wakes `flush` callers when the published count moves.
     progressed: Notify,
 }
 

@@ -10,7 +10,9 @@
 //! groups. Group lists are rebuilt by a reader only after their epoch moved.
 //! An ordered index of the same cells serves prefix reads in
 //! O(log groups + matches), never a scan of every group (matches include
-//! emptied groups not yet pruned: at most the live ones plus 1024).
+//! emptied groups not yet pruned: at most the live ones plus 1024, except
+//! during a mass exit whose publication is held, when pruning waits for
+//! the held groups to be published).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

@@ -13,8 +13,12 @@ use pg_runtime::{MemoryNetwork, Node, NodeOptions, Pattern, Process, Scope, Scop
 
 /// `n` processes, process `i` in rooms `i * per` to `i * per + per - 1`
 /// (of `rooms`, wrapping).
-fn crowded(n: usize, rooms: usize, per: usize) -> (Node, Scope, Vec<Process>) {
-    crowded_with(n, rooms, per, ScopeOptions::default())
+/// Exits held until the queue runs dry, whatever the machine's speed.
+fn long_hold() -> ScopeOptions {
+    ScopeOptions {
+        exit_publish_hold: std::time::Duration::from_secs(3600),
+        ..ScopeOptions::default()
+    }
 }
 
 fn crowded_with(
@@ -41,7 +45,7 @@ fn crowded_with(
 #[tokio::test(flavor = "current_thread")]
 async fn flush_exits_returns_once_readers_see_the_whole_exit() {
     let rooms = 5000;
-    let (_node, scope, procs) = crowded(5000, rooms, 2);
+    let (_node, scope, procs) = crowded_with(5000, rooms, 2, long_hold());
     drop(procs);
     scope.flush_exits().await;
     assert_eq!(scope.exit_backlog(), 0);
@@ -122,7 +126,7 @@ async fn flush_exits_returns_while_exits_keep_coming() {
 /// give exactly the final state (every room empty).
 #[tokio::test(flavor = "current_thread")]
 async fn a_prefix_monitor_opened_mid_exit_replays_exactly() {
-    let (node, scope, procs) = crowded(2000, 50, 2);
+    let (node, scope, procs) = crowded_with(2000, 50, 2, long_hold());
     drop(procs);
     for _ in 0..4 {
         tokio::task::yield_now().await; // some batches applied, not all
@@ -175,4 +179,46 @@ async fn flush_exits_returns_for_processes_in_no_group() {
         tokio::time::timeout(std::time::Duration::from_secs(30), scope.flush_exits()).await;
     assert!(flushed.is_ok(), "flush_exits never returned");
     assert_eq!(scope.exit_backlog(), 0);
+}
+
+/// While more exits wait, what the applied batches changed is not yet
+/// published (that is the point); `flush_exits` then shows all of it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_mass_exit_is_held_until_the_queue_runs_dry() {
+    let rooms = 50;
+    let (_node, scope, procs) = crowded_with(2000, rooms, 2, long_hold());
+    let listed = |scope: &Scope| -> usize {
+        (0..rooms)
+            .map(|i| scope.members(&format!("room:{i}")).len())
+            .sum()
+    };
+    drop(procs);
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(scope.exit_backlog() < 2000, "no batch was applied");
+    assert!(scope.exit_backlog() > 0, "the cleanup ran to its end early");
+    assert_eq!(listed(&scope), 4000, "a batch was published while held");
+    scope.flush_exits().await;
+    assert_eq!(listed(&scope), 0);
+}
+
+/// A monitor opened in the middle of a held mass exit takes its snapshot
+/// from the core; the step publishes what was held, so readers see
+/// exactly that snapshot.
+#[tokio::test(flavor = "current_thread")]
+async fn an_exact_monitor_opened_mid_exit_agrees_with_readers() {
+    let (node, scope, procs) = crowded_with(2000, 50, 2, long_hold());
+    drop(procs);
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(scope.exit_backlog() > 0, "the cleanup ran to its end early");
+    let watcher = node.spawn();
+    let (_sub, snapshot) = scope.monitor(&g("room:0"), Some(watcher.pid())).unwrap();
+    assert_eq!(
+        scope.members("room:0").to_vec(),
+        snapshot.to_vec(),
+        "readers and the monitor's snapshot disagree"
+    );
 }

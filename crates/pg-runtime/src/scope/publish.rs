@@ -24,9 +24,9 @@
 //! changes a held group publishes it whole and nothing ever goes back.
 //! `flush_exits` returns only once what it waited for is published.
 //!
-//! Why only without membership subscribers: a subscriber must not hear of
-//! a change before readers can see it, and held events would make every
-//! other step wait for them. A step that subscribes publishes everything
+//! Why only without membership subscribers (any one, of any group): a
+//! subscriber must not hear of a change before readers can see it, and
+//! held events would make every other step wait for them. A step that subscribes publishes everything
 //! held first ([`ScopeShared::publish_held`]), so its snapshot, the view
 //! and the events it will receive agree.
 
@@ -106,8 +106,11 @@ impl ScopeShared {
         mode: Publish,
     ) {
         let hold_max = self.options.exit_publish_hold;
-        let hold =
-            mode == Publish::ExitCleanup && core.subscribers.is_empty() && !hold_max.is_zero();
+        // A closing scope's exit task stops: nothing may be held then.
+        let hold = mode == Publish::ExitCleanup
+            && core.subscribers.is_empty()
+            && !hold_max.is_zero()
+            && !self.closed.load(std::sync::atomic::Ordering::Acquire);
         if hold {
             let added = changed.len();
             let held = &mut core.held;
@@ -144,11 +147,6 @@ impl ScopeShared {
             }
             self.settle(core);
         }
-        // A held group may be empty in the core and not yet in the view:
-        // pruning waits until nothing is held.
-        if core.held.is_empty() {
-            self.view.prune(core.scope.group_count());
-        }
         self.metrics.groups.set(core.scope.group_count() as f64);
         let local = core.scope.part_memberships(core.scope.local_node());
         self.metrics.local_memberships.set(local as f64);
@@ -170,10 +168,14 @@ impl ScopeShared {
 
     /// Tells `flush_exits` how far readers see the exits: all of them when
     /// nothing is held, those made due when the due list is done.
+    /// Prunes the view's empty cells too, once nothing is held (a held
+    /// group may be empty in the core and not yet in the view, so the
+    /// live count would not describe the cells).
     pub(super) fn settle(&self, core: &mut CoreState) {
         if core.held.is_empty() {
             self.exits.published_up_to(self.exits.applied_count());
             core.held.shrink();
+            self.view.prune(core.scope.group_count());
         } else if core.held.due.is_empty() {
             self.exits.published_up_to(core.held.due_mark);
         }
@@ -188,7 +190,9 @@ impl ScopeShared {
     }
 
     /// Publishes every group held back at once (a subscriber is about to
-    /// read or hear of them, or the scope closes).
+    /// read or hear of them, or the scope closes). Unbounded: a monitor
+    /// opened in the middle of a mass exit pays for publishing what was
+    /// held (at most [`HOLD_MAX_GROUPS`] plus the due list) in its step.
     pub(super) fn publish_held(&self, core: &mut CoreState) {
         core.held.make_due(self.exits.applied_count());
         let n = core.held.due.len();

@@ -58,18 +58,18 @@ pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
             shared.exits.wait_ready().await;
             continue;
         }
-        let (done, nothing_held) = shared.step_as(Publish::ExitCleanup, |c| {
+        let ((), nothing_held) = shared.step_as(Publish::ExitCleanup, |c| {
             let done = ScopeShared::apply_exits(c, &batch);
-            // Counted under the lock, before the step's publication.
+            // Counted, and the rest put back, under the lock: the step's
+            // publication sees both (what is applied, whether more waits).
             shared.exits.applied(done);
-            done
+            if let Some(rest) = batch.get(done..)
+                && !rest.is_empty()
+            {
+                shared.exits.put_back(rest.to_vec());
+            }
         });
         held = !nothing_held;
-        if let Some(rest) = batch.get(done..)
-            && !rest.is_empty()
-        {
-            shared.exits.put_back(rest.to_vec());
-        }
         shared
             .metrics
             .exit_backlog
