@@ -128,6 +128,11 @@ impl ExitQueue {
     /// Records that the cleanup of the first `applied` pids (in the order
     /// they were applied) is visible to readers.
     pub(crate) fn published_up_to(&self, applied: u64) {
+        // Called after every writer step: a plain load when nothing moved,
+        // no read-modify-write on the join path.
+        if self.published.load(Ordering::Acquire) >= applied {
+            return;
+        }
         if self.published.fetch_max(applied, Ordering::AcqRel) < applied {
             self.progressed.notify_waiters();
         }
