@@ -414,6 +414,22 @@ impl Membership {
         reason: LeaveReason,
         events: &mut EventQueue,
     ) -> u32 {
+        self.sub_member(slot, serial, gid, n, reason, events, true)
+    }
+
+    /// [`Self::sub`]; with `fix_index` false the process's entry in the
+    /// pid -> groups index is left alone (the caller removed it whole).
+    #[allow(clippy::too_many_arguments)] // one private helper of `sub`
+    fn sub_member(
+        &mut self,
+        slot: Slot,
+        serial: u64,
+        gid: GroupId,
+        n: u32,
+        reason: LeaveReason,
+        events: &mut EventQueue,
+        fix_index: bool,
+    ) -> u32 {
         let key = MemberKey::new(slot, serial);
         let g = self.group_mut(gid);
         let list = g.list_mut(key);
@@ -429,7 +445,10 @@ impl Membership {
         let name = self.group(gid).name.clone();
         let part = self.part_mut(slot);
         part.memberships -= u64::from(removed);
-        if gone && let Some(gids) = part.processes.get_mut(&serial) {
+        if gone
+            && fix_index
+            && let Some(gids) = part.processes.get_mut(&serial)
+        {
             if let Some(i) = gids.iter().position(|&g| g == gid) {
                 gids.swap_remove(i);
             }
@@ -461,12 +480,15 @@ impl Membership {
         reason: LeaveReason,
         events: &mut EventQueue,
     ) -> u64 {
-        let Some(gids) = self.part(slot).processes.get(&serial).cloned() else {
+        // The process leaves all of its groups: its index entry goes once,
+        // up front, rather than being edited group by group.
+        let Some(gids) = self.part_mut(slot).processes.remove(&serial) else {
             return 0;
         };
         let mut removed = 0;
         for gid in gids {
-            removed += u64::from(self.sub(slot, serial, gid, u32::MAX, reason, events));
+            removed +=
+                u64::from(self.sub_member(slot, serial, gid, u32::MAX, reason, events, false));
         }
         removed
     }

@@ -159,16 +159,16 @@ impl View {
         {
             return Arc::clone(list);
         }
-        // Built from the cells, which are at least as new as `epoch`.
-        let mut list: Vec<GroupName> = self
-            .groups
+        // Built from the cells, which are at least as new as `epoch`, in
+        // the ordered index's order: sorted without a sort (a rebuild of
+        // 10k names sorting them cost a millisecond).
+        let list: Arc<[GroupName]> = self
+            .ordered
             .read()
             .iter()
             .filter(|(_, cell)| keep(&cell.load()))
             .map(|(name, _)| name.clone())
             .collect();
-        list.sort_unstable();
-        let list: Arc<[GroupName]> = list.into();
         *cache.lock() = Some((epoch, Arc::clone(&list)));
         list
     }

@@ -20,6 +20,26 @@ fn single(options: NodeOptions) -> Node {
 }
 
 #[tokio::test(start_paused = true)]
+async fn group_lists_are_sorted_and_follow_emptied_groups() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("app:pg", ScopeOptions::default()).unwrap();
+    let p = node.spawn();
+    // Joined out of order, with names whose hash order is not their order.
+    let names = ["m", "b", "zz", "a", "b1", "a:2", "a:10", "y"];
+    for name in names {
+        scope.join(p.pid(), &[g(name)]).unwrap();
+    }
+    let mut sorted: Vec<_> = names.iter().map(|n| g(n)).collect();
+    sorted.sort();
+    assert_eq!(&*scope.which_groups(), sorted.as_slice());
+    assert_eq!(&*scope.which_local_groups(), sorted.as_slice());
+    scope.leave(p.pid(), &[g("b"), g("zz")]).unwrap();
+    sorted.retain(|n| n.as_str() != "b" && n.as_str() != "zz");
+    assert_eq!(&*scope.which_groups(), sorted.as_slice());
+    assert_eq!(&*scope.which_local_groups(), sorted.as_slice());
+}
+
+#[tokio::test(start_paused = true)]
 async fn joins_are_visible_at_once_and_multi_join_counts() {
     let node = single(NodeOptions::default());
     let scope = node.open_scope("app:pg", ScopeOptions::default()).unwrap();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Publish, ScopeShared, clock};
+use crate::exits::EXIT_BATCH;
 
 /// Wakes for the core's deadlines (anti-entropy, discovery).
 pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
@@ -43,11 +44,12 @@ pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
 /// once the queue is empty, what is held is published a chunk per step.
 pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
     let mut held = false;
+    let mut batch = Vec::with_capacity(EXIT_BATCH);
     loop {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        let batch = shared.exits.take_batch();
+        shared.exits.take_batch(&mut batch);
         if batch.is_empty() {
             if held {
                 held = shared.step(|c| shared.publish_rest(c));
