@@ -32,7 +32,10 @@ pub struct ScopeOptions {
     /// During a mass exit with no membership subscriber open, how long
     /// the groups an exit batch changed may wait before readers see them
     /// (grouping their publication; see docs/architecture.md). Zero
-    /// publishes after every batch. Default 50 ms.
+    /// publishes after every batch. Default 200 ms: each publication
+    /// round of a mass exit publishes every group it touched, so the
+    /// hold sets how many rounds it pays for (measured in
+    /// docs/benchmarks.md: 50 ms cost X1 about twice as much).
     pub exit_publish_hold: Duration,
 }
 
@@ -46,7 +49,7 @@ impl Default for ScopeOptions {
             monitor_buffer: 64,
             monitor_max_pending: 65_536,
             broadcast_health_window: Duration::from_secs(300),
-            exit_publish_hold: Duration::from_millis(50),
+            exit_publish_hold: Duration::from_millis(200),
         }
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! So while more exits wait, a cleanup step only records the groups it
 //! changed ([`Held`]); they become due when the exit queue runs dry, when
-//! the oldest has waited `exit_publish_hold` (50 ms by default), or when
+//! the oldest has waited `exit_publish_hold` (200 ms by default), or when
 //! [`HOLD_MAX_GROUPS`] are held, and due groups are published [`PUBLISH_CHUNK`] per step, so no
 //! step holds the writer much longer than an exit batch. In between, each
 //! held group's list is changed in place.
