@@ -55,6 +55,10 @@ const PROCESSES: (usize, usize) = (4, 12);
 /// How long the cluster may take to converge after a heal.
 const CONVERGE_BOUND: Duration = Duration::from_secs(60);
 
+/// A convergence after a heal at least this slow is printed where it
+/// happened, not only as its kind's worst in the report.
+const SLOW_HEAL: Duration = Duration::from_secs(1);
+
 /// Options of `cargo xtask chaos`.
 pub(crate) struct ChaosArgs {
     pub(crate) nodes: usize,
@@ -379,6 +383,11 @@ impl Chaos {
             eprintln!("chaos: a dead node stays dead this round");
         }
         let took = self.converge(kind)?;
+        if took >= SLOW_HEAL {
+            // The report keeps only each kind's worst: this line says
+            // which fault it was (the one printed just above).
+            eprintln!("chaos:   converged {took:.1?} after that heal");
+        }
         let stats = self.stats.entry(kind).or_default();
         stats.injected += 1;
         stats.worst_ms = stats.worst_ms.max(took.as_millis());
