@@ -357,7 +357,8 @@ impl Node {
     }
 
     /// Scope `id`'s counters: events delivered to subscribers, subscribers
-    /// that lagged, frames that could not be sent.
+    /// that lagged, frames that could not be sent, writer time spent
+    /// cleaning up after ended processes.
     pub fn scope_counters(&self, id: &str) -> Result<ScopeCounters, PgError> {
         Ok(self.runtime.scope(id)?.counters())
     }

@@ -72,7 +72,7 @@ pub mod sim;
 
 pub use config::ScopeConfig;
 pub use error::{CommandError, DecodeError, FrameInvariant, IdError, Limit, Violation};
-pub use event::{Event, EventEntry, EventKind, MetaChange};
+pub use event::{Event, EventDetail, EventEntry, EventKind, MetaChange};
 pub use frame::{Frame, Op, PROTOCOL_VERSION, PartVersion, SyncGroup, SyncReg};
 pub use group::{GroupName, MAX_GROUP_NAME_LEN};
 pub use id::{MAX_NODE_NAME_LEN, MAX_PID_SERIAL, NodeId, NodeName, Pid};

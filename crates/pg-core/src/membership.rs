@@ -342,7 +342,9 @@ impl Membership {
         let had_locals = g.local.distinct() > 0;
         let list = g.list_mut(key);
         let new_member = list.add(key, n);
+        let detailed = events.detailed();
         let (meta, previous) = match meta {
+            MetaUpdate::Keep if !detailed => (None, None),
             MetaUpdate::Keep => {
                 let meta = list.meta(key);
                 (meta.clone(), meta)
@@ -360,6 +362,10 @@ impl Membership {
         part.memberships += u64::from(n);
         if new_member {
             part.processes.entry(serial).or_default().push(gid);
+        }
+        if !detailed {
+            events.touch(group);
+            return;
         }
         events.push(Change {
             kind: EventKind::Joined,
@@ -431,9 +437,10 @@ impl Membership {
         fix_index: bool,
     ) -> u32 {
         let key = MemberKey::new(slot, serial);
+        let detailed = events.detailed();
         let g = self.group_mut(gid);
         let list = g.list_mut(key);
-        let meta = list.meta(key);
+        let meta = if detailed { list.meta(key) } else { None };
         let (removed, gone) = list.sub(key, n);
         if removed == 0 {
             return 0;
@@ -442,7 +449,6 @@ impl Membership {
             self.local_groups -= 1;
             self.local_groups_epoch += 1;
         }
-        let name = self.group(gid).name.clone();
         let part = self.part_mut(slot);
         part.memberships -= u64::from(removed);
         if gone
@@ -456,15 +462,20 @@ impl Membership {
                 part.processes.remove(&serial);
             }
         }
-        events.push(Change {
-            kind: EventKind::Left,
-            group: &name,
-            pid: self.pid(slot, serial),
-            count: removed,
-            meta,
-            previous: None,
-            reason: Some(reason),
-        });
+        if detailed {
+            let name = self.group(gid).name.clone();
+            events.push(Change {
+                kind: EventKind::Left,
+                group: &name,
+                pid: self.pid(slot, serial),
+                count: removed,
+                meta,
+                previous: None,
+                reason: Some(reason),
+            });
+        } else {
+            events.touch(&self.group(gid).name);
+        }
         if self.group(gid).total() == 0 {
             self.delete_group(gid);
         }

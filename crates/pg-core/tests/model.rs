@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use pg_core::sim::check::{self, EventReplay};
-use pg_core::{CommandError, Frame, GroupName, Limit, NodeId, Scope, ScopeConfig, SyncGroup};
+use pg_core::{
+    CommandError, EventDetail, Frame, GroupName, Limit, NodeId, Scope, ScopeConfig, SyncGroup,
+};
 use proptest::prelude::*;
 
 const GROUPS: usize = 5;
@@ -209,6 +211,54 @@ proptest! {
                     prop_assert_eq!(scope.join_count(&pid(s), name.as_str()), model.counts.get(&(g, s)).copied().unwrap_or(0));
                 }
             }
+        }
+    }
+
+    /// A scope reporting only changed groups names exactly the groups the
+    /// events of a fully reporting twin name (in order, repeats in a row
+    /// merged), whenever it switches, and its state never differs.
+    #[test]
+    fn groups_only_names_the_groups_of_the_events(
+        steps in proptest::collection::vec((cmd(), any::<bool>()), 1..60),
+    ) {
+        let node = NodeId::parse_name("a", 1).unwrap();
+        let now = Instant::now();
+        let mut full = Scope::new(node.clone(), ScopeConfig::default(), now);
+        let mut lean = Scope::new(node.clone(), ScopeConfig::default(), now);
+        let names: Vec<GroupName> = (0..GROUPS).map(|g| GroupName::new(&format!("g{g}")).unwrap()).collect();
+        let pid = |s: u64| node.pid(s).unwrap();
+        for (cmd, groups_only) in steps {
+            lean.set_event_detail(if groups_only { EventDetail::GroupsOnly } else { EventDetail::Full });
+            for scope in [&mut full, &mut lean] {
+                // Errors are the same for both; the model test checks them.
+                let _ = match &cmd {
+                    Cmd::Join(s, gs) => scope.join(&pid(*s), &gs.iter().map(|&g| names[g].clone()).collect::<Vec<_>>()),
+                    Cmd::JoinPids(g, ss) => scope.join_pids(&names[*g], &ss.iter().map(|&s| pid(s)).collect::<Vec<_>>()),
+                    Cmd::Leave(s, gs) => scope.leave(&pid(*s), &gs.iter().map(|&g| names[g].clone()).collect::<Vec<_>>()),
+                    Cmd::LeavePids(g, ss) => scope.leave_pids(&names[*g], &ss.iter().map(|&s| pid(s)).collect::<Vec<_>>()),
+                    Cmd::Exit(s) => scope.exit(&pid(*s)).map(drop),
+                };
+            }
+            let mut want: Vec<GroupName> = Vec::new();
+            while let Some(event) = full.poll_event() {
+                if want.last() != Some(&event.group) {
+                    want.push(event.group);
+                }
+            }
+            let mut got: Vec<GroupName> = Vec::new();
+            if groups_only {
+                prop_assert!(lean.poll_event().is_none(), "an event built while reporting groups only");
+                got.extend(std::iter::from_fn(|| lean.poll_changed_group()));
+            } else {
+                prop_assert!(lean.poll_changed_group().is_none());
+                while let Some(event) = lean.poll_event() {
+                    if got.last() != Some(&event.group) {
+                        got.push(event.group);
+                    }
+                }
+            }
+            prop_assert_eq!(got, want, "{:?}", cmd);
+            prop_assert_eq!(format!("{:?}", lean.snapshot()), format!("{:?}", full.snapshot()));
         }
     }
 

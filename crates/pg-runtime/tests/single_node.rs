@@ -280,6 +280,40 @@ async fn monitor_is_atomic_with_its_snapshot() {
     assert!(sub.try_recv().is_none());
 }
 
+/// Events are built only while a subscriber exists: a subscriber opened
+/// after the last one closed, and changes made with none open, still
+/// give it an exact snapshot and every later change.
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_opened_after_changes_with_none_hears_every_later_change() {
+    let node = single(NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let (p, q) = (node.spawn(), node.spawn());
+    let (mut first, _) = scope.events(None).unwrap();
+    scope.join(p.pid(), &[g("a")]).unwrap();
+    assert_eq!(first.recv().await.unwrap().group, g("a"));
+    drop(first);
+    // Nobody listens to these.
+    scope.join(p.pid(), &[g("b"), g("b")]).unwrap();
+    scope.join(q.pid(), &[g("b")]).unwrap();
+    let (mut sub, snapshot) = scope.monitor(&g("b"), None).unwrap();
+    let mut listed = snapshot.to_vec();
+    listed.sort();
+    let mut want = vec![p.pid().clone(), p.pid().clone(), q.pid().clone()];
+    want.sort();
+    assert_eq!(listed, want);
+    scope.leave(p.pid(), &[g("b")]).unwrap();
+    let q_pid = q.pid().clone();
+    drop(q);
+    let left = sub.recv().await.unwrap();
+    assert_eq!((left.kind, left.references()), (EventKind::Left, 1));
+    assert_eq!(left.pids().next(), Some(p.pid()));
+    let exited = sub.recv().await.unwrap();
+    assert_eq!(exited.kind, EventKind::Left);
+    assert_eq!(exited.pids().collect::<Vec<_>>(), vec![&q_pid]);
+    assert!(sub.try_recv().is_none());
+    assert_eq!(scope.members("b").len(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn exit_is_reported_with_multiplicity() {
     let node = single(NodeOptions::default());

@@ -9,7 +9,7 @@ use rand_xoshiro::rand_core::{Rng, SeedableRng};
 
 use crate::config::ScopeConfig;
 use crate::error::Violation;
-use crate::event::{Event, EventQueue};
+use crate::event::{Event, EventDetail, EventQueue};
 use crate::frame::{Frame, Op, PartVersion};
 use crate::id::{NodeId, NodeName};
 use crate::membership::{LOCAL_SLOT, Membership, MetaUpdate};
@@ -523,6 +523,22 @@ impl Scope {
     /// The next event for local subscribers, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop()
+    }
+
+    /// Sets how membership changes are reported from now on: as events
+    /// ([`EventDetail::Full`], the default), or only as the names of the
+    /// groups that changed ([`EventDetail::GroupsOnly`], for a driver with
+    /// no subscriber, which needs only to know what to republish).
+    /// Whatever is queued stays, to be polled as it was reported.
+    pub fn set_event_detail(&mut self, detail: EventDetail) {
+        self.events.set_detail(detail);
+    }
+
+    /// The next group whose membership changed while reporting
+    /// [`EventDetail::GroupsOnly`], in the order of the changes, a group
+    /// changed several times in a row named once.
+    pub fn poll_changed_group(&mut self) -> Option<crate::GroupName> {
+        self.events.pop_group()
     }
 
     /// Number of events waiting in [`poll_event`](Self::poll_event).

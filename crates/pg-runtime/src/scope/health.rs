@@ -41,13 +41,15 @@ impl Scope {
     }
 
     /// Counters: events delivered to subscribers, subscribers ended with
-    /// `Lagged`, frames the transport refused.
+    /// `Lagged`, frames the transport refused, writer time spent cleaning
+    /// up after ended processes.
     pub fn counters(&self) -> ScopeCounters {
         let c = &self.shared.counters;
         ScopeCounters {
             events_delivered: c.events_delivered.load(Ordering::Relaxed),
             subscribers_lagged: c.subscribers_lagged.load(Ordering::Relaxed),
             frames_unsent: c.frames_unsent.load(Ordering::Relaxed),
+            exit_cleanup: Duration::from_nanos(c.exit_cleanup_ns.load(Ordering::Relaxed)),
         }
     }
 
@@ -72,4 +74,20 @@ pub struct ScopeCounters {
     pub subscribers_lagged: u64,
     /// Protocol frames the transport did not take.
     pub frames_unsent: u64,
+    /// Time the scope's writer has spent cleaning up after ended
+    /// processes since the scope opened: the exit task's steps, from
+    /// taking the writer lock to releasing it, publishing the changed
+    /// groups included (waiting for the lock is not). Wall-clock time,
+    /// for reporting only (a mass exit's cost to everybody else).
+    pub exit_cleanup: Duration,
+}
+
+impl super::ScopeShared {
+    /// Adds one exit step's time with the writer to the counters.
+    pub(super) fn count_exit_cleanup(&self, spent: Duration) {
+        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.counters
+            .exit_cleanup_ns
+            .fetch_add(ns, Ordering::Relaxed);
+    }
 }
