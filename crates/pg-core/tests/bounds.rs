@@ -389,3 +389,55 @@ fn a_sync_group_without_members_is_invalid() {
         ))
     ));
 }
+
+/// One batch naming a member more often than `max_join_count` allows is
+/// refused whole, whether it names the group or the pid repeatedly, and
+/// whatever order the batch is in.
+#[test]
+fn a_batch_repeating_a_member_past_the_bound_is_refused_whole() {
+    let config = ScopeConfig {
+        max_join_count: 3,
+        ..ScopeConfig::default()
+    };
+    let (mut b, _) = scope_with("b", config);
+    let p = b.local_node().pid(1).unwrap();
+    let q = b.local_node().pid(2).unwrap();
+    for refused in [
+        b.join(&p, &[g("x"), g("y"), g("x"), g("x"), g("x")]),
+        b.join_pids(
+            &g("x"),
+            &[p.clone(), q.clone(), p.clone(), p.clone(), p.clone()],
+        ),
+    ] {
+        assert!(
+            matches!(
+                refused,
+                Err(CommandError::LimitExceeded(Limit::MaxJoinCount {
+                    limit: 3,
+                    ..
+                }))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        (
+            b.join_count(&p, "x"),
+            b.join_count(&p, "y"),
+            b.join_count(&q, "x")
+        ),
+        (0, 0, 0)
+    );
+    assert!(events(&mut b).is_empty(), "nothing applied");
+    b.join_pids(&g("x"), &[p.clone(), q.clone(), p.clone()])
+        .unwrap();
+    b.join(&p, &[g("y"), g("x"), g("y")]).unwrap();
+    assert_eq!(
+        (
+            b.join_count(&p, "x"),
+            b.join_count(&p, "y"),
+            b.join_count(&q, "x")
+        ),
+        (3, 2, 1)
+    );
+}
