@@ -13,6 +13,7 @@ use bytes::Bytes;
 use pg_core::{GroupName, NodeId};
 use pg_runtime::{MemoryNetwork, Node, NodeOptions, Process, Scope, ScopeOptions};
 
+mod registry;
 mod scale;
 
 fn main() {
@@ -73,6 +74,9 @@ fn main() {
             }
             if run("W8") {
                 scale::w8();
+            }
+            if run("R2") {
+                registry::lookup_by_registry_size();
             }
             if run("F1") || run("X1") {
                 scale::fill_and_exit().await;

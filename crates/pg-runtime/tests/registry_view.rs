@@ -1,0 +1,85 @@
+//! The registry's published view on one node: point lookups and the
+//! ordered listings agree with what was registered, in key order, after
+//! registrations, unregistrations, re-registrations and exits.
+
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+mod common;
+
+use common::{g, node_on};
+use pg_core::Meta;
+use pg_runtime::{MemoryNetwork, NodeOptions, ScopeOptions};
+
+fn keys(regs: Vec<pg_core::Registration>) -> Vec<String> {
+    regs.into_iter()
+        .map(|r| r.key.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn lookups_and_ordered_listings_follow_every_change() {
+    let node = node_on(&MemoryNetwork::new(), "solo", NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let (p, q) = (node.spawn(), node.spawn());
+    // Registered out of order, with many keys around them.
+    for name in ["b", "a/2", "c", "a/10", "a/1", "ab"] {
+        scope.register(p.pid(), &g(name), None).unwrap();
+    }
+    for i in 0..1000 {
+        scope
+            .register(q.pid(), &g(&format!("z/{i:04}")), None)
+            .unwrap();
+    }
+    assert_eq!(scope.registered_count(), 1006);
+    assert_eq!(
+        keys(scope.registrations_prefix("a")),
+        ["a/1", "a/10", "a/2", "ab"]
+    );
+    assert_eq!(
+        keys(scope.registrations_prefix("a/")),
+        ["a/1", "a/10", "a/2"]
+    );
+    let all = keys(scope.registrations());
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "in key order");
+    assert_eq!(all.len(), 1006);
+    assert_eq!(
+        scope.lookup("a/10").map(|(pid, _)| pid),
+        Some(p.pid().clone())
+    );
+    assert_eq!(
+        scope.lookup("z/0999").map(|(pid, _)| pid),
+        Some(q.pid().clone())
+    );
+    assert!(scope.lookup("a").is_none());
+
+    // Unregistered keys leave every view; a re-registration updates the
+    // metadata in place without listing the key twice.
+    scope.unregister(p.pid(), &g("a/10")).unwrap();
+    let meta = Meta::from(b"v2".to_vec());
+    scope
+        .register(p.pid(), &g("b"), Some(meta.clone()))
+        .unwrap();
+    assert!(scope.lookup("a/10").is_none());
+    assert_eq!(scope.lookup("b"), Some((p.pid().clone(), Some(meta))));
+    assert_eq!(keys(scope.registrations_prefix("a/")), ["a/1", "a/2"]);
+    assert_eq!(
+        keys(scope.registrations())
+            .iter()
+            .filter(|k| *k == "b")
+            .count(),
+        1
+    );
+
+    // An exit removes all of the process's keys.
+    drop(q);
+    node.flush_exits().await;
+    assert_eq!(keys(scope.registrations()), ["a/1", "a/2", "ab", "b", "c"]);
+    assert!(scope.lookup("z/0000").is_none());
+    assert_eq!(scope.registered_count(), 5);
+    assert_eq!(
+        keys(scope.local_registrations()),
+        ["a/1", "a/2", "ab", "b", "c"]
+    );
+}
