@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 const LEAF_BITS: u32 = 7;
 /// Elements per leaf.
-const LEAF: usize = 1 << LEAF_BITS;
+pub(crate) const LEAF: usize = 1 << LEAF_BITS;
 const BRANCH_BITS: u32 = 4;
 /// Children per branch.
 const BRANCH: usize = 1 << BRANCH_BITS;
@@ -260,6 +260,16 @@ impl<T: Clone> PVec<T> {
     }
 
     /// The elements in order.
+    /// All the elements as one slice, when they fit in one leaf (a
+    /// vector of at most [`LEAF`] elements always does).
+    pub(crate) fn as_leaf(&self) -> Option<&[T]> {
+        match &self.root {
+            None => Some(&[]),
+            Some(Node::Leaf(items)) => Some(items),
+            Some(Node::Branch(_)) => None,
+        }
+    }
+
     pub(crate) fn iter(&self) -> Iter<'_, T> {
         let mut iter = Iter {
             stack: Vec::new(),
