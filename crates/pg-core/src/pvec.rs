@@ -259,7 +259,6 @@ impl<T: Clone> PVec<T> {
         }
     }
 
-    /// The elements in order.
     /// All the elements as one slice, when they fit in one leaf (a
     /// vector of at most [`LEAF`] elements always does).
     pub(crate) fn as_leaf(&self) -> Option<&[T]> {
@@ -270,6 +269,7 @@ impl<T: Clone> PVec<T> {
         }
     }
 
+    /// The elements in order.
     pub(crate) fn iter(&self) -> Iter<'_, T> {
         let mut iter = Iter {
             stack: Vec::new(),

@@ -117,6 +117,29 @@ fn kind(e: &CommandError) -> &'static str {
     }
 }
 
+/// A step of the groups-only test: a local command, a full resync of a
+/// peer's part (group, serial) -> (count, metadata byte), or the peer
+/// going down and coming back.
+#[derive(Debug, Clone)]
+enum Step {
+    Local(Cmd),
+    Sync(BTreeMap<(usize, u64), (u32, Option<u8>)>),
+    Down,
+}
+
+fn remote_or_local() -> impl Strategy<Value = Step> {
+    let part = proptest::collection::btree_map(
+        (0..GROUPS, 1..=PROCS),
+        (1..3u32, proptest::option::of(0u8..2)),
+        0..8,
+    );
+    prop_oneof![
+        6 => cmd().prop_map(Step::Local),
+        3 => part.prop_map(Step::Sync),
+        1 => Just(Step::Down),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -219,26 +242,52 @@ proptest! {
     /// merged), whenever it switches, and its state never differs.
     #[test]
     fn groups_only_names_the_groups_of_the_events(
-        steps in proptest::collection::vec((cmd(), any::<bool>()), 1..60),
+        steps in proptest::collection::vec((remote_or_local(), any::<bool>()), 1..60),
     ) {
         let node = NodeId::parse_name("a", 1).unwrap();
+        let peer = NodeId::parse_name("p", 1).unwrap();
         let now = Instant::now();
         let mut full = Scope::new(node.clone(), ScopeConfig::default(), now);
         let mut lean = Scope::new(node.clone(), ScopeConfig::default(), now);
         let names: Vec<GroupName> = (0..GROUPS).map(|g| GroupName::new(&format!("g{g}")).unwrap()).collect();
         let pid = |s: u64| node.pid(s).unwrap();
-        for (cmd, groups_only) in steps {
+        let mut seq = 0;
+        for scope in [&mut full, &mut lean] {
+            scope.handle_node_up(peer.clone());
+        }
+        for (step, groups_only) in steps {
             lean.set_event_detail(if groups_only { EventDetail::GroupsOnly } else { EventDetail::Full });
+            seq += 1;
             for scope in [&mut full, &mut lean] {
                 // Errors are the same for both; the model test checks them.
-                let _ = match &cmd {
-                    Cmd::Join(s, gs) => scope.join(&pid(*s), &gs.iter().map(|&g| names[g].clone()).collect::<Vec<_>>()),
-                    Cmd::JoinPids(g, ss) => scope.join_pids(&names[*g], &ss.iter().map(|&s| pid(s)).collect::<Vec<_>>()),
-                    Cmd::Leave(s, gs) => scope.leave(&pid(*s), &gs.iter().map(|&g| names[g].clone()).collect::<Vec<_>>()),
-                    Cmd::LeavePids(g, ss) => scope.leave_pids(&names[*g], &ss.iter().map(|&s| pid(s)).collect::<Vec<_>>()),
-                    Cmd::Exit(s) => scope.exit(&pid(*s)).map(drop),
+                let _ = match &step {
+                    Step::Local(Cmd::Join(s, gs)) => scope.join(&pid(*s), &gs.iter().map(|&g| names[g].clone()).collect::<Vec<_>>()),
+                    Step::Local(Cmd::JoinPids(g, ss)) => scope.join_pids(&names[*g], &ss.iter().map(|&s| pid(s)).collect::<Vec<_>>()),
+                    Step::Local(Cmd::Leave(s, gs)) => scope.leave(&pid(*s), &gs.iter().map(|&g| names[g].clone()).collect::<Vec<_>>()),
+                    Step::Local(Cmd::LeavePids(g, ss)) => scope.leave_pids(&names[*g], &ss.iter().map(|&s| pid(s)).collect::<Vec<_>>()),
+                    Step::Local(Cmd::Exit(s)) => scope.exit(&pid(*s)).map(drop),
+                    // The peer's whole part, with metadata: a resync
+                    // joins, leaves and updates (metadata only) at once.
+                    Step::Sync(part) => {
+                        let mut groups: BTreeMap<usize, SyncGroup> = BTreeMap::new();
+                        for (&(g, s), &(count, meta)) in part {
+                            let group = groups.entry(g).or_insert_with(|| SyncGroup { group: names[g].clone(), members: Vec::new(), metas: Vec::new() });
+                            group.members.push((s, count));
+                            group.metas.push(meta.map(|m| pg_core::Meta::from(vec![m])));
+                        }
+                        let frame = Frame::Sync { seq, known: None, groups: groups.into_values().collect(), registrations: Vec::new() };
+                        scope.handle_frame(&peer, frame, now);
+                        Ok(())
+                    }
+                    Step::Down => {
+                        scope.handle_node_down(&peer);
+                        scope.handle_node_up(peer.clone());
+                        Ok(())
+                    }
                 };
+                let _ = std::iter::from_fn(|| scope.poll_transmit()).count();
             }
+            let cmd = &step;
             let mut want: Vec<GroupName> = Vec::new();
             while let Some(event) = full.poll_event() {
                 if want.last() != Some(&event.group) {

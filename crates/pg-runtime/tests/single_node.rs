@@ -71,10 +71,15 @@ async fn process_end_cleans_up_memberships_and_subscriptions() {
     let p = node.spawn();
     scope.join(p.pid(), &[g("a"), g("b")]).unwrap();
     let (mut owned, _) = scope.monitor(&g("a"), Some(p.pid())).unwrap();
+    assert_eq!(scope.counters().exit_cleanup, Duration::ZERO);
     drop(p);
     // The exit is queued, not applied inside drop; flush_exits awaits it.
     scope.flush_exits().await;
     assert_eq!(scope.exit_backlog(), 0);
+    assert!(
+        scope.counters().exit_cleanup > Duration::ZERO,
+        "the cleanup's writer time is counted by the time flush_exits returns"
+    );
     assert!(scope.which_groups().is_empty());
     assert_eq!(
         owned.recv().await,

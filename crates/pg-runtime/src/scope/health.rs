@@ -65,8 +65,9 @@ impl Scope {
     }
 }
 
-/// A copy of a scope's counters.
+/// A copy of a scope's counters (more may be added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScopeCounters {
     /// Events handed to subscribers (one per subscriber per event).
     pub events_delivered: u64,
@@ -76,9 +77,10 @@ pub struct ScopeCounters {
     pub frames_unsent: u64,
     /// Time the scope's writer has spent cleaning up after ended
     /// processes since the scope opened: the exit task's steps, from
-    /// taking the writer lock to releasing it, publishing the changed
-    /// groups included (waiting for the lock is not). Wall-clock time,
-    /// for reporting only (a mass exit's cost to everybody else).
+    /// taking the writer lock to the end of their publication (waiting
+    /// for the lock is not counted). A step is counted before it wakes
+    /// `flush_exits` callers. Wall-clock time, for reporting only (a
+    /// mass exit's cost to everybody else).
     pub exit_cleanup: Duration,
 }
 

@@ -61,6 +61,10 @@ pub(crate) struct CoreState {
     events: Vec<Event>,
     /// Groups whose exit cleanup is not yet published (see `publish.rs`).
     held: publish::Held,
+    /// When the exit task's current step took the writer (wall clock,
+    /// for `ScopeCounters::exit_cleanup`); counted once the step's
+    /// publication is done, before `flush_exits` callers are woken.
+    exit_step_started: Option<Instant>,
 }
 
 /// Counters of one scope (also exported through `metrics`).
@@ -192,6 +196,7 @@ impl ScopeShared {
                 changed: Vec::new(),
                 events: Vec::new(),
                 held: publish::Held::default(),
+                exit_step_started: None,
             }),
             waiting: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
@@ -549,8 +554,6 @@ impl Drop for WaitSlot<'_> {
     }
 }
 
-/// The time given to the core: tokio's clock (the same as the OS clock,
-/// except in paused-time tests, where timers and the core must agree).
 /// Has the core build membership events only while a membership
 /// subscriber exists; otherwise it reports the changed groups' names,
 /// which is all publication needs. Building an event per change for
@@ -567,6 +570,8 @@ fn sync_event_detail(core: &mut CoreState) {
     core.scope.set_event_detail(detail);
 }
 
+/// The time given to the core: tokio's clock (the same as the OS clock,
+/// except in paused-time tests, where timers and the core must agree).
 fn clock() -> Instant {
     tokio::time::Instant::now().into_std()
 }

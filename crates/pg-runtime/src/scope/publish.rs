@@ -172,6 +172,11 @@ impl ScopeShared {
     /// group may be empty in the core and not yet in the view, so the
     /// live count would not describe the cells).
     pub(super) fn settle(&self, core: &mut CoreState) {
+        // Counted before anybody is woken, so a `flush_exits` caller
+        // reads a counter that includes the step that woke it.
+        if let Some(start) = core.exit_step_started.take() {
+            self.count_exit_cleanup(start.elapsed());
+        }
         if core.held.is_empty() {
             self.exits.published_up_to(self.exits.applied_count());
             core.held.shrink();

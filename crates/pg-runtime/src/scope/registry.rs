@@ -92,6 +92,11 @@ impl Published {
                 let old = self.keys.remove(key.as_str());
                 if old.is_some() {
                     self.order.remove(key.as_str());
+                    // Memory back after a mass unregistration (a hash
+                    // map keeps its capacity otherwise).
+                    if self.keys.capacity() > 1024 && self.keys.len() < self.keys.capacity() / 4 {
+                        self.keys.shrink_to(self.keys.len() * 2);
+                    }
                 }
                 old
             }

@@ -41,8 +41,8 @@ pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
 
 /// Cleans up after ended processes, a bounded batch per writer step,
 /// yielding between batches so other callers get the writer promptly.
-/// Each step's time with the writer (from taking the lock to releasing
-/// it, publication included; not the wait for it) is counted in
+/// Each step's time with the writer (from taking the lock to the end of
+/// its publication; not the wait for the lock) is counted in
 /// `ScopeCounters::exit_cleanup`. It is wall-clock time, real even
 /// under a paused test clock, and used for nothing but reporting.
 /// Publication may be held back while more exits wait (see `publish.rs`);
@@ -57,9 +57,10 @@ pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
         shared.exits.take_batch(&mut batch);
         if batch.is_empty() {
             if held {
-                let (start, more) = shared.step(|c| (Instant::now(), shared.publish_rest(c)));
-                shared.count_exit_cleanup(start.elapsed());
-                held = more;
+                held = shared.step(|c| {
+                    c.exit_step_started = Some(Instant::now());
+                    shared.publish_rest(c)
+                });
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -67,8 +68,8 @@ pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
             shared.exits.wait_ready().await;
             continue;
         }
-        let (start, nothing_held) = shared.step_as(Publish::ExitCleanup, |c| {
-            let start = Instant::now();
+        let ((), nothing_held) = shared.step_as(Publish::ExitCleanup, |c| {
+            c.exit_step_started = Some(Instant::now());
             let done = ScopeShared::apply_exits(c, &batch);
             // Counted, and the rest put back, under the lock: the step's
             // publication sees both (what is applied, whether more waits).
@@ -78,9 +79,7 @@ pub(super) async fn exit_loop(shared: Arc<ScopeShared>) {
             {
                 shared.exits.put_back(rest.to_vec());
             }
-            start
         });
-        shared.count_exit_cleanup(start.elapsed());
         held = !nothing_held;
         shared
             .metrics
