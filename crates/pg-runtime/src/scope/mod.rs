@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::exits::{EXIT_STEP_MEMBERSHIPS, ExitQueue};
 use crate::node::NodeInner;
 use crate::process::ProcessTable;
-use crate::subscription::{GroupFilter, Pattern, Pushed, SubShared, Subscription};
+use crate::subscription::{Pattern, SubShared, Subscription};
 use crate::transport::Transport;
 use crate::view::View;
 
@@ -39,9 +39,11 @@ mod meta;
 mod prefix;
 mod publish;
 mod registry;
+mod subscribers;
 mod tasks;
 
 use publish::Publish;
+use subscribers::{close_owned_by, sync_event_detail};
 use tasks::{exit_loop, timer_loop};
 
 pub(crate) struct CoreState {
@@ -336,75 +338,6 @@ impl ScopeShared {
         }
     }
 
-    fn dispatch(&self, core: &mut CoreState, event: Event) {
-        self.deliver(&mut core.subscribers, event);
-    }
-
-    /// Queues `event` for every subscriber that wants it; a subscriber
-    /// past `monitor_max_pending` ends with `Lagged` and is dropped.
-    pub(super) fn deliver<E: crate::subscription::Keyed>(
-        &self,
-        subscribers: &mut Vec<Arc<SubShared<E>>>,
-        event: E,
-    ) {
-        let event = Arc::new(event);
-        let mut lagged: Vec<u64> = Vec::new();
-        for sub in subscribers.iter() {
-            if !sub.wants(&event) {
-                continue;
-            }
-            self.counters
-                .events_delivered
-                .fetch_add(1, Ordering::Relaxed);
-            self.metrics.events_delivered.increment(1);
-            if let Pushed::Lagged = sub.push(&event) {
-                tracing::warn!(scope = %self.id, "subscriber reached monitor_max_pending: ended with Lagged");
-                self.counters
-                    .subscribers_lagged
-                    .fetch_add(1, Ordering::Relaxed);
-                self.metrics.subscribers_lagged.increment(1);
-                lagged.push(sub.id);
-            }
-        }
-        if !lagged.is_empty() {
-            subscribers.retain(|s| !lagged.contains(&s.id));
-        }
-    }
-
-    pub(crate) fn unsubscribe(&self, id: u64) {
-        let mut core = self.core.lock();
-        core.subscribers.retain(|s| s.id != id);
-        core.reg_subscribers.retain(|s| s.id != id);
-        sync_event_detail(&mut core);
-    }
-
-    /// Registers a subscriber (under the writer lock); the caller wraps it
-    /// in a [`Subscription`] after the lock is released.
-    fn subscribe(
-        &self,
-        core: &mut CoreState,
-        filter: Pattern,
-        allow: Option<GroupFilter>,
-        owner: Option<&Pid>,
-    ) -> Result<Arc<SubShared>, Error> {
-        if let Some(owner) = owner {
-            self.check_alive(owner)?;
-        }
-        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(SubShared::new(
-            id,
-            filter,
-            allow,
-            owner.cloned(),
-            self.options.monitor_buffer,
-            self.options.monitor_max_pending,
-        ));
-        core.subscribers.push(Arc::clone(&shared));
-        // Every change from here on is an event it may need.
-        sync_event_detail(core);
-        Ok(shared)
-    }
-
     /// A process of this node must be alive to join or own a subscription,
     /// or nothing would ever clean up after it. Checked under the writer
     /// lock: a process that ends is removed from the table before its
@@ -531,43 +464,12 @@ impl ScopeShared {
     }
 }
 
-/// Ends (and forgets) the subscriptions whose owner `ended` says ended.
-fn close_owned_by<E: crate::subscription::Keyed>(
-    subs: &mut Vec<Arc<SubShared<E>>>,
-    ended: impl Fn(&Pid) -> bool,
-    flush: bool,
-) {
-    subs.retain(|s| {
-        let owned = s.owner.as_ref().is_some_and(&ended);
-        if owned {
-            s.close(flush);
-        }
-        !owned
-    });
-}
-
 struct WaitSlot<'a>(&'a AtomicUsize);
 
 impl Drop for WaitSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Has the core build membership events only while a membership
-/// subscriber exists; otherwise it reports the changed groups' names,
-/// which is all publication needs. Building an event per change for
-/// nobody (an allocation, a pid and a name each, dropped in the same
-/// step) was about a third of a mass exit's writer time. Called under
-/// the lock wherever the subscribers change, so a subscriber hears of
-/// every change after its snapshot.
-fn sync_event_detail(core: &mut CoreState) {
-    let detail = if core.subscribers.is_empty() {
-        EventDetail::GroupsOnly
-    } else {
-        EventDetail::Full
-    };
-    core.scope.set_event_detail(detail);
 }
 
 /// The time given to the core: tokio's clock (the same as the OS clock,
@@ -707,6 +609,7 @@ impl Scope {
         let mut core = self.shared.core.lock();
         close_owned_by(&mut core.subscribers, |o| o == owner, true);
         close_owned_by(&mut core.reg_subscribers, |o| o == owner, true);
+        sync_event_detail(&mut core);
     }
 }
 
