@@ -262,6 +262,30 @@ fn digest_compare(c: &mut Criterion) {
     });
 }
 
+/// One process that already holds 1 / 1k / 100k keys registers and
+/// unregisters one more (a registry of services held by one process): the
+/// cost must not grow with the keys it holds.
+fn register_with_many_keys(c: &mut Criterion) {
+    let mut grp = c.benchmark_group("register_unregister_pair_holding");
+    for held in [1u64, 1_000, 100_000] {
+        let n = node("a");
+        let (mut s, _) = scope(&n);
+        let p = pid(&n, 1);
+        for i in 0..held {
+            s.register(&p, &group(&format!("held/{i}")), None).unwrap();
+        }
+        let key = group("extra");
+        grp.bench_with_input(BenchmarkId::from_parameter(held), &held, |b, _| {
+            b.iter(|| {
+                s.register(&p, &key, None).unwrap();
+                s.unregister(&p, &key).unwrap();
+                while s.poll_registry_event().is_some() {}
+            })
+        });
+    }
+    grp.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -271,6 +295,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = join_leave, multi_join, big_group, exit_ten_groups, read_members, differential_sync, digest_compare
+    targets = join_leave, multi_join, big_group, exit_ten_groups, read_members, differential_sync, digest_compare, register_with_many_keys
 }
 criterion_main!(benches);

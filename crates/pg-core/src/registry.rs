@@ -16,10 +16,9 @@
 //! ties broken by node name, then process serial. A [`Resolver`] may
 //! decide instead.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::group::GroupName;
 use crate::id::Pid;
@@ -138,10 +137,21 @@ impl Resolver for EarliestWins {
 }
 
 /// Every registration held, by key, and by owner for exits and downs.
+///
+/// Keys are hashed, not ordered: a registration is looked up several
+/// times per change (before, after, losers, the driver's republication),
+/// and string compares down an ordered tree were a fifth of a node's time
+/// receiving a stream of registrations. Listings in key order sort on
+/// demand; a driver keeps its own ordered view for readers.
 pub(crate) struct Registry {
-    keys: BTreeMap<GroupName, Vec<Holder>>,
+    keys: FxHashMap<GroupName, Vec<Holder>>,
     /// Slot -> process serial -> keys it holds.
-    owned: FxHashMap<Slot, FxHashMap<u64, Vec<GroupName>>>,
+    /// A set per process: a process may hold many keys (a registry of
+    /// services), and adding or dropping one must not scan the others.
+    /// A slot's map stays while empty (slots are few, and a part that
+    /// registers and unregisters in turn would otherwise rebuild it each
+    /// time); it shrinks when sparse.
+    owned: FxHashMap<Slot, FxHashMap<u64, FxHashSet<GroupName>>>,
     /// Slot -> registrations it holds.
     counts: FxHashMap<Slot, usize>,
     /// The Lamport clock: above every timestamp seen.
@@ -161,7 +171,7 @@ impl std::fmt::Debug for Registry {
 impl Default for Registry {
     fn default() -> Self {
         Self {
-            keys: BTreeMap::new(),
+            keys: FxHashMap::default(),
             owned: FxHashMap::default(),
             counts: FxHashMap::default(),
             clock: 0,
@@ -246,7 +256,13 @@ impl Registry {
     /// is replaced (an honest owner never sends that).
     pub(crate) fn put(&mut self, key: &GroupName, holder: Holder) {
         let (slot, serial) = (holder.slot, holder.serial);
-        let holders = self.keys.entry(key.clone()).or_default();
+        if !self.keys.contains_key(key.as_str()) {
+            self.keys.insert(key.clone(), Vec::with_capacity(1));
+        }
+        // Present: inserted just above if it was not.
+        let Some(holders) = self.keys.get_mut(key.as_str()) else {
+            return;
+        };
         let mut displaced = None;
         match holders.iter_mut().find(|h| h.slot == slot) {
             Some(existing) => {
@@ -265,8 +281,8 @@ impl Registry {
             forget(owned, old, key.as_str());
         }
         let keys = owned.entry(serial).or_default();
-        if !keys.contains(key) {
-            keys.push(key.clone());
+        if !keys.contains(key.as_str()) {
+            keys.insert(key.clone());
         }
     }
 
@@ -290,6 +306,7 @@ impl Registry {
         let holder = holders.swap_remove(at);
         if holders.is_empty() {
             self.keys.remove(key);
+            shrink_sparse!(&mut self.keys);
         }
         if let Some(count) = self.counts.get_mut(&slot) {
             *count -= 1;
@@ -299,20 +316,21 @@ impl Registry {
         }
         if let Some(owned) = self.owned.get_mut(&slot) {
             forget(owned, serial, key);
-            if owned.is_empty() {
-                self.owned.remove(&slot);
-            }
+            shrink_sparse!(owned);
         }
         Some(holder)
     }
 
-    /// Keys registered by `serial` of `slot`.
+    /// Keys registered by `serial` of `slot`, in key order.
     pub(crate) fn keys_of(&self, slot: Slot, serial: u64) -> Vec<GroupName> {
-        self.owned
+        let mut keys: Vec<GroupName> = self
+            .owned
             .get(&slot)
             .and_then(|o| o.get(&serial))
-            .cloned()
-            .unwrap_or_default()
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
     }
 
     /// Every `(key, serial)` registered by the part in `slot`.
@@ -338,31 +356,45 @@ impl Registry {
         self.keys.len()
     }
 
-    /// Keys with their holders, in key order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&GroupName, &[Holder])> {
-        self.keys.iter().map(|(k, h)| (k, h.as_slice()))
+    /// Keys, in key order (sorted here: O(n log n)).
+    pub(crate) fn sorted_keys(&self) -> Vec<&GroupName> {
+        let mut keys: Vec<&GroupName> = self.keys.keys().collect();
+        keys.sort_unstable();
+        keys
     }
 
-    /// Keys starting with `prefix`, in order.
-    pub(crate) fn range_prefix<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a GroupName, &'a [Holder])> + 'a {
-        self.keys
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(move |(k, _)| k.as_str().starts_with(prefix))
-            .map(|(k, h)| (k, h.as_slice()))
+    /// Keys starting with `prefix`, in key order (a scan of every key).
+    pub(crate) fn sorted_keys_with_prefix(&self, prefix: &str) -> Vec<&GroupName> {
+        let mut keys: Vec<&GroupName> = self
+            .keys
+            .keys()
+            .filter(|k| k.as_str().starts_with(prefix))
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 }
 
-fn forget(owned: &mut FxHashMap<u64, Vec<GroupName>>, serial: u64, key: &str) {
+fn forget(owned: &mut FxHashMap<u64, FxHashSet<GroupName>>, serial: u64, key: &str) {
     if let Some(keys) = owned.get_mut(&serial) {
-        keys.retain(|k| k.as_str() != key);
+        keys.remove(key);
         if keys.is_empty() {
             owned.remove(&serial);
+        } else {
+            shrink_sparse!(keys);
         }
     }
 }
+
+/// Gives back most of a map's room once it is mostly empty (a quarter
+/// full), keeping twice what it holds so that churn around one size does
+/// not reallocate each time.
+macro_rules! shrink_sparse {
+    ($map:expr) => {{
+        let map = $map;
+        if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+            map.shrink_to(map.len() * 2);
+        }
+    }};
+}
+use shrink_sparse;

@@ -101,3 +101,48 @@ pub struct Conflict {
     /// (see [`RegisterSpec::exit_on_loss`](crate::RegisterSpec)).
     pub exit: bool,
 }
+
+/// Pending registry changes: whole [`RegistryEvent`]s, or, with
+/// [`EventDetail::GroupsOnly`](crate::EventDetail::GroupsOnly), only the
+/// keys that changed (consecutive repeats merged). A driver with no
+/// registry subscriber needs only the keys, to republish them; building
+/// an event (a pid, a key, metadata clones) per change for nobody was a
+/// sixth of a node's time receiving a stream of registrations.
+#[derive(Debug, Default)]
+pub(crate) struct RegistryEventQueue {
+    events: std::collections::VecDeque<RegistryEvent>,
+    keys: std::collections::VecDeque<GroupName>,
+    keys_only: bool,
+}
+
+impl RegistryEventQueue {
+    /// Whether changes are wanted as whole events.
+    pub(crate) fn detailed(&self) -> bool {
+        !self.keys_only
+    }
+
+    /// Sets what later changes are reported as; what is queued stays.
+    pub(crate) fn set_detail(&mut self, detail: crate::EventDetail) {
+        self.keys_only = detail == crate::EventDetail::GroupsOnly;
+    }
+
+    /// Queues an event (built only when [`detailed`](Self::detailed)).
+    pub(crate) fn push(&mut self, event: RegistryEvent) {
+        self.events.push_back(event);
+    }
+
+    /// Records that `key` changed (when not [`detailed`](Self::detailed)).
+    pub(crate) fn touch(&mut self, key: &GroupName) {
+        if self.keys.back() != Some(key) {
+            self.keys.push_back(key.clone());
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<RegistryEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn pop_key(&mut self) -> Option<GroupName> {
+        self.keys.pop_front()
+    }
+}

@@ -83,3 +83,63 @@ async fn lookups_and_ordered_listings_follow_every_change() {
         ["a/1", "a/2", "ab", "b", "c"]
     );
 }
+
+/// With no registry monitor open the writer records only which keys
+/// changed; a monitor opened later still gets a snapshot of exactly the
+/// registrations at that instant and an event for every change after it,
+/// and closing the last monitor goes back to recording keys only.
+#[tokio::test(start_paused = true)]
+async fn a_monitor_opened_after_unmonitored_changes_sees_all_later_ones() {
+    use pg_core::RegistryEventKind::{Registered, Unregistered};
+    use pg_runtime::Pattern;
+
+    let node = node_on(&MemoryNetwork::new(), "solo", NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let (p, q) = (node.spawn(), node.spawn());
+    for name in ["room/2", "room/1", "lobby"] {
+        scope.register(p.pid(), &g(name), None).unwrap();
+    }
+    scope.register(q.pid(), &g("room/3"), None).unwrap();
+    scope.unregister(p.pid(), &g("room/2")).unwrap();
+
+    let drain = |sub: &mut pg_runtime::Subscription<pg_core::RegistryEvent>| {
+        std::iter::from_fn(|| sub.try_recv())
+            .map(|e| {
+                let e = e.unwrap();
+                (e.kind, e.key.as_str().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut rooms, snapshot) = scope
+        .monitor_registry(Pattern::Prefix("room/".into()), None, None)
+        .unwrap();
+    assert_eq!(keys(snapshot), ["room/1", "room/3"]);
+    let (all, snapshot) = scope.monitor_registry(Pattern::All, None, None).unwrap();
+    assert_eq!(keys(snapshot), ["lobby", "room/1", "room/3"]);
+    assert!(drain(&mut rooms).is_empty(), "nothing before the snapshot");
+
+    scope.register(p.pid(), &g("room/4"), None).unwrap();
+    scope.register(p.pid(), &g("hall"), None).unwrap();
+    drop(q);
+    node.flush_exits().await;
+    assert_eq!(
+        drain(&mut rooms),
+        [
+            (Registered, "room/4".to_owned()),
+            (Unregistered, "room/3".to_owned())
+        ]
+    );
+
+    // The last monitors go; unmonitored changes again; a new monitor's
+    // snapshot has them all.
+    rooms.close();
+    all.close();
+    scope.unregister(p.pid(), &g("room/1")).unwrap();
+    scope.register(p.pid(), &g("room/5"), None).unwrap();
+    let (mut rooms, snapshot) = scope
+        .monitor_registry(Pattern::Prefix("room/".into()), None, None)
+        .unwrap();
+    assert_eq!(keys(snapshot), ["room/4", "room/5"]);
+    scope.unregister(p.pid(), &g("room/4")).unwrap();
+    assert_eq!(drain(&mut rooms), [(Unregistered, "room/4".to_owned())]);
+}

@@ -15,7 +15,7 @@ use crate::id::{NodeId, NodeName};
 use crate::membership::{LOCAL_SLOT, Membership, MetaUpdate};
 use crate::meta::LeaveReason;
 use crate::registry::Registry;
-use crate::registry_event::{Conflict, RegistryEvent, UnregisterReason};
+use crate::registry_event::{Conflict, RegistryEventQueue, UnregisterReason};
 use crate::sync_parts::Assembly;
 
 mod bounds;
@@ -112,7 +112,7 @@ pub struct Scope {
     config: ScopeConfig,
     table: Membership,
     registry: Registry,
-    reg_events: VecDeque<RegistryEvent>,
+    reg_events: RegistryEventQueue,
     conflicts: VecDeque<Conflict>,
     peers: BTreeMap<NodeName, Peer>,
     pending_ops: Vec<Op>,
@@ -159,7 +159,7 @@ impl Scope {
             config,
             table: Membership::new(local),
             registry: Registry::default(),
-            reg_events: VecDeque::new(),
+            reg_events: RegistryEventQueue::default(),
             conflicts: VecDeque::new(),
             peers: BTreeMap::new(),
             pending_ops: Vec::new(),

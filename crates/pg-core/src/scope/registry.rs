@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::error::CommandError;
+use crate::event::EventDetail;
 use crate::frame::{Op, SyncReg};
 use crate::group::GroupName;
 use crate::id::Pid;
@@ -190,19 +191,24 @@ impl Scope {
     }
 
     /// Every registration, in key order (the whole registry as this node
-    /// sees it).
+    /// sees it; sorted on each call: O(n log n)).
     pub fn registrations(&self) -> Vec<Registration> {
         self.registry
-            .iter()
-            .filter_map(|(key, _)| self.registration(key))
+            .sorted_keys()
+            .into_iter()
+            .filter_map(|key| self.registration(key))
             .collect()
     }
 
-    /// Registrations whose key starts with `prefix`, in key order.
+    /// Registrations whose key starts with `prefix`, in key order (a scan
+    /// of every key: O(n), then sorted; keys are hashed for the sake of
+    /// changes, and a driver serving many readers keeps its own ordered
+    /// view).
     pub fn registrations_prefix(&self, prefix: &str) -> Vec<Registration> {
         self.registry
-            .range_prefix(prefix)
-            .filter_map(|(key, _)| self.registration(key))
+            .sorted_keys_with_prefix(prefix)
+            .into_iter()
+            .filter_map(|key| self.registration(key))
             .collect()
     }
 
@@ -243,7 +249,23 @@ impl Scope {
 
     /// The next registry change for local subscribers, if any.
     pub fn poll_registry_event(&mut self) -> Option<RegistryEvent> {
-        self.reg_events.pop_front()
+        self.reg_events.pop()
+    }
+
+    /// Sets how registry changes are reported from now on: as events
+    /// ([`EventDetail::Full`], the default), or only as the keys that
+    /// changed ([`EventDetail::GroupsOnly`], for a driver with no registry
+    /// subscriber, which needs only to know what to republish). Whatever
+    /// is queued stays, to be polled as it was reported.
+    pub fn set_registry_event_detail(&mut self, detail: EventDetail) {
+        self.reg_events.set_detail(detail);
+    }
+
+    /// The next key whose registration changed while reporting
+    /// [`EventDetail::GroupsOnly`], in the order of the changes, a key
+    /// changed several times in a row named once.
+    pub fn poll_changed_key(&mut self) -> Option<GroupName> {
+        self.reg_events.pop_key()
     }
 
     /// The next registration of this node that lost a conflict, if any:
@@ -419,7 +441,11 @@ impl Scope {
     }
 
     fn reg_event_registered(&mut self, key: &GroupName, h: &Holder, previous: Option<Meta>) {
-        self.reg_events.push_back(RegistryEvent {
+        if !self.reg_events.detailed() {
+            self.reg_events.touch(key);
+            return;
+        }
+        self.reg_events.push(RegistryEvent {
             kind: RegistryEventKind::Registered,
             key: key.clone(),
             pid: self.table.pid(h.slot, h.serial),
@@ -431,7 +457,11 @@ impl Scope {
     }
 
     fn reg_event_unregistered(&mut self, key: &GroupName, h: &Holder, reason: UnregisterReason) {
-        self.reg_events.push_back(RegistryEvent {
+        if !self.reg_events.detailed() {
+            self.reg_events.touch(key);
+            return;
+        }
+        self.reg_events.push(RegistryEvent {
             kind: RegistryEventKind::Unregistered,
             key: key.clone(),
             pid: self.table.pid(h.slot, h.serial),

@@ -178,6 +178,7 @@ impl ScopeShared {
         let mut scope = pg_core::Scope::new(local.clone(), options.core.clone(), now);
         // Nobody subscribes yet (see `sync_event_detail`).
         scope.set_event_detail(EventDetail::GroupsOnly);
+        scope.set_registry_event_detail(EventDetail::GroupsOnly);
         scope.resume_after(resume_after);
         for peer in peers {
             scope.handle_node_up(peer.clone());
@@ -318,9 +319,9 @@ impl ScopeShared {
             self.metrics.subscriber_lag.set(lag as f64);
         }
         core.events = events;
+        self.drain_registry(core);
         // A lagging subscriber may just have been dropped.
         sync_event_detail(core);
-        self.drain_registry(core);
         // A peer that broke a bound: its frame was refused whole; the link
         // goes, so it reconnects and starts over (or stays refused).
         while let Some((peer, violation)) = core.scope.poll_violation() {

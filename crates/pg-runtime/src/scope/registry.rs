@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use pg_core::{GroupName, Meta, Pid, RegisterSpec, RegistryEvent};
 use serde::{Deserialize, Serialize};
 
+use super::subscribers::sync_event_detail;
 use super::{CoreState, Scope, ScopeShared};
 use crate::error::Error;
 use crate::process::Envelope;
@@ -138,10 +139,16 @@ impl ScopeShared {
         while let Some(event) = core.scope.poll_registry_event() {
             events.push(event);
         }
-        if !events.is_empty() {
+        // Without a registry subscriber the core reports keys only.
+        let mut key = core.scope.poll_changed_key();
+        if !events.is_empty() || key.is_some() {
             let mut view = self.registry.inner.write();
             for event in &events {
                 view.set(&event.key, core.scope.registration(&event.key));
+            }
+            while let Some(changed) = key {
+                view.set(&changed, core.scope.registration(&changed));
+                key = core.scope.poll_changed_key();
             }
             drop(view);
             for event in events {
@@ -376,10 +383,15 @@ impl Scope {
                 shared.options.monitor_max_pending,
             ));
             c.reg_subscribers.push(Arc::clone(&sub));
+            // Every change from here on is an event it may need.
+            sync_event_detail(c);
+            // The published view is the core's state as of the last step
+            // (each step republishes what it changed), and it keeps keys
+            // in order: a prefix costs O(log n + matches) there.
             let snapshot: Vec<Registration> = match &pattern {
                 Pattern::Exact(key) => c.scope.registration(key).into_iter().collect(),
-                Pattern::Prefix(prefix) => c.scope.registrations_prefix(prefix),
-                Pattern::All => c.scope.registrations(),
+                Pattern::Prefix(prefix) => self.registrations_prefix(prefix),
+                Pattern::All => self.registrations(),
             };
             let snapshot = snapshot
                 .into_iter()

@@ -97,18 +97,24 @@ pub(super) fn close_owned_by<E: crate::subscription::Keyed>(
     });
 }
 
-/// Has the core build membership events only while a membership
-/// subscriber exists; otherwise it reports the changed groups' names,
-/// which is all publication needs. Building an event per change for
+/// Has the core build membership (registry) events only while a
+/// membership (registry) subscriber exists; otherwise it reports the
+/// changed groups' names (keys), which is all publication needs. Building an event per change for
 /// nobody (an allocation, a pid and a name each, dropped in the same
 /// step) was about a third of a mass exit's writer time. Called under
 /// the lock wherever the subscribers change, so a subscriber hears of
 /// every change after its snapshot.
 pub(super) fn sync_event_detail(core: &mut CoreState) {
-    let detail = if core.subscribers.is_empty() {
-        EventDetail::GroupsOnly
-    } else {
-        EventDetail::Full
+    let detail = |none: bool| {
+        if none {
+            EventDetail::GroupsOnly
+        } else {
+            EventDetail::Full
+        }
     };
-    core.scope.set_event_detail(detail);
+    core.scope
+        .set_event_detail(detail(core.subscribers.is_empty()));
+    // The same for registry events, reported as changed keys.
+    core.scope
+        .set_registry_event_detail(detail(core.reg_subscribers.is_empty()));
 }
