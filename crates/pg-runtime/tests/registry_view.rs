@@ -31,6 +31,7 @@ async fn lookups_and_ordered_listings_follow_every_change() {
             .unwrap();
     }
     assert_eq!(scope.registered_count(), 1006);
+    assert_eq!(scope.local_registered_count(), 1006);
     assert_eq!(
         keys(scope.registrations_prefix("a")),
         ["a/1", "a/10", "a/2", "ab"]
@@ -78,6 +79,7 @@ async fn lookups_and_ordered_listings_follow_every_change() {
     assert_eq!(keys(scope.registrations()), ["a/1", "a/2", "ab", "b", "c"]);
     assert!(scope.lookup("z/0000").is_none());
     assert_eq!(scope.registered_count(), 5);
+    assert_eq!(scope.local_registered_count(), 5);
     assert_eq!(
         keys(scope.local_registrations()),
         ["a/1", "a/2", "ab", "b", "c"]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use parking_lot::RwLock;
-use pg_core::{GroupName, Meta, Pid, RegisterSpec, RegistryEvent};
+use pg_core::{GroupName, Meta, NodeId, Pid, RegisterSpec, RegistryEvent};
 use serde::{Deserialize, Serialize};
 
 use super::subscribers::sync_event_detail;
@@ -65,11 +65,17 @@ struct Published {
     order: BTreeSet<GroupName>,
     /// Tag -> keys registered with it, for `match_tag`.
     tags: FxHashMap<GroupName, BTreeSet<GroupName>>,
+    /// How many keys this node's processes hold (kept as keys change, so
+    /// `local_registered_count` is not a walk of every key).
+    local: usize,
 }
 
 impl Published {
-    fn set(&mut self, key: &GroupName, now: Option<Registration>) {
-        let old = match now {
+    /// Publishes `key`'s registration as `now` (none: unregistered);
+    /// `local` is this node, whose keys are counted as they change.
+    fn set(&mut self, key: &GroupName, now: Option<Registration>, local: &NodeId) {
+        let is_local = |e: &Entry| e.pid.node() == local;
+        let (old, now_local) = match now {
             Some(r) => {
                 if let Some(tag) = &r.tag {
                     self.tags
@@ -82,12 +88,12 @@ impl Published {
                     meta: r.meta,
                     tag: r.tag,
                 };
-                let new_tag = entry.tag.clone();
+                let now_local = is_local(&entry);
                 let old = self.keys.insert(key.clone(), entry);
                 if old.is_none() {
                     self.order.insert(key.clone());
                 }
-                old.filter(|old| old.tag != new_tag)
+                (old, now_local)
             }
             None => {
                 let old = self.keys.remove(key.as_str());
@@ -99,11 +105,18 @@ impl Published {
                         self.keys.shrink_to(self.keys.len() * 2);
                     }
                 }
-                old
+                (old, false)
             }
         };
         debug_assert_eq!(self.order.len(), self.keys.len(), "the two indexes agree");
-        if let Some(tag) = old.and_then(|old| old.tag)
+        let was_local = old.as_ref().is_some_and(is_local);
+        match (was_local, now_local) {
+            (false, true) => self.local += 1,
+            (true, false) => self.local -= 1,
+            _ => {}
+        }
+        let new_tag = self.keys.get(key.as_str()).and_then(|e| e.tag.as_ref());
+        if let Some(tag) = old.and_then(|old| old.tag).filter(|t| Some(t) != new_tag)
             && let Some(keys) = self.tags.get_mut(&tag)
         {
             keys.remove(key);
@@ -144,10 +157,10 @@ impl ScopeShared {
         if !events.is_empty() || key.is_some() {
             let mut view = self.registry.inner.write();
             for event in &events {
-                view.set(&event.key, core.scope.registration(&event.key));
+                view.set(&event.key, core.scope.registration(&event.key), &self.local);
             }
             while let Some(changed) = key {
-                view.set(&changed, core.scope.registration(&changed));
+                view.set(&changed, core.scope.registration(&changed), &self.local);
                 key = core.scope.poll_changed_key();
             }
             drop(view);
@@ -309,9 +322,7 @@ impl Scope {
 
     /// Number of keys held by this node's processes.
     pub fn local_registered_count(&self) -> usize {
-        let local = self.shared.local_id();
-        let view = self.shared.registry.inner.read();
-        view.keys.values().filter(|e| e.pid.node() == local).count()
+        self.shared.registry.inner.read().local
     }
 
     /// Every registration, in key order (the whole registry).
