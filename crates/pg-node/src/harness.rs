@@ -223,11 +223,13 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                 ["join_t", i, group] => {
                     let m = member(&members, i)?;
                     let t = wall_micros();
+                    tracing::trace!(target: "pg_hop", group, "op start");
                     result(m.instance.join(*group)).replacen("ok", &format!("ok {t}"), 1)
                 }
                 ["leave_t", i, group] => {
                     let m = member(&members, i)?;
                     let t = wall_micros();
+                    tracing::trace!(target: "pg_hop", group, "op start");
                     result(m.instance.leave(*group)).replacen("ok", &format!("ok {t}"), 1)
                 }
                 ["monitor", group] => {
@@ -237,6 +239,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     runtime.spawn(async move {
                         while let Ok(event) = sub.recv().await {
                             let now = wall_micros();
+                            tracing::trace!(target: "pg_hop", group = %event.group, "event received");
                             times.push(now, event.references());
                         }
                     });
@@ -250,6 +253,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                 ["reg_t", i, key] => {
                     let m = member(&members, i)?;
                     let t = wall_micros();
+                    tracing::trace!(target: "pg_hop", key, "op start");
                     let answer = crate::registry_cmds::register(&m.instance, key)?;
                     answer.replacen("ok", &format!("ok {t}"), 1)
                 }
@@ -269,6 +273,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     runtime.spawn(async move {
                         while let Ok(event) = sub.recv().await {
                             if event.kind == pg_api::RegistryEventKind::Registered {
+                                tracing::trace!(target: "pg_hop", key = %event.key, "event received");
                                 times.push(wall_micros(), 1);
                             }
                         }

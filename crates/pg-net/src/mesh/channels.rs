@@ -147,8 +147,10 @@ impl Mesh {
                 continue;
             }
             let bytes: usize = batch.chunks.iter().map(Bytes::len).sum();
+            tracing::trace!(target: "pg_hop", channel = k, bytes, "write start");
             match stream.write_all_chunks(&mut batch.chunks).await {
                 Ok(()) => {
+                    tracing::trace!(target: "pg_hop", channel = k, "write done");
                     channels.out[k].lock().handle_written(clock());
                     if let Some(breaker) = &breaker {
                         breaker.lock().success();

@@ -241,6 +241,7 @@ impl Mesh {
             let now = clock();
             let verdict = match record {
                 Record::Data { seq, message } => {
+                    tracing::trace!(target: "pg_hop", %peer, channel = k, seq, "record read");
                     self.receive_data(peer, channels, k, seq, size, message, now)
                 }
                 Record::Probe => {

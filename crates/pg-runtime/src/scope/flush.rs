@@ -56,6 +56,7 @@ impl ScopeShared {
                 scope: Arc::clone(&self.id),
                 frame: t.frame,
             };
+            tracing::trace!(target: "pg_hop", to = %t.to, "frame queued");
             if self.links.transport.send(&t.to, message).is_err() {
                 self.counters.frames_unsent.fetch_add(1, Ordering::Relaxed);
                 self.metrics.frames_unsent.increment(1);

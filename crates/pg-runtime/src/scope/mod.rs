@@ -372,7 +372,9 @@ impl ScopeShared {
 
     pub(crate) fn frame(&self, from: &NodeId, frame: Frame) {
         let now = clock();
+        tracing::trace!(target: "pg_hop", %from, "frame in");
         self.step(|c| c.scope.handle_frame(from, frame, now));
+        tracing::trace!(target: "pg_hop", %from, "frame applied");
     }
 
     /// A local process ended: its memberships and subscriptions go.
