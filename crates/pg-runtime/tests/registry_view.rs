@@ -88,8 +88,9 @@ async fn lookups_and_ordered_listings_follow_every_change() {
 
 /// With no registry monitor open the writer records only which keys
 /// changed; a monitor opened later still gets a snapshot of exactly the
-/// registrations at that instant and an event for every change after it,
-/// and closing the last monitor goes back to recording keys only.
+/// registrations at that instant and an event for every change after it;
+/// after the last monitor closes, changes still reach the view and the
+/// next monitor's snapshot.
 #[tokio::test(start_paused = true)]
 async fn a_monitor_opened_after_unmonitored_changes_sees_all_later_ones() {
     use pg_core::RegistryEventKind::{Registered, Unregistered};
@@ -144,4 +145,36 @@ async fn a_monitor_opened_after_unmonitored_changes_sees_all_later_ones() {
     assert_eq!(keys(snapshot), ["room/4", "room/5"]);
     scope.unregister(p.pid(), &g("room/4")).unwrap();
     assert_eq!(drain(&mut rooms), [(Unregistered, "room/4".to_owned())]);
+}
+
+/// `flush_exits` returns only once an ended process's keys are gone from
+/// the view and their events delivered, on a runtime whose exit task runs
+/// on another thread than the waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_exits_waits_for_the_registry_too() {
+    use pg_runtime::Pattern;
+
+    let node = node_on(&MemoryNetwork::new(), "solo", NodeOptions::default());
+    let scope = node.open_scope("s", ScopeOptions::default()).unwrap();
+    let (mut sub, _) = scope.monitor_registry(Pattern::All, None, None).unwrap();
+    for round in 0..200 {
+        let key = g(&format!("k/{round}"));
+        let p = node.spawn();
+        scope.register(p.pid(), &key, None).unwrap();
+        drop(p);
+        node.flush_exits().await;
+        assert!(scope.lookup(key.as_str()).is_none(), "round {round}");
+        assert_eq!(scope.local_registered_count(), 0);
+        let events: Vec<_> = std::iter::from_fn(|| sub.try_recv())
+            .map(|e| e.unwrap().kind)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                pg_core::RegistryEventKind::Registered,
+                pg_core::RegistryEventKind::Unregistered
+            ],
+            "round {round}"
+        );
+    }
 }

@@ -297,6 +297,9 @@ impl ScopeShared {
                 changed.push(group);
             }
         }
+        // The registry first: settling below tells `flush_exits` waiters
+        // that what was applied is visible, the registry included.
+        self.drain_registry(core);
         if !changed.is_empty() || !core.held.is_empty() {
             self.publish_changed(core, &mut changed, mode);
         } else {
@@ -319,7 +322,6 @@ impl ScopeShared {
             self.metrics.subscriber_lag.set(lag as f64);
         }
         core.events = events;
-        self.drain_registry(core);
         // A lagging subscriber may just have been dropped.
         sync_event_detail(core);
         // A peer that broke a bound: its frame was refused whole; the link
@@ -594,7 +596,8 @@ impl Scope {
 
     /// Waits until this scope has cleaned up after every process that ended
     /// before the call. A process's end is applied shortly after it (its
-    /// memberships and subscriptions go in a batch with other exits, on
+    /// memberships, registrations and subscriptions go in a batch with
+    /// other exits (the registry's events delivered by then), on
     /// this node at once, on the others through the protocol); code that
     /// must observe it, like a test, awaits this instead of polling.
     pub async fn flush_exits(&self) {

@@ -99,9 +99,10 @@ pub(super) fn close_owned_by<E: crate::subscription::Keyed>(
 
 /// Has the core build membership (registry) events only while a
 /// membership (registry) subscriber exists; otherwise it reports the
-/// changed groups' names (keys), which is all publication needs. Building an event per change for
-/// nobody (an allocation, a pid and a name each, dropped in the same
-/// step) was about a third of a mass exit's writer time. Called under
+/// changed groups' names (keys), which is all publication needs.
+/// Building an event per change for nobody (an allocation, a pid and a
+/// name each, dropped in the same step) was about a third of a mass
+/// exit's writer time. Called under
 /// the lock wherever the subscribers change, so a subscriber hears of
 /// every change after its snapshot.
 pub(super) fn sync_event_detail(core: &mut CoreState) {
