@@ -92,6 +92,13 @@ impl serde::de::Visitor<'_> for NameVisitor {
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GroupName, E> {
         GroupName::new(v).map_err(E::custom)
     }
+
+    /// Formats that carry strings as bytes: UTF-8 only.
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<GroupName, E> {
+        let text = std::str::from_utf8(v)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))?;
+        self.visit_str(text)
+    }
 }
 
 impl fmt::Display for GroupName {
@@ -142,5 +149,12 @@ mod tests {
             .deserialize_str(NameVisitor)
             .unwrap();
         assert_eq!(owned, name);
+        // From bytes, if they are UTF-8.
+        let bytes = serde::de::value::BytesDeserializer::<serde::de::value::Error>::new;
+        assert_eq!(
+            bytes(b"room/42").deserialize_str(NameVisitor).unwrap(),
+            name
+        );
+        assert!(bytes(b"\xff").deserialize_str(NameVisitor).is_err());
     }
 }

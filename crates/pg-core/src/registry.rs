@@ -356,6 +356,11 @@ impl Registry {
         self.keys.len()
     }
 
+    /// Keys, in no particular order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &GroupName> {
+        self.keys.keys()
+    }
+
     /// Keys, in key order (sorted here: O(n log n)).
     pub(crate) fn sorted_keys(&self) -> Vec<&GroupName> {
         let mut keys: Vec<&GroupName> = self.keys.keys().collect();

@@ -138,11 +138,29 @@ impl RegistryEventQueue {
         }
     }
 
+    /// The next queued event.
     pub(crate) fn pop(&mut self) -> Option<RegistryEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            shrink_drained(&mut self.events);
+        }
+        event
     }
 
+    /// The next queued key.
     pub(crate) fn pop_key(&mut self) -> Option<GroupName> {
-        self.keys.pop_front()
+        let key = self.keys.pop_front();
+        if key.is_none() {
+            shrink_drained(&mut self.keys);
+        }
+        key
+    }
+}
+
+/// Gives back the room a burst left (a node down or a resync of a million
+/// keys queues a million changes) once the queue is drained.
+fn shrink_drained<T>(queue: &mut std::collections::VecDeque<T>) {
+    if queue.capacity() > 1024 {
+        queue.shrink_to(64);
     }
 }

@@ -212,13 +212,24 @@ impl Scope {
             .collect()
     }
 
-    /// Registrations tagged `tag`, in key order (a scan: the runtime keeps
-    /// an index for its readers).
+    /// Registrations tagged `tag`, in key order (a scan of every key's
+    /// winner, then the matches sorted: the runtime keeps an index for its
+    /// readers).
     pub fn match_tag(&self, tag: &str) -> Vec<Registration> {
-        self.registrations()
-            .into_iter()
-            .filter(|r| r.tag.as_ref().is_some_and(|t| t.as_str() == tag))
-            .collect()
+        let table = &self.table;
+        let mut out: Vec<Registration> = self
+            .registry
+            .keys()
+            .filter(|key| {
+                self.registry
+                    .winner(key.as_str(), |h| table.pid(h.slot, h.serial))
+                    .and_then(|h| h.tag.as_ref())
+                    .is_some_and(|t| t.as_str() == tag)
+            })
+            .filter_map(|key| self.registration(key))
+            .collect();
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        out
     }
 
     /// Number of keys this node's processes hold.
