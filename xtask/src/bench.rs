@@ -147,15 +147,20 @@ fn cluster(binary: &Path, dir: &Path, registry_only: bool) -> anyhow::Result<()>
         return registry(&mut a, &mut b);
     }
 
-    // C1: join/leave on A until a monitor on B (and on C) has the event.
-    b.ok("monitor c1")?;
-    c.ok("monitor c1")?;
+    // C1: join/leave on A until a monitor on B (and on C) has the event;
+    // each monitor acknowledges it to a process on A, for the round trip
+    // (the later of the two acks of a join).
+    let acker = a.ok("acker")?;
+    b.ok(&format!("monitor_ack c1 {acker}"))?;
+    c.ok(&format!("monitor_ack c1 {acker}"))?;
     let samples = 1000;
     let mut lat: [Vec<f64>; 4] = Default::default();
+    let mut round_trip = Vec::with_capacity(samples);
     for _ in 0..samples {
         for (k, op) in [(0usize, "join_t"), (2, "leave_t")] {
             let t0: f64 = a.ok(&format!("{op} 0 c1"))?.parse()?;
             let (mut tb, mut tc) = (None, None);
+            let mut acks: Vec<f64> = Vec::with_capacity(2);
             until("C1 event", || {
                 if tb.is_none() {
                     tb = first_time(&mut b)?;
@@ -163,12 +168,24 @@ fn cluster(binary: &Path, dir: &Path, registry_only: bool) -> anyhow::Result<()>
                 if tc.is_none() {
                     tc = first_time(&mut c)?;
                 }
-                Ok(tb.is_some() && tc.is_some())
+                for t in a.ok("monitor_times")?.split_whitespace() {
+                    acks.push(t.parse()?);
+                }
+                Ok(tb.is_some() && tc.is_some() && acks.len() >= 2)
             })?;
             lat[k].push(tb.unwrap_or(t0) - t0);
             lat[k + 1].push(tc.unwrap_or(t0) - t0);
+            if op == "join_t" {
+                round_trip.push(acks.iter().copied().fold(t0, f64::max) - t0);
+            }
         }
     }
+    round_trip.sort_by(f64::total_cmp);
+    json(serde_json::json!({
+        "system": "pg-rs", "workload": "C1_propagation", "event": "join",
+        "observer": "B_and_C_ack_back_to_A", "n": samples,
+        "p50_us": pct(&round_trip, 0.5), "p99_us": pct(&round_trip, 0.99),
+    }));
     let rows = [("join", "B"), ("join", "C"), ("leave", "B"), ("leave", "C")];
     for (k, (event, observer)) in rows.into_iter().enumerate() {
         let v = &mut lat[k];

@@ -28,6 +28,8 @@
 //! |---|---|
 //! | `join_t <i> <group>` / `leave_t <i> <group>` | `ok <wall-clock µs just before the call>` |
 //! | `monitor <group>` | `ok` (records the wall-clock µs of each event) |
+//! | `monitor_ack <group> <pid>` | `ok` (as `monitor`, and sends `pid` an `ack` per event) |
+//! | `acker` | `ok <pid>` (a process that records the wall-clock µs of each message it gets, read with `monitor_times`) |
 //! | `monitor_times` | `ok <µs> ...` (and forgets them) |
 //! | `count` | `ok <memberships seen, all groups>` |
 //! | `local_count` | `ok <memberships of this node's processes>` |
@@ -245,6 +247,31 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     });
                     keep.push(Box::new(watcher));
                     "ok".to_owned()
+                }
+                ["monitor_ack", group, to] => {
+                    // As `monitor`, and each event is acknowledged to `to`.
+                    let to: Pid = to.parse()?;
+                    let watcher = node.spawn("sim");
+                    let (mut sub, _) = watcher.open(&scope)?.monitor(group)?;
+                    let times = Arc::clone(&events);
+                    runtime.spawn(async move {
+                        while let Ok(event) = sub.recv().await {
+                            times.push(wall_micros(), event.references());
+                            let _ = watcher.send(&to, "ack", "x");
+                        }
+                    });
+                    "ok".to_owned()
+                }
+                ["acker"] => {
+                    let mut acker = node.spawn("sim");
+                    let pid = acker.pid().to_string();
+                    let times = Arc::clone(&events);
+                    runtime.spawn(async move {
+                        while acker.recv().await.is_some() {
+                            times.push(wall_micros(), 1);
+                        }
+                    });
+                    format!("ok {pid}")
                 }
                 ["register", i, key] => {
                     crate::registry_cmds::register(&member(&members, i)?.instance, key)?
