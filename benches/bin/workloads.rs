@@ -13,6 +13,7 @@ use bytes::Bytes;
 use pg_core::{GroupName, NodeId};
 use pg_runtime::{MemoryNetwork, Node, NodeOptions, Process, Scope, ScopeOptions};
 
+mod node_down;
 mod registry;
 mod scale;
 
@@ -80,6 +81,10 @@ fn main() {
             }
             if run("F1") || run("X1") {
                 scale::fill_and_exit().await;
+            }
+            // Not in the default run (a 1M sync to set up): `pg-workloads X2`.
+            if run_named("X2") {
+                node_down::x2();
             }
         })
         .await
