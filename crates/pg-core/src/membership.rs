@@ -512,6 +512,7 @@ impl Membership {
             }
             // Every remote member of the group is the part's.
             let list = std::mem::take(&mut self.group_mut(gid).remote);
+            debug_assert!(list.iter().all(|(key, _)| key.slot() == slot));
             self.part_mut(slot).memberships -= list.total();
             let name = self.group(gid).name.clone();
             if detailed {
