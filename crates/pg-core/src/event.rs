@@ -162,13 +162,21 @@ pub enum EventDetail {
 #[derive(Debug, Default)]
 pub(crate) struct EventQueue {
     events: VecDeque<Event>,
-    detail: EventDetail,
-    groups: VecDeque<GroupName>,
+    changed: ChangedNames,
 }
 
-impl EventQueue {
-    /// Whether changes are wanted as events ([`push`](Self::push)) rather
-    /// than as group names ([`touch`](Self::touch)).
+/// What a queue of changes reports ([`EventDetail`]) and, in
+/// [`EventDetail::GroupsOnly`], the names that changed (consecutive
+/// repeats merged). Shared by membership events (group names) and
+/// registry events (keys).
+#[derive(Debug, Default)]
+pub(crate) struct ChangedNames {
+    detail: EventDetail,
+    names: VecDeque<GroupName>,
+}
+
+impl ChangedNames {
+    /// Whether changes are wanted as events rather than as names.
     pub(crate) fn detailed(&self) -> bool {
         self.detail == EventDetail::Full
     }
@@ -178,16 +186,51 @@ impl EventQueue {
         self.detail = detail;
     }
 
+    /// Records that `name` changed.
+    pub(crate) fn touch(&mut self, name: &GroupName) {
+        if self.names.back() != Some(name) {
+            self.names.push_back(name.clone());
+        }
+    }
+
+    /// The next name recorded by [`touch`](Self::touch).
+    pub(crate) fn pop(&mut self) -> Option<GroupName> {
+        let name = self.names.pop_front();
+        if name.is_none() {
+            shrink_drained(&mut self.names);
+        }
+        name
+    }
+}
+
+/// Gives back the room a burst left (a node down or a resync of a million
+/// changes) once a queue is drained.
+pub(crate) fn shrink_drained<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > 1024 {
+        queue.shrink_to(64);
+    }
+}
+
+impl EventQueue {
+    /// Whether changes are wanted as events ([`push`](Self::push)) rather
+    /// than as group names ([`touch`](Self::touch)).
+    pub(crate) fn detailed(&self) -> bool {
+        self.changed.detailed()
+    }
+
+    /// Sets what later changes are reported as; what is queued stays.
+    pub(crate) fn set_detail(&mut self, detail: EventDetail) {
+        self.changed.set_detail(detail);
+    }
+
     /// Records that `group` changed (in [`EventDetail::GroupsOnly`]).
     pub(crate) fn touch(&mut self, group: &GroupName) {
-        if self.groups.back() != Some(group) {
-            self.groups.push_back(group.clone());
-        }
+        self.changed.touch(group);
     }
 
     /// The next group recorded by [`touch`](Self::touch).
     pub(crate) fn pop_group(&mut self) -> Option<GroupName> {
-        self.groups.pop_front()
+        self.changed.pop()
     }
 
     /// Reports one change: as an event, or as its group's name only.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::event::{ChangedNames, shrink_drained};
 use crate::group::GroupName;
 use crate::id::Pid;
 use crate::meta::Meta;
@@ -111,19 +112,18 @@ pub struct Conflict {
 #[derive(Debug, Default)]
 pub(crate) struct RegistryEventQueue {
     events: std::collections::VecDeque<RegistryEvent>,
-    keys: std::collections::VecDeque<GroupName>,
-    keys_only: bool,
+    keys: ChangedNames,
 }
 
 impl RegistryEventQueue {
     /// Whether changes are wanted as whole events.
     pub(crate) fn detailed(&self) -> bool {
-        !self.keys_only
+        self.keys.detailed()
     }
 
     /// Sets what later changes are reported as; what is queued stays.
     pub(crate) fn set_detail(&mut self, detail: crate::EventDetail) {
-        self.keys_only = detail == crate::EventDetail::GroupsOnly;
+        self.keys.set_detail(detail);
     }
 
     /// Queues an event (built only when [`detailed`](Self::detailed)).
@@ -133,9 +133,7 @@ impl RegistryEventQueue {
 
     /// Records that `key` changed (when not [`detailed`](Self::detailed)).
     pub(crate) fn touch(&mut self, key: &GroupName) {
-        if self.keys.back() != Some(key) {
-            self.keys.push_back(key.clone());
-        }
+        self.keys.touch(key);
     }
 
     /// The next queued event.
@@ -149,18 +147,6 @@ impl RegistryEventQueue {
 
     /// The next queued key.
     pub(crate) fn pop_key(&mut self) -> Option<GroupName> {
-        let key = self.keys.pop_front();
-        if key.is_none() {
-            shrink_drained(&mut self.keys);
-        }
-        key
-    }
-}
-
-/// Gives back the room a burst left (a node down or a resync of a million
-/// keys queues a million changes) once the queue is drained.
-fn shrink_drained<T>(queue: &mut std::collections::VecDeque<T>) {
-    if queue.capacity() > 1024 {
-        queue.shrink_to(64);
+        self.keys.pop()
     }
 }

@@ -75,7 +75,7 @@ impl Published {
     /// `local` is this node, whose keys are counted as they change.
     fn set(&mut self, key: &GroupName, now: Option<Registration>, local: &NodeId) {
         let is_local = |e: &Entry| e.pid.node() == local;
-        let (old, now_local) = match now {
+        let (old, now_local, new_tag) = match now {
             Some(r) => {
                 if let Some(tag) = &r.tag {
                     self.tags
@@ -88,12 +88,12 @@ impl Published {
                     meta: r.meta,
                     tag: r.tag,
                 };
-                let now_local = is_local(&entry);
+                let (now_local, new_tag) = (is_local(&entry), entry.tag.clone());
                 let old = self.keys.insert(key.clone(), entry);
                 if old.is_none() {
                     self.order.insert(key.clone());
                 }
-                (old, now_local)
+                (old, now_local, new_tag)
             }
             None => {
                 let old = self.keys.remove(key.as_str());
@@ -105,7 +105,7 @@ impl Published {
                         self.keys.shrink_to(self.keys.len() * 2);
                     }
                 }
-                (old, false)
+                (old, false, None)
             }
         };
         debug_assert_eq!(self.order.len(), self.keys.len(), "the two indexes agree");
@@ -115,8 +115,9 @@ impl Published {
             (true, false) => self.local -= 1,
             _ => {}
         }
-        let new_tag = self.keys.get(key.as_str()).and_then(|e| e.tag.as_ref());
-        if let Some(tag) = old.and_then(|old| old.tag).filter(|t| Some(t) != new_tag)
+        if let Some(tag) = old
+            .and_then(|old| old.tag)
+            .filter(|t| Some(t) != new_tag.as_ref())
             && let Some(keys) = self.tags.get_mut(&tag)
         {
             keys.remove(key);
