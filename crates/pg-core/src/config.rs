@@ -45,6 +45,13 @@ pub struct ScopeConfig {
     /// their state at once (the rest follow through anti-entropy), so a
     /// cluster-wide restart does not become an N² storm. Default 3.
     pub discovery_fanout: usize,
+    /// Work in one step of removing the part of a node gone down: a step
+    /// indexes or removes about this many memberships, then lets other
+    /// input in (see [`Scope::poll_timeout`](crate::Scope::poll_timeout)),
+    /// so a join meanwhile waits for one step, not the whole part. 0
+    /// removes a part in one step. Default 8192 (about half a millisecond
+    /// on a small server).
+    pub part_removal_step: usize,
     /// Seed of the scope's random choices (discovery subset, anti-entropy
     /// peer). The runtime draws it from the OS; tests fix it.
     pub rng_seed: u64,
@@ -63,6 +70,7 @@ impl Default for ScopeConfig {
             sync_part_entries: 32_768,
             sync_part_bytes: 1 << 20,
             discovery_fanout: 3,
+            part_removal_step: 8192,
             rng_seed: 0,
         }
     }

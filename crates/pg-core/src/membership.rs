@@ -9,8 +9,12 @@
 //!   them (a snapshot) and a change copies only one path of a tree whose
 //!   nodes a snapshot still shares, never the whole list;
 //! - each node part keeps process serial -> groups, so a process exit or a
-//!   node going down costs O(its memberships).
+//!   node going down costs O(its memberships), the latter spread over
+//!   bounded steps (`membership/removal.rs`).
 
+mod removal;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -84,6 +88,8 @@ struct Part {
     processes: FxHashMap<u64, Vec<GroupId>>,
     /// Sum of all join counts in this part.
     memberships: u64,
+    /// Its node went down and it is being removed (`removal.rs`).
+    detached: bool,
 }
 
 /// Error: all 65 535 remote node slots are in use.
@@ -107,6 +113,8 @@ pub(crate) struct Membership {
     /// Bumped whenever a group gains its first or loses its last local
     /// member.
     local_groups_epoch: u64,
+    /// Detached parts being removed, oldest first (`removal.rs`).
+    removals: VecDeque<removal::Removal>,
 }
 
 impl Membership {
@@ -122,6 +130,7 @@ impl Membership {
                 seq: 0,
                 processes: FxHashMap::default(),
                 memberships: 0,
+                detached: false,
             })],
             groups: Vec::new(),
             group_ids: FxHashMap::default(),
@@ -129,6 +138,7 @@ impl Membership {
             local_groups: 0,
             groups_epoch: 0,
             local_groups_epoch: 0,
+            removals: VecDeque::new(),
         }
     }
 
@@ -152,7 +162,7 @@ impl Membership {
 
     fn part(&self, slot: Slot) -> &Part {
         // Invariant: slots handed out by this table always hold a part until
-        // `remove_part` frees them, and callers only use live slots.
+        // a removal frees them (`removal.rs`), and callers only use live slots.
         self.parts[usize::from(slot)]
             .as_ref()
             .expect("slot without a part")
@@ -200,35 +210,18 @@ impl Membership {
             seq: 0,
             processes: FxHashMap::default(),
             memberships: 0,
+            detached: false,
         });
         Ok(slot)
     }
 
-    /// Removes every member of the part in `slot` (with events) and frees
-    /// the slot. The local part is emptied but kept.
-    pub(crate) fn remove_part(&mut self, slot: Slot, reason: LeaveReason, events: &mut EventQueue) {
-        if slot == LOCAL_SLOT {
-            let serials: Vec<u64> = self.part(slot).processes.keys().copied().collect();
-            for serial in serials {
-                self.remove_process(slot, serial, reason, events);
-            }
-            return;
-        }
-        self.remove_remote_members(slot, reason, events);
-        if let Some(part) = self.parts[usize::from(slot)].take() {
-            self.slots.remove(&part.node.name);
-        }
-        Arc::make_mut(&mut self.nodes)[usize::from(slot)] = None;
-        self.free_slots.push(slot);
-    }
-
-    /// Slots of every remote part.
+    /// Slots of every remote part, except detached ones.
     pub(crate) fn remote_slots(&self) -> impl Iterator<Item = Slot> + '_ {
         self.parts
             .iter()
             .enumerate()
             .skip(1)
-            .filter(|(_, p)| p.is_some())
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| !p.detached))
             .map(|(i, _)| i as Slot)
     }
 
@@ -481,59 +474,6 @@ impl Membership {
             self.delete_group(gid);
         }
         removed
-    }
-
-    /// Removes every member of the remote part in `slot`, group by group
-    /// (in group id order): a group whose remote members are all the
-    /// part's loses its remote list at once, with one event per member
-    /// (consecutive, so they merge into one per group); a group shared
-    /// with other nodes loses the part's members one by one. A node of 1M
-    /// memberships going down cost its peers a 0.4-1 s step when this went
-    /// process by process, each removal a search in its group's list.
-    fn remove_remote_members(&mut self, slot: Slot, reason: LeaveReason, events: &mut EventQueue) {
-        let processes = std::mem::take(&mut self.part_mut(slot).processes);
-        let mut by_group: FxHashMap<GroupId, Vec<u64>> = FxHashMap::default();
-        for (serial, gids) in processes {
-            for gid in gids {
-                by_group.entry(gid).or_default().push(serial);
-            }
-        }
-        let mut gids: Vec<GroupId> = by_group.keys().copied().collect();
-        gids.sort_unstable();
-        let detailed = events.detailed();
-        for gid in gids {
-            let mut serials = by_group.remove(&gid).unwrap_or_default();
-            if self.group(gid).remote.distinct() != serials.len() {
-                serials.sort_unstable();
-                for serial in serials {
-                    self.sub_member(slot, serial, gid, u32::MAX, reason, events, false);
-                }
-                continue;
-            }
-            // Every remote member of the group is the part's.
-            let list = std::mem::take(&mut self.group_mut(gid).remote);
-            debug_assert!(list.iter().all(|(key, _)| key.slot() == slot));
-            self.part_mut(slot).memberships -= list.total();
-            let name = self.group(gid).name.clone();
-            if detailed {
-                for (key, count, meta) in list.iter_meta() {
-                    events.push(Change {
-                        kind: EventKind::Left,
-                        group: &name,
-                        pid: self.pid(slot, key.serial()),
-                        count,
-                        meta,
-                        previous: None,
-                        reason: Some(reason),
-                    });
-                }
-            } else {
-                events.touch(&name);
-            }
-            if self.group(gid).total() == 0 {
-                self.delete_group(gid);
-            }
-        }
     }
 
     /// Removes every membership of process `serial` of `slot`; returns the

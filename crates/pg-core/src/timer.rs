@@ -9,10 +9,12 @@ pub(crate) enum Timer {
     Discovery,
     /// Next anti-entropy digest.
     AntiEntropy,
+    /// Next bounded step of removing the parts of nodes gone down.
+    PartRemoval,
 }
 
 impl Timer {
-    const ALL: [Timer; 2] = [Timer::Discovery, Timer::AntiEntropy];
+    const ALL: [Timer; 3] = [Timer::Discovery, Timer::AntiEntropy, Timer::PartRemoval];
 }
 
 /// One optional deadline per [`Timer`]; the next wake-up is the minimum.

@@ -141,7 +141,7 @@ fn same_seed_same_run() {
 #[test]
 fn scenario_sweep() {
     let mut failures = Vec::new();
-    let mut seen = (0, 0, 0, 0, 0, 0);
+    let mut seen = (0, 0, 0, 0, 0, 0, 0);
     for seed in seeds(40) {
         let nodes = 2 + (seed % 6) as usize;
         let config = ScenarioConfig::new(nodes, seed);
@@ -153,6 +153,7 @@ fn scenario_sweep() {
                 seen.3 += r.faults.crashes;
                 seen.4 += r.faults.partitions;
                 seen.5 += r.faults.restarts;
+                seen.6 += r.part_removal_steps;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -163,10 +164,12 @@ fn scenario_sweep() {
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     if std::env::var("PG_SIM_SEED").is_err() {
         // The sweep exercises what it claims to: discovery, loss,
-        // duplication, crashes, partitions and restarts.
-        let (discovers, lost, duplicated, crashes, partitions, restarts) = seen;
+        // duplication, crashes, partitions and restarts, and parts of
+        // downed nodes removed over several steps.
+        let (discovers, lost, duplicated, crashes, partitions, restarts, removal_steps) = seen;
         assert!(discovers > 0 && lost > 0 && duplicated > 0, "{seen:?}");
         assert!(crashes > 0 && partitions > 0 && restarts > 0, "{seen:?}");
+        assert!(removal_steps > 0, "{seen:?}");
     }
 }
 

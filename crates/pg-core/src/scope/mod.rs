@@ -71,6 +71,9 @@ pub struct ScopeStats {
     pub parts_refused: u64,
     /// Frames refused as protocol violations (see [`Violation`]).
     pub violations: u64,
+    /// Steps that went on removing a downed node's part after the down's
+    /// own (see [`ScopeConfig::part_removal_step`]).
+    pub part_removal_steps: u64,
 }
 
 #[derive(Debug)]
@@ -126,6 +129,10 @@ pub struct Scope {
     rng: Xoshiro256PlusPlus,
     discovering: bool,
     stats: ScopeStats,
+    /// The latest `now` passed in. Work that must go on as soon as
+    /// possible (removing a downed node's part) is due then: a deadline
+    /// already past.
+    seen_now: Instant,
 }
 
 impl std::fmt::Debug for Scope {
@@ -171,6 +178,7 @@ impl Scope {
             timers,
             discovering: true,
             stats: ScopeStats::default(),
+            seen_now: now,
         }
     }
 
@@ -238,6 +246,7 @@ impl Scope {
     /// sides send their parts again. The syncs are differential, so nothing
     /// held is dropped and only real differences produce events.
     pub fn handle_link_reset(&mut self, peer: &NodeId, now: Instant) {
+        self.saw(now);
         let Some(state) = self.peers.get_mut(&peer.name) else {
             return;
         };
@@ -255,11 +264,29 @@ impl Scope {
         if let Some(slot) = self.table.slot_of_name(name)
             && slot != LOCAL_SLOT
         {
-            // Keys first: the slot names their pids until the part goes.
+            // Keys first, all at once: a new run of the node must not meet
+            // them in a conflict. The memberships go in bounded steps.
             self.reg_remove_part(slot, UnregisterReason::NodeDown);
-            self.table
-                .remove_part(slot, LeaveReason::NodeDown, &mut self.events);
+            self.table.detach_part(slot, LeaveReason::NodeDown);
+            self.remove_detached();
         }
+    }
+
+    /// One bounded step of removing the parts of nodes gone down (the
+    /// first is taken by the down itself, so a small part goes at once);
+    /// if more remains, the next step is due right away.
+    fn remove_detached(&mut self) {
+        let budget = match self.config.part_removal_step {
+            0 => u64::MAX,
+            step => step as u64,
+        };
+        if self.table.remove_detached(budget, &mut self.events) {
+            self.timers.set(Timer::PartRemoval, self.seen_now);
+        }
+    }
+
+    fn saw(&mut self, now: Instant) {
+        self.seen_now = self.seen_now.max(now);
     }
 
     /// The peers currently up.
@@ -272,6 +299,7 @@ impl Scope {
     /// A frame from peer `from` (as authenticated by the transport). Frames
     /// from a node run that is not an up peer are ignored and counted.
     pub fn handle_frame(&mut self, from: &NodeId, frame: Frame, now: Instant) {
+        self.saw(now);
         self.stats.frames_received += 1;
         if self.peers.get(&from.name).map(|p| &p.node) != Some(from) {
             self.stats.frames_ignored += 1;
@@ -438,16 +466,24 @@ impl Scope {
 
     // ----- timers -----------------------------------------------------
 
-    /// When [`handle_timeout`](Self::handle_timeout) next wants to run.
+    /// When [`handle_timeout`](Self::handle_timeout) next wants to run. It
+    /// may be in the past (work left over from a step, such as removing a
+    /// large part of a node gone down): run it right away, letting other
+    /// input in between.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
 
     /// Runs the timers due at `now`: start-up discovery, anti-entropy.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.saw(now);
         for timer in self.timers.expire(now) {
             match timer {
                 Timer::Discovery => self.discover(),
+                Timer::PartRemoval => {
+                    self.stats.part_removal_steps += 1;
+                    self.remove_detached();
+                }
                 Timer::AntiEntropy => {
                     if let Some(peer) = self.random_peers(1).pop() {
                         self.send_digest(&peer, false);

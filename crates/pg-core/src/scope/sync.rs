@@ -41,13 +41,17 @@ impl Scope {
                 None
             }
             Some(slot) => Some(slot),
-            None => match self.table.add_part(from.clone()) {
-                Ok(slot) => Some(slot),
-                Err(_) => {
-                    self.stats.parts_refused += 1;
-                    None
+            None => {
+                // The same run back while its old part is still going.
+                self.table.finish_removal_of(from, &mut self.events);
+                match self.table.add_part(from.clone()) {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        self.stats.parts_refused += 1;
+                        None
+                    }
                 }
-            },
+            }
         };
         if let Some(slot) = slot {
             self.apply_sync(slot, groups);

@@ -50,6 +50,9 @@ impl ScenarioConfig {
                     // as several pieces, so lost, duplicated and reordered
                     // pieces are part of every sweep.
                     sync_part_entries: 8,
+                    // And a downed node's part goes in several steps, with
+                    // frames, restarts and reads in between.
+                    part_removal_step: 5,
                     ..SimConfig::default().scope
                 },
                 ..SimConfig::default()
@@ -86,6 +89,9 @@ pub struct Report {
     pub net: NetStats,
     /// Frames and bytes sent per node during the healing phase, averaged.
     pub heal_traffic_per_node: (f64, f64),
+    /// Steps the scopes running at the end took to remove downed nodes'
+    /// parts, past each down's own (see `part_removal_step`).
+    pub part_removal_steps: u64,
 }
 
 /// Faults injected in a run.
@@ -290,6 +296,10 @@ impl<'a> Run<'a> {
             memberships: self.cluster.expected_view().len(),
             net: self.cluster.net_stats().clone(),
             heal_traffic_per_node: (frames as f64 / n, bytes as f64 / n),
+            part_removal_steps: (0..self.cluster.len())
+                .filter_map(|i| self.cluster.scope(i))
+                .map(|scope| scope.stats().part_removal_steps)
+                .sum(),
         })
     }
 

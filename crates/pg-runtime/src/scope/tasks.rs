@@ -1,5 +1,6 @@
-//! The scope's two background tasks: the timer (anti-entropy, discovery)
-//! and the cleanup of ended processes.
+//! The scope's two background tasks: the timer (anti-entropy, discovery,
+//! the steps of removing a downed node's part) and the cleanup of ended
+//! processes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use super::{Publish, ScopeShared, clock};
 use crate::exits::EXIT_BATCH;
 
-/// Wakes for the core's deadlines (anti-entropy, discovery).
+/// Wakes for the core's deadlines (anti-entropy, discovery, removal).
 pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
     loop {
         if shared.closed.load(Ordering::Acquire) {
@@ -21,6 +22,14 @@ pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
             core.armed
         };
         match deadline {
+            // Work left over from a step (a big node-down's removal, a
+            // bounded step at a time): other callers get the writer in
+            // between, without a trip through the timer wheel.
+            Some(at) if at <= clock() => {
+                tokio::task::yield_now().await;
+                let now = clock();
+                shared.step(|c| c.scope.handle_timeout(now));
+            }
             Some(at) => {
                 tokio::select! {
                     () = tokio::time::sleep_until(at.into()) => {}
