@@ -17,7 +17,11 @@
 //!
 //! Readers and subscribers see the part go group by group, as they see a
 //! mass exit go process by process; every membership still gets exactly
-//! one event. The one case that cannot wait is the same node run coming
+//! one event. A step is bounded at group granularity for a group the part
+//! holds alone (its list goes whole) and at process granularity while
+//! indexing. Point reads by pid (`groups_of`, `join_count`) find a
+//! detached run's pids no longer, while member lists still show the ones
+//! not yet removed. The one case that cannot wait is the same node run coming
 //! back before its old part is gone (a link that flapped): its pids would
 //! be listed twice, and a `left` for the old entry would follow the
 //! `joined` of the new one, so that removal is finished at once
@@ -38,6 +42,8 @@ pub(super) struct Removal {
     reason: LeaveReason,
     /// Processes of the part not yet indexed by group.
     unindexed: FxHashMap<u64, Vec<GroupId>>,
+    /// How many processes the part had: no group holds more of them.
+    processes: usize,
     /// Serials of the part in each group, for the processes indexed.
     by_group: FxHashMap<GroupId, Vec<u64>>,
     /// Groups left to empty, highest id first (taken from the end) once
@@ -56,12 +62,14 @@ impl Membership {
         let part = self.part_mut(slot);
         part.detached = true;
         let unindexed = std::mem::take(&mut part.processes);
+        let processes = unindexed.len();
         let name = part.node.name.clone();
         self.slots.remove(&name);
         self.removals.push_back(Removal {
             slot,
             reason,
             unindexed,
+            processes,
             by_group: FxHashMap::default(),
             order: Vec::new(),
             sorted: false,
@@ -134,7 +142,8 @@ impl Membership {
                         // allocation after them).
                         .or_insert_with(|| {
                             removal.order.push(gid);
-                            Vec::with_capacity(self.group(gid).remote.distinct())
+                            let most = self.group(gid).remote.distinct();
+                            Vec::with_capacity(most.min(removal.processes))
                         })
                         .push(serial);
                 }

@@ -50,8 +50,10 @@ impl ScenarioConfig {
                     // as several pieces, so lost, duplicated and reordered
                     // pieces are part of every sweep.
                     sync_part_entries: 8,
-                    // And a downed node's part goes in several steps, with
-                    // frames, restarts and reads in between.
+                    // And a downed node's part goes in several steps (due
+                    // at once in virtual time, so other input comes in
+                    // between only at the same instant; tests/node_down.rs
+                    // interleaves returns and joins with the steps).
                     part_removal_step: 5,
                     ..SimConfig::default().scope
                 },
