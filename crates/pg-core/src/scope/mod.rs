@@ -474,7 +474,8 @@ impl Scope {
         self.timers.next()
     }
 
-    /// Runs the timers due at `now`: start-up discovery, anti-entropy.
+    /// Runs the timers due at `now`: start-up discovery, anti-entropy, the
+    /// next step of removing a downed node's part.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.saw(now);
         for timer in self.timers.expire(now) {
