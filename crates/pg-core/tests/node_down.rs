@@ -142,7 +142,9 @@ proptest! {
         for scope in [&mut full, &mut lean] {
             run_due(scope, now);
         }
-        while full.poll_event().is_some_and(|e| { replay.apply(&e).unwrap(); true }) {}
+        while let Some(e) = full.poll_event() {
+            replay.apply(&e).map_err(|v| TestCaseError::fail(v.to_string()))?;
+        }
         while lean.poll_changed_group().is_some() {}
 
         for scope in [&mut full, &mut lean] {

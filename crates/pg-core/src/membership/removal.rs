@@ -21,10 +21,12 @@
 //! holds alone (its list goes whole) and at process granularity while
 //! indexing. Point reads by pid (`groups_of`, `join_count`) find a
 //! detached run's pids no longer, while member lists still show the ones
-//! not yet removed. The one case that cannot wait is the same node run coming
-//! back before its old part is gone (a link that flapped): its pids would
-//! be listed twice, and a `left` for the old entry would follow the
-//! `joined` of the new one, so that removal is finished at once
+//! not yet removed.
+//!
+//! The one case that cannot wait is the same node run coming back before
+//! its old part is gone (a link that flapped): its pids would be listed
+//! twice, and a `left` for the old entry would follow the `joined` of the
+//! new one, so that removal is finished at once
 //! ([`Membership::finish_removal_of`]).
 
 use rustc_hash::FxHashMap;
@@ -137,9 +139,10 @@ impl Membership {
                         // Sized for the most it can hold, and listed in
                         // `order` as it comes: no allocation grows late in
                         // the indexing (the part's processes free their
-                        // group lists meanwhile, and glibc folded those
-                        // frees into one 9 ms pause at the first large
-                        // allocation after them).
+                        // group lists meanwhile, and glibc folds those
+                        // frees into one pause at the next large
+                        // allocation or free: 9 ms at 100k processes; one
+                        // such pause remains, at the end of indexing).
                         .or_insert_with(|| {
                             removal.order.push(gid);
                             let most = self.group(gid).remote.distinct();
