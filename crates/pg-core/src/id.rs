@@ -24,14 +24,39 @@ pub const MAX_PID_SERIAL: u64 = (1 << 48) - 1;
 /// The name of a node, unique in its cluster (for example `app-1@10.0.0.7`).
 ///
 /// Non-empty, at most [`MAX_NODE_NAME_LEN`] bytes, without whitespace,
-/// control characters, `<` or `>`. Cloning is cheap (shared string).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// control characters, `<` or `>`. Cloning is cheap: a shared string, or
+/// for a name made with [`from_static`](Self::from_static) a plain copy.
+/// Names compare, hash and order by their text, whatever their storage.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NodeName(Arc<str>);
+pub struct NodeName(NameText);
+
+/// Where a name's text lives.
+#[derive(Clone)]
+enum NameText {
+    /// Shared with every clone (names from the wire and from callers).
+    Shared(Arc<str>),
+    /// Lives as long as the process: a clone touches no reference count,
+    /// which matters for a node's own name, copied into every pid a read
+    /// returns (a registry lookup clones one).
+    Static(&'static str),
+}
 
 impl NodeName {
     /// Validates `name` as a node name.
     pub fn new(name: &str) -> Result<Self, IdError> {
+        Self::validate(name)?;
+        Ok(Self(NameText::Shared(Arc::from(name))))
+    }
+
+    /// Validates `name` as a node name kept for the life of the process
+    /// (the runtime interns its own node's name this way).
+    pub fn from_static(name: &'static str) -> Result<Self, IdError> {
+        Self::validate(name)?;
+        Ok(Self(NameText::Static(name)))
+    }
+
+    fn validate(name: &str) -> Result<(), IdError> {
         if name.is_empty() {
             return Err(IdError::EmptyNodeName);
         }
@@ -44,12 +69,41 @@ impl NodeName {
         {
             return Err(IdError::BadNodeNameChar { c });
         }
-        Ok(Self(Arc::from(name)))
+        Ok(())
     }
 
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            NameText::Shared(text) => text,
+            NameText::Static(text) => text,
+        }
+    }
+}
+
+impl PartialEq for NodeName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for NodeName {}
+
+impl std::hash::Hash for NodeName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for NodeName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -62,7 +116,7 @@ impl TryFrom<String> for NodeName {
 
 impl From<NodeName> for String {
     fn from(value: NodeName) -> Self {
-        value.0.to_string()
+        value.as_str().to_owned()
     }
 }
 
@@ -75,13 +129,13 @@ impl FromStr for NodeName {
 
 impl fmt::Display for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -245,6 +299,34 @@ fn parse_u64(digits: &str, whole: &str) -> Result<u64, IdError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// A static name and a shared one of the same text are the same
+        /// name to every comparison, hash and encoding; different texts
+        /// order as their text does.
+        #[test]
+        fn static_and_shared_names_agree(a in "[a-z0-9@.-]{1,12}", b in "[a-z0-9@.-]{1,12}") {
+            use std::hash::BuildHasher;
+            let hasher = std::collections::hash_map::RandomState::new();
+            let shared = NodeName::new(&a).unwrap();
+            let fixed = NodeName::from_static(Box::leak(a.clone().into_boxed_str())).unwrap();
+            prop_assert_eq!(&shared, &fixed);
+            prop_assert_eq!(hasher.hash_one(&shared), hasher.hash_one(&fixed));
+            prop_assert_eq!(
+                postcard::to_allocvec(&shared).unwrap(),
+                postcard::to_allocvec(&fixed).unwrap()
+            );
+            let other = NodeName::new(&b).unwrap();
+            prop_assert_eq!(fixed.cmp(&other), a.as_str().cmp(b.as_str()));
+            prop_assert_eq!(other.cmp(&fixed), b.as_str().cmp(a.as_str()));
+        }
+    }
+
+    #[test]
+    fn static_names_are_validated() {
+        assert!(NodeName::from_static("").is_err());
+        assert!(NodeName::from_static("a b").is_err());
+    }
 
     #[test]
     fn pid_text_form() {

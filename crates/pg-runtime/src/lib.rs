@@ -57,6 +57,7 @@ mod clusters;
 mod config;
 mod error;
 mod exits;
+mod intern;
 mod mailbox;
 mod memory;
 mod node;

@@ -98,6 +98,9 @@ impl Node {
         options: NodeOptions,
     ) -> Result<Node, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        // Every local pid carries this name: interned, its clones are
+        // copies (see `intern.rs`).
+        let id = NodeId::new(crate::intern::own_node_name(&id.name), id.incarnation);
         let inner = Arc::new(NodeInner {
             runtime,
             id,
