@@ -71,13 +71,15 @@ fn count(node: &mut NodeProc) -> anyhow::Result<usize> {
     Ok(node.ok("count")?.parse()?)
 }
 
-fn first_time(node: &mut NodeProc) -> anyhow::Result<Option<f64>> {
-    Ok(node
-        .ok("monitor_times")?
-        .split_whitespace()
-        .next()
-        .map(str::parse::<f64>)
-        .transpose()?)
+/// Waits (on the node) for one recorded event time, for up to 10 s.
+const AWAIT_ONE: &str = "await_times 1 10000";
+
+/// The first time in an `await_times` answer; an error if none came.
+fn first_of(answer: &str, what: &str) -> anyhow::Result<f64> {
+    match answer.split_whitespace().next() {
+        Some(t) => Ok(t.parse()?),
+        None => bail!("{what}: nothing within 10 s"),
+    }
 }
 
 /// R1-R3: the registry on the quiet cluster (process 0 of each node).
@@ -108,13 +110,12 @@ fn registry(a: &mut NodeProc, b: &mut NodeProc) -> anyhow::Result<()> {
     let mut lat = Vec::with_capacity(samples);
     for s in 0..samples {
         let key = format!("r3/{s}");
+        // B waits for its event instead of being polled while it is on
+        // its way (see `await_times`).
+        b.send(AWAIT_ONE)?;
         let t0: f64 = a.ok(&format!("reg_t 0 {key}"))?.parse()?;
-        let mut seen = None;
-        until("R3 registration seen on B", || {
-            seen = first_time(b)?;
-            Ok(seen.is_some())
-        })?;
-        lat.push(seen.unwrap_or(t0) - t0);
+        let seen = first_of(&b.answer()?, "R3 registration seen on B")?;
+        lat.push(seen - t0);
         a.ok(&format!("unregister 0 {key}"))?;
     }
     lat.sort_by(f64::total_cmp);
@@ -158,23 +159,22 @@ fn cluster(binary: &Path, dir: &Path, registry_only: bool) -> anyhow::Result<()>
     let mut round_trip = Vec::with_capacity(samples);
     for _ in 0..samples {
         for (k, op) in [(0usize, "join_t"), (2, "leave_t")] {
+            // The observers wait for their event rather than being polled
+            // while it is on its way (see `await_times`); A waits for the
+            // two acks once its join has returned.
+            b.send(AWAIT_ONE)?;
+            c.send(AWAIT_ONE)?;
             let t0: f64 = a.ok(&format!("{op} 0 c1"))?.parse()?;
-            let (mut tb, mut tc) = (None, None);
-            let mut acks: Vec<f64> = Vec::with_capacity(2);
-            until("C1 event", || {
-                if tb.is_none() {
-                    tb = first_time(&mut b)?;
-                }
-                if tc.is_none() {
-                    tc = first_time(&mut c)?;
-                }
-                for t in a.ok("monitor_times")?.split_whitespace() {
-                    acks.push(t.parse()?);
-                }
-                Ok(tb.is_some() && tc.is_some() && acks.len() >= 2)
-            })?;
-            lat[k].push(tb.unwrap_or(t0) - t0);
-            lat[k + 1].push(tc.unwrap_or(t0) - t0);
+            let acks = a.ok("await_times 2 10000")?;
+            let acks = acks
+                .split_whitespace()
+                .map(str::parse::<f64>)
+                .collect::<Result<Vec<_>, _>>()?;
+            if acks.len() < 2 {
+                bail!("C1: {} acks back on A within 10 s", acks.len());
+            }
+            lat[k].push(first_of(&b.answer()?, "C1 event on B")? - t0);
+            lat[k + 1].push(first_of(&c.answer()?, "C1 event on C")? - t0);
             if op == "join_t" {
                 round_trip.push(acks.iter().copied().fold(t0, f64::max) - t0);
             }

@@ -36,6 +36,29 @@ impl NodeProc {
         Ok(answer)
     }
 
+    /// Sends a command without waiting for its answer (read it with
+    /// [`answer`](Self::answer)): a node can wait for an event while the
+    /// driver acts on another.
+    pub(crate) fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{line}")
+            .with_context(|| format!("{}: writing {line:?}", self.name))?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    /// The answer to the command sent last, which must succeed; returns
+    /// what follows `ok`.
+    pub(crate) fn answer(&mut self) -> anyhow::Result<String> {
+        let answer = self
+            .lines
+            .recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("{}: no answer", self.name))?;
+        match answer.strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => bail!("{}: answered {answer:?}", self.name),
+        }
+    }
+
     /// A command that must succeed; returns what follows `ok`.
     pub(crate) fn ok(&mut self, line: &str) -> anyhow::Result<String> {
         let answer = self.cmd(line)?;

@@ -31,6 +31,7 @@
 //! | `monitor_ack <group> <pid>` | `ok` (as `monitor`, and sends `pid` an `ack` per event) |
 //! | `acker` | `ok <pid>` (a process that records the wall-clock µs of each message it gets, read with `monitor_times`) |
 //! | `monitor_times` | `ok <µs> ...` (and forgets them) |
+//! | `await_times <n> <timeout ms>` | as `monitor_times`, once at least `n` are recorded (or the timeout ends) |
 //! | `count` | `ok <memberships seen, all groups>` |
 //! | `local_count` | `ok <memberships of this node's processes>` |
 //! | `bulk <join\|leave\|join_batched\|leave_batched\|join10_batched\|exit> <first> <n> <groups>` | `ok <ms>` |
@@ -316,6 +317,15 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                 ["r2", i, key, n] => {
                     crate::registry_cmds::r2(&member(&members, i)?.instance, key, n.parse()?)?
                 }
+                ["await_times", n, timeout_ms] => {
+                    let timeout = std::time::Duration::from_millis(timeout_ms.parse()?);
+                    let times: Vec<String> = events
+                        .take_at_least(n.parse()?, timeout)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    format!("ok {}", times.join(" "))
+                }
                 ["monitor_times"] => {
                     let times: Vec<String> =
                         events.take().iter().map(ToString::to_string).collect();
@@ -497,23 +507,44 @@ fn wall_micros() -> u64 {
 
 /// Event times recorded by a monitor task, one entry per reference.
 mod times {
-    use std::sync::Mutex;
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
 
+    /// Times recorded by monitors and ackers, and a signal for a driver
+    /// waiting on them.
     #[derive(Default)]
-    pub(super) struct Times(Mutex<Vec<u64>>);
+    pub(super) struct Times {
+        times: Mutex<Vec<u64>>,
+        grew: Condvar,
+    }
 
     impl Times {
         pub(super) fn push(&self, at: u64, references: u64) {
-            if let Ok(mut v) = self.0.lock() {
+            if let Ok(mut v) = self.times.lock() {
                 v.extend(std::iter::repeat_n(at, references as usize));
+                self.grew.notify_all();
             }
         }
 
         pub(super) fn take(&self) -> Vec<u64> {
-            self.0
+            self.times
                 .lock()
                 .map(|mut v| std::mem::take(&mut *v))
                 .unwrap_or_default()
+        }
+
+        /// Blocks until at least `n` times are recorded or `timeout` ends,
+        /// then takes them. A driver waits here instead of polling, so no
+        /// command of its own runs on this node while an event is on its
+        /// way (a poll's wake-up competed with the event for the CPU).
+        pub(super) fn take_at_least(&self, n: usize, timeout: Duration) -> Vec<u64> {
+            let Ok(v) = self.times.lock() else {
+                return Vec::new();
+            };
+            match self.grew.wait_timeout_while(v, timeout, |v| v.len() < n) {
+                Ok((mut v, _)) => std::mem::take(&mut *v),
+                Err(_) => Vec::new(),
+            }
         }
     }
 }
