@@ -329,6 +329,34 @@ impl MemberList {
         }
     }
 
+    /// Appends `key`, which the caller knows is not a member (a part's
+    /// first sync: none of its members is in any list yet), with `n` (>= 1)
+    /// join references and `meta`: no position lookup.
+    pub(crate) fn push_new(&mut self, key: MemberKey, n: u32, meta: Option<Meta>) {
+        debug_assert!(n > 0 && self.position(key).is_none());
+        self.list.total += u64::from(n);
+        let pos = self.list.keys.len() as u32;
+        self.list.keys.push(key);
+        if self.list.metas.len() > 0 || meta.is_some() {
+            if self.list.metas.len() == 0 {
+                for _ in 0..pos {
+                    self.list.metas.push(None);
+                }
+            }
+            self.list.metas.push(meta);
+        }
+        if self.indexed {
+            let MemberList { list, index, .. } = self;
+            let keys = &list.keys;
+            index.insert_unique(hash(key), pos, |&p| keys.get(p as usize).map_or(0, hash));
+        } else if self.list.keys.len() > INDEX_ABOVE {
+            self.build_index();
+        }
+        if n > 1 {
+            self.recount(pos, 1, n);
+        }
+    }
+
     /// Removes up to `n` join references of `key`; returns how many were
     /// removed and whether `key` is no longer a member.
     pub(crate) fn sub(&mut self, key: MemberKey, n: u32) -> (u32, bool) {

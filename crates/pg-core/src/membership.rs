@@ -12,6 +12,7 @@
 //!   node going down costs O(its memberships), the latter spread over
 //!   bounded steps (`membership/removal.rs`).
 
+mod fresh;
 mod removal;
 
 use std::collections::VecDeque;

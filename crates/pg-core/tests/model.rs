@@ -7,12 +7,26 @@ use std::time::Instant;
 
 use pg_core::sim::check::{self, EventReplay};
 use pg_core::{
-    CommandError, EventDetail, Frame, GroupName, Limit, NodeId, Scope, ScopeConfig, SyncGroup,
+    CommandError, EventDetail, Frame, GroupName, Limit, Meta, NodeId, Scope, ScopeConfig, SyncGroup,
 };
 use proptest::prelude::*;
 
 const GROUPS: usize = 5;
 const PROCS: u64 = 6;
+
+/// A remote part: (group, serial) -> (join count, metadata).
+type Part = BTreeMap<(usize, u64), (u32, Option<Meta>)>;
+
+/// One group of a sync: members with counts, and their metadata.
+type SyncColumns = (Vec<(u64, u32)>, Vec<Option<Meta>>);
+
+/// Metadata a synced member may carry (mostly none).
+fn meta() -> impl Strategy<Value = Option<Meta>> {
+    prop_oneof![
+        3 => Just(None),
+        1 => (0u8..3).prop_map(|b| Some(Meta::new(vec![b]))),
+    ]
+}
 
 #[derive(Debug, Clone)]
 enum Cmd {
@@ -313,11 +327,14 @@ proptest! {
 
     /// Applying any sync after any other leaves exactly the second one's
     /// content, and the events replayed equal the state, with no event for
-    /// a membership the two syncs agree on.
+    /// a membership the two syncs agree on. The first sync meets an empty
+    /// part (the bulk path of a first sync), the second a full one (the
+    /// differential path, which relies on the process index the first
+    /// built); metadata rides on both.
     #[test]
     fn differential_sync_between_arbitrary_parts(
-        first in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), 1..4u32, 0..20),
-        second in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), 1..4u32, 0..20),
+        first in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), (1..4u32, meta()), 0..20),
+        second in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), (1..4u32, meta()), 0..20),
         local in proptest::collection::btree_map((0..GROUPS, 1..=PROCS), 1..3u32, 0..6),
     ) {
         let now = Instant::now();
@@ -332,17 +349,37 @@ proptest! {
             }
         }
         scope.handle_node_up(a.clone());
-        let to_frame = |seq, part: &BTreeMap<(usize, u64), u32>| {
-            let mut groups: BTreeMap<usize, Vec<(u64, u32)>> = BTreeMap::new();
-            for (&(g, s), &c) in part {
-                groups.entry(g).or_default().push((s, c));
+        let to_frame = |seq, part: &Part| {
+            let mut groups: BTreeMap<usize, SyncColumns> = BTreeMap::new();
+            for (&(g, s), (c, meta)) in part {
+                let (members, metas) = groups.entry(g).or_default();
+                members.push((s, *c));
+                metas.push(meta.clone());
             }
             Frame::Sync {
                 seq,
                 known: None,
-                groups: groups.into_iter().map(|(g, members)| SyncGroup { group: names[g].clone(), members, metas: Vec::new() }).collect(),
+                groups: groups
+                    .into_iter()
+                    .map(|(g, (members, metas))| {
+                        // A group without metadata sends none.
+                        let metas = if metas.iter().all(Option::is_none) { Vec::new() } else { metas };
+                        SyncGroup { group: names[g].clone(), members, metas }
+                    })
+                    .collect(),
                 registrations: Vec::new(),
             }
+        };
+        // The remote part as `scope` lists it, against `part`.
+        let remote_matches = |scope: &Scope, part: &Part| -> Result<(), TestCaseError> {
+            let view = check::view(scope);
+            for (g, name) in names.iter().enumerate() {
+                for s in 1..=PROCS {
+                    let remote = view.get(&(name.clone(), a.pid(s).unwrap())).cloned();
+                    prop_assert_eq!(remote, part.get(&(g, s)).cloned());
+                }
+            }
+            Ok(())
         };
         let mut replay = EventReplay::default();
         let drain = |scope: &mut Scope, replay: &mut EventReplay| -> Result<Vec<pg_core::Event>, TestCaseError> {
@@ -356,6 +393,8 @@ proptest! {
         drain(&mut scope, &mut replay)?;
         scope.handle_frame(&a, to_frame(1, &first), now);
         drain(&mut scope, &mut replay)?;
+        replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
+        remote_matches(&scope, &first)?;
         scope.handle_frame(&a, to_frame(2, &second), now);
         let events = drain(&mut scope, &mut replay)?;
         replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
@@ -367,14 +406,22 @@ proptest! {
                 prop_assert_ne!(first.get(&(g, pid.serial())), second.get(&(g, pid.serial())), "event for an unchanged membership");
             }
         }
+        remote_matches(&scope, &second)?;
         let view = check::view(&scope);
         for (g, name) in names.iter().enumerate() {
             for s in 1..=PROCS {
-                let remote = view.get(&(name.clone(), a.pid(s).unwrap())).map(|e| e.0);
-                prop_assert_eq!(remote, second.get(&(g, s)).copied());
                 let mine = view.get(&(name.clone(), me.pid(s).unwrap())).map(|e| e.0);
                 prop_assert_eq!(mine, local.get(&(g, s)).copied());
             }
         }
+        // The process index the syncs left behind serves a node down:
+        // every remote membership goes, and only those.
+        scope.handle_node_down(&a);
+        while scope.poll_timeout().is_some_and(|t| t <= now) {
+            scope.handle_timeout(now);
+        }
+        drain(&mut scope, &mut replay)?;
+        replay.check(&scope).map_err(|v| TestCaseError::fail(v.to_string()))?;
+        remote_matches(&scope, &Part::new())?;
     }
 }

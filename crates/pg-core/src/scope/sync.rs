@@ -81,6 +81,12 @@ impl Scope {
     /// Makes the part in `slot` equal to `groups`, with events only for
     /// real changes (metadata included).
     fn apply_sync(&mut self, slot: u16, groups: Vec<SyncGroup>) {
+        if self.table.part_is_empty(slot) {
+            // A first sync (a new peer, or a restarted one): every member
+            // is new, with nothing to compare against.
+            self.table.add_fresh_part(slot, groups, &mut self.events);
+            return;
+        }
         // What the part holds now; whatever the sync does not mention goes.
         let mut unseen = self.table.part_counts(slot);
         for SyncGroup {

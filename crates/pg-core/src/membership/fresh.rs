@@ -1,0 +1,94 @@
+//! A remote part's first sync, added in bulk.
+//!
+//! When a peer is new (or restarted), its part arrives whole and this node
+//! holds nothing of it: every member it lists is new. The general path
+//! ([`Membership::add`]) looks each member up in its group's list three
+//! times (its current count, where to add it, its metadata) and its
+//! process entry once, in the sync's order, which is by group. With a
+//! million memberships over 100k processes, that last lookup is a cache
+//! miss per membership into a table of 100k entries, each growing its
+//! group vector one push at a time: half of the whole apply.
+//!
+//! Here each group's members are appended without a lookup (none is a
+//! member), and the (process, group) pairs are collected, radix-sorted by
+//! process (stable, so each process keeps its groups in sync order, as
+//! the general path would leave them) and stored one exact-size vector
+//! per process, one table insertion each. Events are the same as the
+//! general path's, in the same order.
+
+use rustc_hash::FxHashMap;
+
+use super::{GroupId, Membership, Slot};
+use crate::event::{Change, EventKind, EventQueue};
+use crate::frame::SyncGroup;
+use crate::member_list::{LOCAL_SLOT, MemberKey};
+
+impl Membership {
+    /// Whether the part in `slot` holds no membership (its sync can take
+    /// [`add_fresh_part`](Self::add_fresh_part)).
+    pub(crate) fn part_is_empty(&self, slot: Slot) -> bool {
+        self.part(slot).memberships == 0
+    }
+
+    /// Adds every membership of `groups` (a validated sync: groups by
+    /// name, members by serial, each once) to the remote part in `slot`,
+    /// which holds nothing yet.
+    pub(crate) fn add_fresh_part(
+        &mut self,
+        slot: Slot,
+        groups: Vec<SyncGroup>,
+        events: &mut EventQueue,
+    ) {
+        debug_assert!(slot != LOCAL_SLOT && self.part_is_empty(slot));
+        let entries: usize = groups.iter().map(|g| g.members.len()).sum();
+        let mut pairs: Vec<(u64, GroupId)> = Vec::with_capacity(entries);
+        let detailed = events.detailed();
+        let mut added = 0u64;
+        for SyncGroup {
+            group,
+            members,
+            metas,
+        } in groups
+        {
+            if members.is_empty() {
+                continue;
+            }
+            let gid = match self.group_ids.get(group.as_str()) {
+                Some(&gid) => gid,
+                None => self.create_group(group.clone()),
+            };
+            let mut metas = metas.into_iter();
+            for (serial, n) in members {
+                let meta = metas.next().flatten();
+                let key = MemberKey::new(slot, serial);
+                self.group_mut(gid).remote.push_new(key, n, meta.clone());
+                added += u64::from(n);
+                pairs.push((serial, gid));
+                if detailed {
+                    events.push(Change {
+                        kind: EventKind::Joined,
+                        group: &group,
+                        pid: self.pid(slot, serial),
+                        count: n,
+                        meta,
+                        previous: None,
+                        reason: None,
+                    });
+                }
+            }
+            if !detailed {
+                events.touch(&group);
+            }
+        }
+        radsort::sort_by_key(&mut pairs, |&(serial, _)| serial);
+        let part = self.part_mut(slot);
+        part.memberships += added;
+        let mut processes = FxHashMap::default();
+        processes.reserve(pairs.chunk_by(|a, b| a.0 == b.0).count());
+        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let groups: Vec<GroupId> = run.iter().map(|&(_, gid)| gid).collect();
+            processes.insert(run[0].0, groups);
+        }
+        part.processes = processes;
+    }
+}
