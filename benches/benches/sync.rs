@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pg_benches::{drain_events, group, node, scope};
-use pg_core::{Frame, SyncGroup};
+use pg_benches::{drain_events, group, node, pid, scope};
+use pg_core::{EventDetail, Frame, Pid, SyncGroup};
 
 const PROCESSES: u64 = 100_000;
 const GROUPS: u64 = 10_000;
@@ -40,28 +40,73 @@ fn fresh_sync(c: &mut Criterion) {
     let mut grp = c.benchmark_group("fresh_sync");
     grp.throughput(Throughput::Elements(PROCESSES * GROUPS_PER_PROCESS));
     grp.sample_size(10);
-    grp.bench_function("1M_memberships_10k_groups", |b| {
-        b.iter_batched(
-            || {
-                let (mut s, now) = scope(&me);
-                s.handle_node_up(a.clone());
-                while s.poll_transmit().is_some() {}
-                let frame = Frame::Sync {
-                    seq: 1,
-                    known: None,
-                    groups: groups.clone(),
-                    registrations: Vec::new(),
-                };
-                (s, frame, now)
-            },
-            |(mut s, frame, now)| {
-                s.handle_frame(&a, frame, now);
-                drain_events(&mut s);
-                assert_eq!(s.stats().syncs_applied, 1, "the sync was applied");
-                s
-            },
-            BatchSize::PerIteration,
-        )
+    // Without subscribers the runtime asks for changed group names only;
+    // with one, for every membership's event.
+    for (name, detail) in [
+        ("1M_memberships_10k_groups", EventDetail::GroupsOnly),
+        ("1M_memberships_10k_groups_monitored", EventDetail::Full),
+    ] {
+        grp.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let (mut s, now) = scope(&me);
+                    s.set_event_detail(detail);
+                    s.handle_node_up(a.clone());
+                    while s.poll_transmit().is_some() {}
+                    let frame = Frame::Sync {
+                        seq: 1,
+                        known: None,
+                        groups: groups.clone(),
+                        registrations: Vec::new(),
+                    };
+                    (s, frame, now)
+                },
+                |(mut s, frame, now)| {
+                    s.handle_frame(&a, frame, now);
+                    drain_events(&mut s);
+                    assert_eq!(s.stats().syncs_applied, 1, "the sync was applied");
+                    s
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    grp.finish();
+}
+
+/// The sending side: a node holding 1M memberships of its own meets a new
+/// peer and builds its sync (split into pieces), then encodes each piece
+/// as the transport does (once, whatever the number of peers).
+fn send_sync(c: &mut Criterion) {
+    let (me, b) = (node("a"), node("b"));
+    let (mut s, _) = scope(&me);
+    s.set_event_detail(EventDetail::GroupsOnly);
+    let mut members: Vec<Vec<Pid>> = vec![Vec::new(); GROUPS as usize];
+    for serial in 1..=PROCESSES {
+        for k in 0..GROUPS_PER_PROCESS {
+            let g = (serial + k * (GROUPS / GROUPS_PER_PROCESS)) % GROUPS;
+            members[g as usize].push(pid(&me, serial));
+        }
+    }
+    for (g, pids) in members.iter().enumerate() {
+        s.join_pids(&group(&format!("g{g}")), pids).unwrap();
+    }
+    drain_events(&mut s);
+    while s.poll_transmit().is_some() {}
+    let mut grp = c.benchmark_group("send_sync");
+    grp.throughput(Throughput::Elements(PROCESSES * GROUPS_PER_PROCESS));
+    grp.sample_size(10);
+    grp.bench_function("1M_memberships_10k_groups", |bench| {
+        bench.iter(|| {
+            s.handle_node_up(b.clone());
+            let mut bytes = 0;
+            while let Some(t) = s.poll_transmit() {
+                bytes += t.frame.encode().len();
+            }
+            s.handle_node_down(&b);
+            assert!(bytes > PROCESSES as usize, "the whole part was sent");
+            bytes
+        })
     });
     grp.finish();
 }
@@ -71,6 +116,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
-    targets = fresh_sync
+    targets = fresh_sync, send_sync
 }
 criterion_main!(benches);

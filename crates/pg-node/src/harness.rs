@@ -11,6 +11,7 @@
 //! | `broadcast <i> <group>` | `ok <members addressed>` |
 //! | `members <group>` | `ok <pid> ...` (every node, sorted) |
 //! | `groups` | `ok <group> ...` |
+//! | `group_count` | `ok <groups with a member>` (cheap: the group list is cached between changes) |
 //! | `received` | `ok <messages received by this node's processes>` |
 //! | `stats` | `ok <messages sent> <bytes sent>` |
 //! | `peers` | `ok <connected peers>` |
@@ -192,6 +193,10 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                         .collect();
                     pids.sort();
                     format!("ok {}", pids.join(" "))
+                }
+                ["group_count"] => {
+                    let any = members.iter().flatten().next().ok_or("no live process")?;
+                    format!("ok {}", any.instance.which_groups()?.len())
                 }
                 ["groups"] => {
                     let any = members.iter().flatten().next().ok_or("no live process")?;
