@@ -89,7 +89,8 @@ fn send_sync(c: &mut Criterion) {
         }
     }
     for (g, pids) in members.iter().enumerate() {
-        s.join_pids(&group(&format!("g{g}")), pids).unwrap();
+        s.join_pids(&group(&format!("g{g}")), pids)
+            .expect("a fresh scope takes 1M memberships");
     }
     drain_events(&mut s);
     while s.poll_transmit().is_some() {}
