@@ -53,8 +53,8 @@ pub(crate) fn split(
     let (mut entries, mut bytes) = (0usize, 0usize);
     for SyncGroup {
         group,
-        members,
-        metas,
+        mut members,
+        mut metas,
     } in groups
     {
         let entry_bytes =
@@ -78,6 +78,19 @@ pub(crate) fn split(
                 used += entry_bytes(end);
                 end += 1;
             }
+            entries += end - start;
+            bytes += used;
+            if start == 0 && end == members.len() {
+                // The whole group in this piece (the common case): moved,
+                // not copied.
+                let (members, metas) = (std::mem::take(&mut members), std::mem::take(&mut metas));
+                current.groups.push(SyncGroup {
+                    group,
+                    members,
+                    metas,
+                });
+                break;
+            }
             current.groups.push(SyncGroup {
                 group: group.clone(),
                 members: members[start..end].to_vec(),
@@ -87,8 +100,6 @@ pub(crate) fn split(
                     metas[start..end].to_vec()
                 },
             });
-            entries += end - start;
-            bytes += used;
             start = end;
             if start == members.len() {
                 break;
