@@ -1025,3 +1025,48 @@ fn a_link_reset_resends_parts_both_ways_without_churn() {
     a.handle_link_reset(&node("zz", 1), now);
     assert!(transmits(&mut a).is_empty());
 }
+
+/// A first sync (the bulk path) indexes each process's groups, whatever
+/// the width of its serial: reads by pid, a later differential sync and a
+/// process leaving all see them.
+#[test]
+fn first_sync_indexes_processes_by_serial_of_any_width() {
+    for big in [7u64, (1 << 40) + 3] {
+        let (mut b, now) = scope("b");
+        let a = node("a", 1);
+        b.handle_node_up(a.clone());
+        let _ = transmits(&mut b);
+        let group = |name: &str, members: Vec<(u64, u32)>| SyncGroup {
+            group: g(name),
+            members,
+            metas: Vec::new(),
+        };
+        let sync = |seq, groups| Frame::Sync {
+            seq,
+            known: None,
+            groups,
+            registrations: Vec::new(),
+        };
+        b.handle_frame(
+            &a,
+            sync(
+                1,
+                vec![
+                    group("x", vec![(2, 1), (big, 2)]),
+                    group("y", vec![(big, 1)]),
+                ],
+            ),
+            now,
+        );
+        let _ = events(&mut b);
+        let p = a.pid(big).unwrap();
+        assert_eq!(b.groups_of(&p), vec![(g("x"), 2), (g("y"), 1)]);
+        assert_eq!(b.join_count(&p, "x"), 2);
+        // The differential path finds `big` through the index: it leaves
+        // y and stays in x.
+        b.handle_frame(&a, sync(2, vec![group("x", vec![(2, 1), (big, 2)])]), now);
+        assert_eq!(b.groups_of(&p), vec![(g("x"), 2)]);
+        assert!(b.members("y").is_empty());
+        assert_eq!(b.members("x").len(), 3);
+    }
+}

@@ -41,7 +41,14 @@ impl Membership {
     ) {
         debug_assert!(slot != LOCAL_SLOT && self.part_is_empty(slot));
         let entries: usize = groups.iter().map(|g| g.members.len()).sum();
-        let mut pairs: Vec<(u64, GroupId)> = Vec::with_capacity(entries);
+        // Members are by serial: each group's last is its largest.
+        let max_serial = groups
+            .iter()
+            .filter_map(|g| g.members.last())
+            .map(|&(serial, _)| serial)
+            .max()
+            .unwrap_or(0);
+        let mut pairs = Pairs::with_capacity(entries, max_serial);
         let detailed = events.detailed();
         let mut added = 0u64;
         for SyncGroup {
@@ -63,7 +70,7 @@ impl Membership {
                 let key = MemberKey::new(slot, serial);
                 self.group_mut(gid).remote.push_new(key, n, meta.clone());
                 added += u64::from(n);
-                pairs.push((serial, gid));
+                pairs.push(serial, gid);
                 if detailed {
                     events.push(Change {
                         kind: EventKind::Joined,
@@ -80,15 +87,64 @@ impl Membership {
                 events.touch(&group);
             }
         }
-        radsort::sort_by_key(&mut pairs, |&(serial, _)| serial);
         let part = self.part_mut(slot);
         part.memberships += added;
-        let mut processes = FxHashMap::default();
-        processes.reserve(pairs.chunk_by(|a, b| a.0 == b.0).count());
-        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
-            let groups: Vec<GroupId> = run.iter().map(|&(_, gid)| gid).collect();
-            processes.insert(run[0].0, groups);
-        }
-        part.processes = processes;
+        part.processes = pairs.into_index();
     }
+}
+
+/// (process serial, group) pairs in sync order, kept in 8 bytes each when
+/// every serial fits in 32 bits (any node short of four billion
+/// processes): half the memory to fill and sort of the 16-byte form.
+enum Pairs {
+    Narrow(Vec<(u32, GroupId)>),
+    Wide(Vec<(u64, GroupId)>),
+}
+
+impl Pairs {
+    fn with_capacity(entries: usize, max_serial: u64) -> Self {
+        if u32::try_from(max_serial).is_ok() {
+            Self::Narrow(Vec::with_capacity(entries))
+        } else {
+            Self::Wide(Vec::with_capacity(entries))
+        }
+    }
+
+    fn push(&mut self, serial: u64, gid: GroupId) {
+        match self {
+            // Narrow only when the largest serial fits.
+            Self::Narrow(v) => v.push((serial as u32, gid)),
+            Self::Wide(v) => v.push((serial, gid)),
+        }
+    }
+
+    /// Process serial -> its groups, in sync order: a stable sort by
+    /// serial, then one exact-size vector per process.
+    fn into_index(self) -> FxHashMap<u64, Vec<GroupId>> {
+        match self {
+            Self::Narrow(mut v) => {
+                radsort::sort_by_key(&mut v, |&(serial, _)| serial);
+                index(&v, |&(serial, _)| u64::from(serial))
+            }
+            Self::Wide(mut v) => {
+                radsort::sort_by_key(&mut v, |&(serial, _)| serial);
+                index(&v, |&(serial, _)| serial)
+            }
+        }
+    }
+}
+
+/// The index of pairs sorted by serial.
+fn index<S: PartialEq + Copy>(
+    sorted: &[(S, GroupId)],
+    serial: impl Fn(&(S, GroupId)) -> u64,
+) -> FxHashMap<u64, Vec<GroupId>> {
+    let runs = || sorted.chunk_by(|a, b| a.0 == b.0);
+    let mut processes = FxHashMap::default();
+    processes.reserve(runs().count());
+    for run in runs() {
+        let groups: Vec<GroupId> = run.iter().map(|&(_, gid)| gid).collect();
+        processes.insert(serial(&run[0]), groups);
+    }
+    processes
 }
