@@ -111,10 +111,19 @@ impl Pairs {
     }
 
     fn push(&mut self, serial: u64, gid: GroupId) {
-        match self {
-            // Narrow only when the largest serial fits.
-            Self::Narrow(v) => v.push((serial as u32, gid)),
-            Self::Wide(v) => v.push((serial, gid)),
+        if let Self::Narrow(v) = self {
+            match u32::try_from(serial) {
+                Ok(narrow) => return v.push((narrow, gid)),
+                // Only if the largest serial given was wrong (it is read
+                // from validated, sorted groups): widen, never truncate.
+                Err(_) => {
+                    let wide = v.iter().map(|&(s, g)| (u64::from(s), g)).collect();
+                    *self = Self::Wide(wide);
+                }
+            }
+        }
+        if let Self::Wide(v) = self {
+            v.push((serial, gid));
         }
     }
 
