@@ -49,6 +49,7 @@
 //! | `register <i> <key>` / `unregister <i> <key>` | `ok`, `taken <pid>`, or `err ...` |
 //! | `reg_t <i> <key>` | `ok <wall-clock µs just before the call>` |
 //! | `lookup <key>` | `ok <pid>` or `ok none` |
+//! | `await_lookup <key> <timeout ms>` | `ok <wall-clock µs when a lookup first found the key>` (polls in a loop, as a caller waiting for a name would), or `ok` if the timeout ended first |
 //! | `registrations` | `ok <key>=<pid> ...` (key order) |
 //! | `reg_monitor <prefix>` | `ok` (records the wall-clock µs of each `registered` event, read with `monitor_times`) |
 //! | `r1 <i> <pairs> <keys>` | `ok <ops/s> <p50 µs> <p99 µs>` |
@@ -294,6 +295,11 @@ pub(crate) fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
                     let any = members.iter().flatten().next().ok_or("no live process")?;
                     crate::registry_cmds::lookup(&any.instance, key)?
                 }
+                ["await_lookup", key, timeout_ms] => {
+                    let any = members.iter().flatten().next().ok_or("no live process")?;
+                    let timeout = std::time::Duration::from_millis(timeout_ms.parse()?);
+                    crate::registry_cmds::await_lookup(&any.instance, key, timeout)?
+                }
                 ["registrations"] => {
                     let any = members.iter().flatten().next().ok_or("no live process")?;
                     crate::registry_cmds::registrations(&any.instance)?
@@ -504,7 +510,9 @@ fn result(r: Result<(), pg_api::PgError>) -> String {
     }
 }
 
-fn wall_micros() -> u64 {
+/// Microseconds since the Unix epoch: comparable between the nodes of one
+/// machine, which is all the measurements need.
+pub(crate) fn wall_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

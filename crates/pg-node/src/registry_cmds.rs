@@ -2,7 +2,7 @@
 //! the registry measurements of `cargo xtask bench` (R1, R2), timed inside
 //! the node.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pg_api::{Instance, RegisterOutcome};
 
@@ -22,6 +22,26 @@ pub(crate) fn lookup(instance: &Instance, key: &str) -> Answer {
         Some((pid, _)) => format!("ok {pid}"),
         None => "ok none".to_owned(),
     })
+}
+
+/// `await_lookup <key> <timeout ms>`: looks `key` up in a loop until it is
+/// found, and answers the wall-clock µs of the first lookup that found it
+/// (`ok` alone if `timeout` ran out). R3's observer: the time a caller on
+/// this node polling for the name would first see it, as Erlang's anchor
+/// polls `global:whereis_name`. Each miss yields the CPU, so on a small
+/// machine the poller does not starve the node's own threads that are
+/// bringing the registration in.
+pub(crate) fn await_lookup(instance: &Instance, key: &str, timeout: Duration) -> Answer {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if instance.lookup(key)?.is_some() {
+            return Ok(format!("ok {}", crate::harness::wall_micros()));
+        }
+        if Instant::now() >= deadline {
+            return Ok("ok".to_owned());
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// `registrations`: `ok <key>=<pid> ...`, in key order.

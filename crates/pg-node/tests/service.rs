@@ -145,6 +145,16 @@ fn the_harness_answers_a_bad_line_and_keeps_going() {
     assert!(ask("spawn 1").starts_with("ok "));
     assert_eq!(ask("join 0 g"), "ok");
     assert_eq!(ask("count"), "ok 1");
+    // The registry commands, and R3's observer: a key that is there is
+    // answered with a time, one that never comes with `ok` alone.
+    assert_eq!(ask("register 0 k"), "ok");
+    let seen: u64 = ask("await_lookup k 10000")
+        .strip_prefix("ok ")
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    assert!(seen > 0);
+    assert_eq!(ask("await_lookup missing 20"), "ok");
+    assert!(ask("await_lookup k soon").starts_with("err INVALID"));
     assert_eq!(ask("quit"), "ok");
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
 }
