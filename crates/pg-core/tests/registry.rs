@@ -413,3 +413,55 @@ fn peer_stamps_and_counts_are_bounded() {
         Some((_, Violation::Registrations { .. }))
     ));
 }
+
+/// Without a bound on the count (the default), a peer's registrations
+/// are still checked one by one: a stamp past the bound and metadata over
+/// `max_meta_size` are violations, and nothing of the frame is applied.
+#[test]
+fn unbounded_registrations_still_check_each_entry() {
+    let config = ScopeConfig {
+        max_meta_size: 4,
+        ..ScopeConfig::default()
+    };
+    assert_eq!(config.max_registrations, 0, "the default is unbounded");
+    let (mut a, now) = scope_with("a", config);
+    let (mut b, _) = scope("b");
+    connect(&mut a, &mut b, now);
+    let base = b.version().seq;
+    let register = |key: &str, stamp: u64, meta: Option<Meta>| Op::Register {
+        key: g(key),
+        serial: 1,
+        stamp,
+        meta,
+        tag: None,
+    };
+    let stamp = Frame::Delta {
+        base,
+        seq: base + 1,
+        ops: vec![register("fine", 9, None), register("k", u64::MAX, None)],
+    };
+    a.handle_frame(b.local_node(), stamp, now);
+    assert!(matches!(
+        a.poll_violation(),
+        Some((_, Violation::Stamp { .. }))
+    ));
+    let fat = Frame::Delta {
+        base,
+        seq: base + 1,
+        ops: vec![register("fine", 9, None), register("k", 10, m("12345"))],
+    };
+    a.handle_frame(b.local_node(), fat, now);
+    assert!(matches!(
+        a.poll_violation(),
+        Some((_, Violation::MetaSize { .. }))
+    ));
+    assert_eq!(a.lookup("fine"), None, "a refused frame is not applied");
+    let ok = Frame::Delta {
+        base,
+        seq: base + 1,
+        ops: vec![register("fine", 9, m("1234"))],
+    };
+    a.handle_frame(b.local_node(), ok, now);
+    assert!(a.poll_violation().is_none());
+    assert!(a.lookup("fine").is_some());
+}

@@ -152,6 +152,25 @@ impl Scope {
         slot: Option<crate::member_list::Slot>,
         ops: &[Op],
     ) -> Result<(), Violation> {
+        let entry = |op: &Op| match op {
+            Op::Register {
+                key,
+                serial,
+                stamp,
+                meta,
+                ..
+            } => {
+                self.check_remote_meta(key, *serial, meta.as_ref())?;
+                check_stamp(key, *stamp)
+            }
+            _ => Ok(()),
+        };
+        let limit = self.config.max_registrations;
+        if limit == 0 {
+            // No bound on the count (the default): each entry's own checks
+            // only, without the tally below (a map of the delta's keys).
+            return ops.iter().try_for_each(entry);
+        }
         // Whether the part holds each key the delta touches, as the ops
         // go: adds and removals in one delta net out.
         let mut holds: FxHashMap<&GroupName, bool> = FxHashMap::default();
@@ -167,15 +186,8 @@ impl Scope {
         let mut peak = count;
         for op in ops {
             match op {
-                Op::Register {
-                    key,
-                    serial,
-                    stamp,
-                    meta,
-                    ..
-                } => {
-                    self.check_remote_meta(key, *serial, meta.as_ref())?;
-                    check_stamp(key, *stamp)?;
+                Op::Register { key, .. } => {
+                    entry(op)?;
                     let held = holds.entry(key).or_insert_with(|| held_now(key));
                     if !*held {
                         *held = true;
@@ -193,11 +205,7 @@ impl Scope {
                 _ => {}
             }
         }
-        let limit = self.config.max_registrations;
-        if limit > 0
-            && peak > limit as i64
-            && peak > slot.map_or(0, |s| self.registry.count(s)) as i64
-        {
+        if peak > limit as i64 && peak > slot.map_or(0, |s| self.registry.count(s)) as i64 {
             return Err(Violation::Registrations {
                 registrations: peak as usize,
                 limit,
