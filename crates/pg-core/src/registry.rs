@@ -213,7 +213,17 @@ impl Registry {
         key: &str,
         pid: impl Fn(&Holder) -> Pid,
     ) -> Option<&'a Holder> {
-        let holders = self.holders(key);
+        self.winner_among(key, self.holders(key), pid)
+    }
+
+    /// The winner among `holders`, the holders of `key` (for a caller
+    /// that has them already).
+    pub(crate) fn winner_among<'a>(
+        &self,
+        key: &str,
+        holders: &'a [Holder],
+        pid: impl Fn(&Holder) -> Pid,
+    ) -> Option<&'a Holder> {
         let first = holders.first()?;
         if holders.len() == 1 {
             return Some(first);
@@ -256,13 +266,11 @@ impl Registry {
     /// is replaced (an honest owner never sends that).
     pub(crate) fn put(&mut self, key: &GroupName, holder: Holder) {
         let (slot, serial) = (holder.slot, holder.serial);
-        if !self.keys.contains_key(key.as_str()) {
-            self.keys.insert(key.clone(), Vec::with_capacity(1));
-        }
-        // Present: inserted just above if it was not.
-        let Some(holders) = self.keys.get_mut(key.as_str()) else {
-            return;
-        };
+        // One probe of the key (a clone of a name is a reference count).
+        let holders = self
+            .keys
+            .entry(key.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
         let mut displaced = None;
         match holders.iter_mut().find(|h| h.slot == slot) {
             Some(existing) => {
@@ -280,10 +288,7 @@ impl Registry {
         if let Some(old) = displaced {
             forget(owned, old, key.as_str());
         }
-        let keys = owned.entry(serial).or_default();
-        if !keys.contains(key.as_str()) {
-            keys.insert(key.clone());
-        }
+        owned.entry(serial).or_default().insert(key.clone());
     }
 
     /// Sets the local-only option of a local registration.

@@ -289,10 +289,17 @@ impl Scope {
 
     /// The winning holder of `key`.
     pub(super) fn visible(&self, key: &str) -> Option<Holder> {
+        self.visible_of(key).0
+    }
+
+    /// The winning holder of `key`, and how many hold it (one probe).
+    fn visible_of(&self, key: &str) -> (Option<Holder>, usize) {
         let table = &self.table;
-        self.registry
-            .winner(key, |h| table.pid(h.slot, h.serial))
-            .cloned()
+        let holders = self.registry.holders(key);
+        let winner = self
+            .registry
+            .winner_among(key, holders, |h| table.pid(h.slot, h.serial));
+        (winner.cloned(), holders.len())
     }
 
     /// Adds or replaces a registration, with events.
@@ -403,7 +410,7 @@ impl Scope {
     /// Reports what changed in `key`'s visible holder since `before`, then
     /// settles a conflict this node owns a losing side of.
     fn reg_changed(&mut self, key: &GroupName, before: Option<Holder>, reason: UnregisterReason) {
-        let after = self.visible(key.as_str());
+        let (after, holders) = self.visible_of(key.as_str());
         let same = |a: &Holder, b: &Holder| a.slot == b.slot && a.serial == b.serial;
         match (before, &after) {
             (None, None) => {}
@@ -426,6 +433,10 @@ impl Scope {
             }
         }
         let Some(winner) = after else { return };
+        if holders == 1 {
+            // The winner alone: nobody lost.
+            return;
+        }
         let losers: Vec<Holder> = self
             .registry
             .holders(key.as_str())
