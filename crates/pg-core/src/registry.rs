@@ -29,6 +29,10 @@ use crate::meta::Meta;
 /// count of registrations, and far below overflow.
 pub const MAX_STAMP: u64 = 1 << 62;
 
+/// A key's holders: one but for a conflict not yet settled, so kept
+/// inline (no allocation per key).
+type Holders = smallvec::SmallVec<[Holder; 1]>;
+
 /// One registration of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Holder {
@@ -144,7 +148,7 @@ impl Resolver for EarliestWins {
 /// receiving a stream of registrations. Listings in key order sort on
 /// demand; a driver keeps its own ordered view for readers.
 pub(crate) struct Registry {
-    keys: FxHashMap<GroupName, Vec<Holder>>,
+    keys: FxHashMap<GroupName, Holders>,
     /// Slot -> process serial -> keys it holds.
     /// A set per process: a process may hold many keys (a registry of
     /// services), and adding or dropping one must not scan the others.
@@ -204,7 +208,7 @@ impl Registry {
     }
 
     pub(crate) fn holders(&self, key: &str) -> &[Holder] {
-        self.keys.get(key).map_or(&[], Vec::as_slice)
+        self.keys.get(key).map_or(&[], |h| h.as_slice())
     }
 
     /// The winning holder of `key`, given how to name a slot's pids.
@@ -267,10 +271,7 @@ impl Registry {
     pub(crate) fn put(&mut self, key: &GroupName, holder: Holder) {
         let (slot, serial) = (holder.slot, holder.serial);
         // One probe of the key (a clone of a name is a reference count).
-        let holders = self
-            .keys
-            .entry(key.clone())
-            .or_insert_with(|| Vec::with_capacity(1));
+        let holders = self.keys.entry(key.clone()).or_default();
         let mut displaced = None;
         match holders.iter_mut().find(|h| h.slot == slot) {
             Some(existing) => {
