@@ -262,12 +262,13 @@ fn digest_compare(c: &mut Criterion) {
     });
 }
 
-/// One process that already holds 1 / 1k / 100k keys registers and
-/// unregisters one more (a registry of services held by one process): the
-/// cost must not grow with the keys it holds.
+/// One process that already holds 0 / 1 / 1k / 100k keys registers and
+/// unregisters one more (0: a session key taken and given up, R1's shape;
+/// the others a registry of services held by one process): the cost must
+/// not grow with the keys it holds.
 fn register_with_many_keys(c: &mut Criterion) {
     let mut grp = c.benchmark_group("register_unregister_pair_holding");
-    for held in [1u64, 1_000, 100_000] {
+    for held in [0u64, 1, 1_000, 100_000] {
         let n = node("a");
         let (mut s, _) = scope(&n);
         let p = pid(&n, 1);

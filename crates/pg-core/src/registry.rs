@@ -150,12 +150,11 @@ impl Resolver for EarliestWins {
 pub(crate) struct Registry {
     keys: FxHashMap<GroupName, Holders>,
     /// Slot -> process serial -> keys it holds.
-    /// A set per process: a process may hold many keys (a registry of
-    /// services), and adding or dropping one must not scan the others.
-    /// A slot's map stays while empty (slots are few, and a part that
+    /// A key per process, or a set for one that holds several (see
+    /// [`ProcessKeys`]). A slot's map stays while empty (slots are few, and a part that
     /// registers and unregisters in turn would otherwise rebuild it each
     /// time); it shrinks when sparse.
-    owned: FxHashMap<Slot, FxHashMap<u64, FxHashSet<GroupName>>>,
+    owned: FxHashMap<Slot, FxHashMap<u64, ProcessKeys>>,
     /// Slot -> registrations it holds.
     counts: FxHashMap<Slot, usize>,
     /// The Lamport clock: above every timestamp seen.
@@ -289,7 +288,10 @@ impl Registry {
         if let Some(old) = displaced {
             forget(owned, old, key.as_str());
         }
-        owned.entry(serial).or_default().insert(key.clone());
+        owned
+            .entry(serial)
+            .and_modify(|keys| keys.insert(key))
+            .or_insert_with(|| ProcessKeys::One(key.clone()));
     }
 
     /// Sets the local-only option of a local registration.
@@ -386,14 +388,56 @@ impl Registry {
     }
 }
 
-fn forget(owned: &mut FxHashMap<u64, FxHashSet<GroupName>>, serial: u64, key: &str) {
-    if let Some(keys) = owned.get_mut(&serial) {
-        keys.remove(key);
-        if keys.is_empty() {
-            owned.remove(&serial);
-        } else {
-            shrink_sparse!(keys);
+fn forget(owned: &mut FxHashMap<u64, ProcessKeys>, serial: u64, key: &str) {
+    if let Some(keys) = owned.get_mut(&serial)
+        && keys.remove(key)
+    {
+        owned.remove(&serial);
+    }
+}
+
+/// The keys one process holds. Most hold one, kept as it is: a set of one
+/// was an allocation per registration and a free per unregistration (a
+/// process that takes and gives up a key in turn paid both every time).
+enum ProcessKeys {
+    One(GroupName),
+    /// Several (a registry of services held by one process): adding or
+    /// dropping one must not scan the others.
+    Many(FxHashSet<GroupName>),
+}
+
+impl ProcessKeys {
+    fn insert(&mut self, key: &GroupName) {
+        match self {
+            Self::One(held) if held == key => {}
+            Self::One(held) => {
+                let set = [held.clone(), key.clone()].into_iter().collect();
+                *self = Self::Many(set);
+            }
+            Self::Many(set) => {
+                set.insert(key.clone());
+            }
         }
+    }
+
+    /// Drops `key` if held; says whether none is left.
+    fn remove(&mut self, key: &str) -> bool {
+        match self {
+            Self::One(held) => held.as_str() == key,
+            Self::Many(set) => {
+                set.remove(key);
+                shrink_sparse!(&mut *set);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &GroupName> {
+        let (one, many) = match self {
+            Self::One(key) => (Some(key), None),
+            Self::Many(set) => (None, Some(set)),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 

@@ -465,3 +465,40 @@ fn unbounded_registrations_still_check_each_entry() {
     assert!(a.poll_violation().is_none());
     assert!(a.lookup("fine").is_some());
 }
+
+/// A process's keys as they come and go (one, several, back to fewer), and
+/// an exit takes exactly what is left.
+#[test]
+fn a_process_keys_come_and_go() {
+    let (mut s, _) = scope("a");
+    let p = s.local_node().pid(1).unwrap();
+    for _ in 0..3 {
+        s.register(&p, &g("only"), None).unwrap();
+        s.unregister(&p, &g("only")).unwrap();
+    }
+    assert_eq!(s.registered_count(), 0);
+    for key in ["k1", "k2", "k3"] {
+        s.register(&p, &g(key), None).unwrap();
+    }
+    s.unregister(&p, &g("k2")).unwrap();
+    assert_eq!(
+        s.unregister(&p, &g("k2")),
+        Err(CommandError::NotRegistered { key: g("k2") })
+    );
+    let _ = reg_events(&mut s);
+    s.exit(&p).unwrap();
+    let gone: Vec<(String, Option<UnregisterReason>)> = reg_events(&mut s)
+        .into_iter()
+        .map(|e| (e.key.as_str().to_owned(), e.reason))
+        .collect();
+    let exit = Some(UnregisterReason::Exit);
+    assert_eq!(gone, [("k1".to_owned(), exit), ("k3".to_owned(), exit)]);
+    assert_eq!(s.registered_count(), 0);
+    // One key, a key it does not hold, then an exit.
+    let q = s.local_node().pid(2).unwrap();
+    s.register(&q, &g("solo"), None).unwrap();
+    assert!(s.unregister(&q, &g("other")).is_err());
+    assert_eq!(s.lookup("solo").map(|h| h.0), Some(q.clone()));
+    s.exit(&q).unwrap();
+    assert_eq!(s.registered_count(), 0);
+}
