@@ -151,9 +151,9 @@ pub(crate) struct Registry {
     keys: FxHashMap<GroupName, Holders>,
     /// Slot -> process serial -> keys it holds.
     /// A key per process, or a set for one that holds several (see
-    /// [`ProcessKeys`]). A slot's map stays while empty (slots are few, and a part that
-    /// registers and unregisters in turn would otherwise rebuild it each
-    /// time); it shrinks when sparse.
+    /// `ProcessKeys`). A slot's map stays while empty (slots are few, and
+    /// a part that registers and unregisters in turn would otherwise
+    /// rebuild it each time); it shrinks when sparse.
     owned: FxHashMap<Slot, FxHashMap<u64, ProcessKeys>>,
     /// Slot -> registrations it holds.
     counts: FxHashMap<Slot, usize>,
@@ -400,6 +400,7 @@ fn forget(owned: &mut FxHashMap<u64, ProcessKeys>, serial: u64, key: &str) {
 /// was an allocation per registration and a free per unregistration (a
 /// process that takes and gives up a key in turn paid both every time).
 enum ProcessKeys {
+    /// The one key it holds.
     One(GroupName),
     /// Several (a registry of services held by one process): adding or
     /// dropping one must not scan the others.
