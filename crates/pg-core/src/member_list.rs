@@ -309,21 +309,7 @@ impl MemberList {
                 false
             }
             None => {
-                let pos = self.list.keys.len() as u32;
-                self.list.keys.push(key);
-                if self.list.metas.len() > 0 {
-                    self.list.metas.push(None);
-                }
-                if self.indexed {
-                    let MemberList { list, index, .. } = self;
-                    let keys = &list.keys;
-                    index.insert_unique(hash(key), pos, |&p| keys.get(p as usize).map_or(0, hash));
-                } else if self.list.keys.len() > INDEX_ABOVE {
-                    self.build_index();
-                }
-                if n > 1 {
-                    self.recount(pos, 1, n);
-                }
+                self.append(key, n, None);
                 true
             }
         }
@@ -335,6 +321,13 @@ impl MemberList {
     pub(crate) fn push_new(&mut self, key: MemberKey, n: u32, meta: Option<Meta>) {
         debug_assert!(n > 0 && self.position(key).is_none());
         self.list.total += u64::from(n);
+        self.append(key, n, meta);
+    }
+
+    /// Appends `key`, not a member, with `n` join references and `meta`
+    /// (the metadata vector is laid out only once some member has any),
+    /// and indexes it. `total` is the caller's.
+    fn append(&mut self, key: MemberKey, n: u32, meta: Option<Meta>) {
         let pos = self.list.keys.len() as u32;
         self.list.keys.push(key);
         if self.list.metas.len() > 0 || meta.is_some() {
