@@ -15,21 +15,41 @@
 //! At most [`MAX_HELD_OPS`] changes and [`MAX_HELD_BYTES`] (and half a
 //! sync piece's `sync_part_bytes`) wait, so a delta stays small and memory
 //! bounded even if the flush is slow to run.
+//!
+//! A producer that outruns that round trip (a flush that finds at least
+//! [`BURST_OPS`] changes waiting) is in a sustained burst: the next flush
+//! then waits [`BURST_FLUSH_DELAY`] instead, and the burst leaves in
+//! deltas of [`MAX_HELD_OPS`] changes, sent by the step that reaches the
+//! bound. Every node then handles fewer frames, wake-ups and
+//! acknowledgements per change (R1, with the bound raised from 512 to
+//! 2048: 0.52-1.02 M -> 0.94-1.13 M pairs/s, p99 18-30 -> 1.7-2.3 us).
+//! The cost is the burst's tail, which waits for that flush (one to two
+//! ms, the runtime's timer resolution); a lone change, or one after a
+//! flush that found nothing, is still sent at once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::{CoreState, ScopeShared};
 use crate::transport::Wire;
 
 /// Most local changes left waiting for the flush; past it, the step sends
 /// them itself.
-pub(super) const MAX_HELD_OPS: usize = 512;
+pub(super) const MAX_HELD_OPS: usize = 2048;
 
 /// Most bytes (estimated) of local changes left waiting for the flush, so
 /// a held delta stays far below any frame limit (metadata may make an op
 /// 64 KiB).
 pub(super) const MAX_HELD_BYTES: usize = 256 << 10;
+
+/// Changes found waiting by one delta that mark a sustained burst (a
+/// producer making this many within one scheduling round trip).
+pub(super) const BURST_OPS: usize = 32;
+
+/// How long the flush waits while a burst lasts (rounded up by the
+/// runtime's timer to its millisecond tick).
+pub(super) const BURST_FLUSH_DELAY: Duration = Duration::from_millis(1);
 
 impl ScopeShared {
     /// Half of what a sync piece may hold (the scope's measure of what
@@ -62,12 +82,19 @@ impl ScopeShared {
                 self.metrics.frames_unsent.increment(1);
             }
         }
+        if !hold && pending > 0 {
+            core.burst = pending >= BURST_OPS;
+        }
         if hold || pending == 0 || core.flush_due || core.scope.peers().next().is_none() {
             return;
         }
         core.flush_due = true;
+        let delay = core.burst.then_some(BURST_FLUSH_DELAY);
         let me = self.me.clone();
         self.links.runtime.spawn(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             if let Some(shared) = me.upgrade() {
                 // Runs even on a closed scope: what waited still goes.
                 shared.step(|core| core.flush_due = false);

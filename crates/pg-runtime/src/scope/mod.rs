@@ -57,6 +57,9 @@ pub(crate) struct CoreState {
     /// A delta was sent and the flush task is due: local changes wait for
     /// it, so a burst leaves as one delta (see `flush.rs`).
     flush_due: bool,
+    /// The last delta sent carried a burst (see `flush.rs`): the next
+    /// flush waits a little, so the burst leaves in fewer, fuller deltas.
+    burst: bool,
     /// Groups changed by the current step (a buffer kept between steps).
     changed: Vec<GroupName>,
     /// Events of the current step, held until the groups are published.
@@ -196,6 +199,7 @@ impl ScopeShared {
                 reg_subscribers: Vec::new(),
                 armed: None,
                 flush_due: false,
+                burst: false,
                 changed: Vec::new(),
                 events: Vec::new(),
                 held: publish::Held::default(),
