@@ -427,8 +427,15 @@ impl Inbound for InboundAdapter {
             Wire::Scope { scope, frame } => {
                 let target = node.scopes.read().get(&scope).cloned();
                 match target {
-                    // Frames arrive shared; the core takes its own copy.
-                    Some(target) => target.frame(from, Frame::clone(&frame)),
+                    // Frames arrive shared (one encode for every peer on
+                    // the sending side); one just decoded is this
+                    // receiver's alone, so the core takes it without a
+                    // copy of every op (a copy only if someone else still
+                    // holds it, as an in-process transport may).
+                    Some(target) => {
+                        let frame = Arc::try_unwrap(frame).unwrap_or_else(|f| Frame::clone(&f));
+                        target.frame(from, frame)
+                    }
                     None => {
                         metrics::counter!("pg_frames_unknown_scope_total").increment(1);
                         tracing::debug!(%from, %scope, "frame for a scope this node does not run");
