@@ -45,6 +45,10 @@ impl MemberKey {
     }
 }
 
+/// A member for [`MemberList::fill_new`]: its key, join count and
+/// metadata.
+pub(crate) type NewMember = (MemberKey, u32, Option<Meta>);
+
 /// The members of one side of a group, as readers see them: shares storage
 /// with the list it was taken from.
 #[derive(Clone, Default)]
@@ -322,6 +326,47 @@ impl MemberList {
         debug_assert!(n > 0 && self.position(key).is_none());
         self.list.total += u64::from(n);
         self.append(key, n, meta);
+    }
+
+    /// Fills this list, which holds no member, with `entries` (keys not
+    /// members of it, each with `n` >= 1 join references and its
+    /// metadata): the list [`push_new`](Self::push_new) would leave, in
+    /// the same order, laid out in plain vectors first and made
+    /// persistent once (a first sync fills thousands of lists; pushed one
+    /// by one, each leaf grows through every size on the way).
+    pub(crate) fn fill_new(&mut self, entries: impl ExactSizeIterator<Item = NewMember>) {
+        debug_assert!(self.list.keys.len() == 0 && !self.indexed);
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut counts = Vec::new();
+        // Laid out only once some member has metadata, as `append` does.
+        let mut metas: Vec<Option<Meta>> = Vec::new();
+        let mut total = 0u64;
+        for (pos, (key, n, meta)) in entries.enumerate() {
+            debug_assert!(n > 0);
+            total += u64::from(n);
+            keys.push(key);
+            if !metas.is_empty() || meta.is_some() {
+                metas.resize(pos, None);
+                metas.push(meta);
+            }
+            if n > 1 {
+                // Promoted as `recount` does: swapped with the first
+                // member joined once.
+                let multi = counts.len();
+                keys.swap(pos, multi);
+                if !metas.is_empty() {
+                    metas.swap(pos, multi);
+                }
+                counts.push(n);
+            }
+        }
+        self.list.total = total;
+        self.list.keys = PVec::from_vec(keys);
+        self.list.counts = PVec::from_vec(counts);
+        self.list.metas = PVec::from_vec(metas);
+        if self.list.keys.len() > INDEX_ABOVE {
+            self.build_index();
+        }
     }
 
     /// Appends `key`, not a member, with `n` join references and `meta`
@@ -639,6 +684,58 @@ mod tests {
             check_positions(&list)?;
             for (snapshot, want) in snapshots {
                 prop_assert_eq!(contents(&snapshot), want);
+            }
+        }
+
+        /// A list filled at once is the list pushed member by member: the
+        /// same members in the same order, counts, metadata, index and
+        /// total; and it stays equal to it through later changes.
+        #[test]
+        fn filled_at_once_is_pushed_one_by_one(
+            members in proptest::collection::vec(
+                (1u32..4, proptest::option::weighted(0.2, 0u8..4)),
+                0..2300,
+            ),
+            ops in proptest::collection::vec((change(), 0u64..2400, 1u32..4), 0..100),
+        ) {
+            let entries = || {
+                members.iter().enumerate().map(|(serial, &(n, meta))| {
+                    let meta = meta.map(|b| Meta::from(vec![b]));
+                    (MemberKey::new(3, serial as u64), n, meta)
+                })
+            };
+            let mut pushed = MemberList::default();
+            for (key, n, meta) in entries() {
+                pushed.push_new(key, n, meta);
+            }
+            let mut filled = MemberList::default();
+            filled.fill_new(entries());
+            let same = |a: &MemberList, b: &MemberList| -> Result<(), TestCaseError> {
+                prop_assert_eq!(a.list.keys.iter().collect::<Vec<_>>(), b.list.keys.iter().collect::<Vec<_>>());
+                prop_assert_eq!(a.list.counts.iter().collect::<Vec<_>>(), b.list.counts.iter().collect::<Vec<_>>());
+                prop_assert_eq!(a.list.metas.iter().collect::<Vec<_>>(), b.list.metas.iter().collect::<Vec<_>>());
+                prop_assert_eq!(a.total(), b.total());
+                prop_assert_eq!(a.indexed, b.indexed);
+                check_positions(a)?;
+                check_positions(b)
+            };
+            same(&filled, &pushed)?;
+            for (change, serial, n) in ops {
+                let key = MemberKey::new(3, serial);
+                for list in [&mut filled, &mut pushed] {
+                    match change {
+                        Change::Join => {
+                            list.add(key, n);
+                        }
+                        Change::Leave => {
+                            list.sub(key, n);
+                        }
+                        Change::SetMeta(byte) => {
+                            list.set_meta(key, byte.map(|b| Meta::from(vec![b])));
+                        }
+                    }
+                }
+                same(&filled, &pushed)?;
             }
         }
     }

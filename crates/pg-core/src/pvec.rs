@@ -157,6 +157,42 @@ impl<T: Clone> PVec<T> {
 
     /// Appends `value`. Positions are `u32`: a vector stops growing at
     /// `u32::MAX` elements (the membership table bounds groups far below).
+    /// A vector holding `items`, built in one pass: the same shape as
+    /// pushing them one by one, without growing each leaf through the
+    /// sizes on the way (a first sync fills thousands of lists at once).
+    /// A list of one leaf keeps `items`' buffer as it is.
+    pub(crate) fn from_vec(items: Vec<T>) -> Self {
+        let len = items.len();
+        debug_assert!(u32::try_from(len).is_ok());
+        if len == 0 {
+            return Self::default();
+        }
+        let mut level: Vec<Node<T>> = if len <= LEAF {
+            vec![Node::Leaf(Arc::new(items))]
+        } else {
+            items
+                .chunks(LEAF)
+                .map(|leaf| Node::Leaf(Arc::new(leaf.to_vec())))
+                .collect()
+        };
+        let mut height = 0;
+        while level.len() > 1 {
+            let mut parents = Vec::with_capacity(level.len().div_ceil(BRANCH));
+            let mut children = level.into_iter().peekable();
+            while children.peek().is_some() {
+                let branch: Vec<Node<T>> = children.by_ref().take(BRANCH).collect();
+                parents.push(Node::Branch(Arc::new(branch)));
+            }
+            level = parents;
+            height += 1;
+        }
+        Self {
+            root: level.pop(),
+            len: len as u32,
+            height,
+        }
+    }
+
     pub(crate) fn push(&mut self, value: T) {
         debug_assert!(self.len < u32::MAX);
         if self.len() == capacity(self.height)
@@ -383,14 +419,21 @@ mod tests {
         #[test]
         fn matches_vec_and_snapshots_stay(
             prefill in 0usize..5000,
+            bulk in any::<bool>(),
             ops in proptest::collection::vec(op(), 0..400),
         ) {
             let mut v = PVec::default();
-            let mut model = Vec::new();
-            for i in 0..prefill as u64 {
+            let model: Vec<u64> = (0..prefill as u64).collect();
+            for &i in &model {
                 v.push(i);
-                model.push(i);
             }
+            if bulk {
+                // Built at once: the same shape as pushed one by one.
+                let built = PVec::from_vec(model.clone());
+                prop_assert_eq!(built.height, v.height);
+                v = built;
+            }
+            let mut model = model;
             let mut snapshots = vec![(v.clone(), model.clone())];
             for op in ops {
                 match op {

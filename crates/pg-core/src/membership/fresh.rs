@@ -10,7 +10,9 @@
 //! group vector one push at a time: half of the whole apply.
 //!
 //! Here each group's members are appended without a lookup (none is a
-//! member), and the (process, group) pairs are collected, radix-sorted by
+//! member; a group that holds no remote member yet gets its list built at
+//! once, see [`MemberList::fill_new`](crate::member_list::MemberList::fill_new)),
+//! and the (process, group) pairs are collected, radix-sorted by
 //! process (stable, so each process keeps its groups in sync order, as
 //! the general path would leave them) and stored one exact-size vector
 //! per process, one table insertion each. Events are the same as the
@@ -64,23 +66,36 @@ impl Membership {
                 Some(&gid) => gid,
                 None => self.create_group(group.clone()),
             };
-            let mut metas = metas.into_iter();
-            for (serial, n) in members {
-                let meta = metas.next().flatten();
-                let key = MemberKey::new(slot, serial);
-                self.group_mut(gid).remote.push_new(key, n, meta.clone());
+            for &(serial, n) in &members {
                 added += u64::from(n);
                 pairs.push(serial, gid);
-                if detailed {
+            }
+            if detailed {
+                let mut metas = metas.iter();
+                for &(serial, n) in &members {
                     events.push(Change {
                         kind: EventKind::Joined,
                         group: &group,
                         pid: self.pid(slot, serial),
                         count: n,
-                        meta,
+                        meta: metas.next().cloned().flatten(),
                         previous: None,
                         reason: None,
                     });
+                }
+            }
+            let remote = &mut self.group_mut(gid).remote;
+            let mut metas = metas.into_iter();
+            let entries = members
+                .into_iter()
+                .map(|(serial, n)| (MemberKey::new(slot, serial), n, metas.next().flatten()));
+            if remote.distinct() == 0 {
+                // A group none of whose remote members came first (always,
+                // on a node that is new to the cluster): filled at once.
+                remote.fill_new(entries);
+            } else {
+                for (key, n, meta) in entries {
+                    remote.push_new(key, n, meta);
                 }
             }
             if !detailed {
