@@ -12,10 +12,12 @@
 //! Here each group's members are appended without a lookup (none is a
 //! member; a group that holds no remote member yet gets its list built at
 //! once, see [`MemberList::fill_new`](crate::member_list::MemberList::fill_new)),
-//! and the (process, group) pairs are collected, radix-sorted by
-//! process (stable, so each process keeps its groups in sync order, as
-//! the general path would leave them) and stored one exact-size vector
-//! per process, one table insertion each. Events are the same as the
+//! and each process's groups are gathered in sync order (as the general
+//! path would leave them) into one exact-size vector per process, one
+//! table insertion each: by a counting sort when serials are dense (they
+//! are given out in order), else by a stable radix sort of the (process,
+//! group) pairs. The counting sort stores no pair and needs no scratch
+//! copy: 16 MB less fresh memory to touch for a million memberships. Events are the same as the
 //! general path's, in the same order.
 
 use rustc_hash::FxHashMap;
@@ -50,7 +52,7 @@ impl Membership {
             .map(|&(serial, _)| serial)
             .max()
             .unwrap_or(0);
-        let mut pairs = Pairs::with_capacity(entries, max_serial);
+        let mut pairs = Pairs::new(&groups, entries, max_serial);
         let detailed = events.detailed();
         let mut added = 0u64;
         for SyncGroup {
@@ -108,16 +110,50 @@ impl Membership {
     }
 }
 
-/// (process serial, group) pairs in sync order, kept in 8 bytes each when
-/// every serial fits in 32 bits (any node short of four billion
-/// processes): half the memory to fill and sort of the 16-byte form.
+/// The (process serial, group) pairs of a sync, gathered into one group
+/// vector per process (each in sync order).
 enum Pairs {
+    /// Serials below twice the number of entries (a node's serials are
+    /// given out in order, so a part's are dense): a counting sort, with
+    /// no sort and no pair stored. `ends[s]` is where serial `s`'s groups
+    /// go next in `gids` (counted first, then advanced as they land).
+    Counted {
+        ends: Vec<u32>,
+        gids: Vec<GroupId>,
+    },
+    /// (serial, group) pairs in sync order, for a radix sort by serial,
+    /// kept in 8 bytes each when every serial fits in 32 bits (any node
+    /// short of four billion processes): half the memory to fill and sort
+    /// of the 16-byte form.
     Narrow(Vec<(u32, GroupId)>),
     Wide(Vec<(u64, GroupId)>),
 }
 
 impl Pairs {
-    fn with_capacity(entries: usize, max_serial: u64) -> Self {
+    /// Room for the `entries` pairs of `groups`, whose largest serial is
+    /// `max_serial`.
+    fn new(groups: &[SyncGroup], entries: usize, max_serial: u64) -> Self {
+        let dense = u32::try_from(entries).is_ok()
+            && usize::try_from(max_serial).is_ok_and(|m| m < entries.saturating_mul(2));
+        if dense {
+            // Serial s's groups start where serial s - 1's end: count
+            // each serial's groups one slot up, then sum the counts.
+            let mut ends = vec![0u32; max_serial as usize + 2];
+            for (serial, _) in groups.iter().flat_map(|g| &g.members) {
+                if let Some(next) = ends.get_mut(*serial as usize + 1) {
+                    *next += 1;
+                }
+            }
+            let mut sum = 0u32;
+            for end in &mut ends {
+                sum += *end;
+                *end = sum;
+            }
+            return Self::Counted {
+                ends,
+                gids: vec![0; entries],
+            };
+        }
         if u32::try_from(max_serial).is_ok() {
             Self::Narrow(Vec::with_capacity(entries))
         } else {
@@ -126,8 +162,19 @@ impl Pairs {
     }
 
     fn push(&mut self, serial: u64, gid: GroupId) {
-        if let Self::Narrow(v) = self {
-            match u32::try_from(serial) {
+        match self {
+            Self::Counted { ends, gids } => {
+                // Every serial was counted in `new` (a validated sync
+                // does not change in between): its slot is in range.
+                if let Some(end) = ends.get_mut(serial as usize)
+                    && let Some(place) = gids.get_mut(*end as usize)
+                {
+                    *place = gid;
+                    *end += 1;
+                }
+                return;
+            }
+            Self::Narrow(v) => match u32::try_from(serial) {
                 Ok(narrow) => return v.push((narrow, gid)),
                 // Only if the largest serial given was wrong (it is read
                 // from validated, sorted groups): widen, never truncate.
@@ -135,17 +182,35 @@ impl Pairs {
                     let wide = v.iter().map(|&(s, g)| (u64::from(s), g)).collect();
                     *self = Self::Wide(wide);
                 }
-            }
+            },
+            Self::Wide(_) => {}
         }
         if let Self::Wide(v) = self {
             v.push((serial, gid));
         }
     }
 
-    /// Process serial -> its groups, in sync order: a stable sort by
-    /// serial, then one exact-size vector per process.
+    /// Process serial -> its groups, in sync order: one exact-size vector
+    /// per process.
     fn into_index(self) -> FxHashMap<u64, Vec<GroupId>> {
         match self {
+            Self::Counted { ends, gids } => {
+                // After the pushes serial s's groups end where serial s +
+                // 1's begin: `ends[s]` and `ends[s - 1]` bound them.
+                let mut processes = FxHashMap::default();
+                let mut start = 0usize;
+                // The last slot counts no serial of its own.
+                for (serial, &end) in ends.iter().take(ends.len() - 1).enumerate() {
+                    let end = end as usize;
+                    if end > start
+                        && let Some(groups) = gids.get(start..end)
+                    {
+                        processes.insert(serial as u64, groups.to_vec());
+                    }
+                    start = start.max(end);
+                }
+                processes
+            }
             Self::Narrow(mut v) => {
                 radsort::sort_by_key(&mut v, |&(serial, _)| serial);
                 index(&v, |&(serial, _)| u64::from(serial))
