@@ -17,6 +17,7 @@
 //! request times out and asks again, and since a part's content is fixed
 //! by its version, the pieces already held still count.
 
+use crate::error::FrameInvariant;
 use crate::frame::{Frame, SyncGroup, SyncReg};
 
 /// Most member entries in one [`Frame::SyncPart`]; a piece with more is
@@ -142,15 +143,33 @@ impl SyncPiece {
 
 /// Joins pieces back into one canonical group list: consecutive pieces of
 /// one group are merged (metadata too: a group whose first piece carried
-/// none gets `None`s for it once a later piece carries some).
-pub(crate) fn join(parts: Vec<SyncPiece>) -> SyncPiece {
+/// none gets `None`s for it once a later piece carries some). Each piece
+/// is canonical (checked on arrival); so is the whole if, at each seam,
+/// names and keys go on rising and a group that continues goes on with
+/// larger serials: checked here, so the whole needs no second pass.
+pub(crate) fn join(parts: Vec<SyncPiece>) -> Result<SyncPiece, FrameInvariant> {
     let mut out: Vec<SyncGroup> = Vec::new();
-    let mut registrations = Vec::new();
+    let mut registrations: Vec<SyncReg> = Vec::new();
     for part in parts {
+        if let (Some(last), Some(first)) = (registrations.last(), part.registrations.first())
+            && last.key >= first.key
+        {
+            return Err(FrameInvariant::SyncOrder);
+        }
         registrations.extend(part.registrations);
         for piece in part.groups {
             match out.last_mut() {
+                Some(last) if last.group > piece.group => {
+                    return Err(FrameInvariant::SyncOrder);
+                }
                 Some(last) if last.group == piece.group => {
+                    let (Some(end), Some(start)) = (last.members.last(), piece.members.first())
+                    else {
+                        return Err(FrameInvariant::EmptyGroup);
+                    };
+                    if end.0 >= start.0 {
+                        return Err(FrameInvariant::SyncOrder);
+                    }
                     if !piece.metas.is_empty() || !last.metas.is_empty() {
                         last.metas.resize(last.members.len(), None);
                         if piece.metas.is_empty() {
@@ -166,10 +185,10 @@ pub(crate) fn join(parts: Vec<SyncPiece>) -> SyncPiece {
             }
         }
     }
-    SyncPiece {
+    Ok(SyncPiece {
         groups: out,
         registrations,
-    }
+    })
 }
 
 /// The pieces of one sync received so far from one peer run.
@@ -189,6 +208,9 @@ pub(crate) enum Piece {
     Stale,
     /// The last missing piece: the whole sync, ready to apply.
     Complete(Frame),
+    /// The last missing piece, but the pieces do not join into one
+    /// canonical list (out of order at a seam): the sync is invalid.
+    Broken,
 }
 
 impl Assembly {
@@ -238,7 +260,9 @@ impl Assembly {
         let Some(done) = slot.take() else {
             return Piece::Pending;
         };
-        let whole = join(done.parts.into_iter().flatten().collect());
+        let Ok(whole) = join(done.parts.into_iter().flatten().collect()) else {
+            return Piece::Broken;
+        };
         Piece::Complete(Frame::Sync {
             seq: done.seq,
             known: done.known,
@@ -277,6 +301,34 @@ mod tests {
     }
 
     proptest! {
+        /// Pieces joined in any order (each canonical on its own) give a
+        /// canonical whole or are refused: what `join` accepts needs no
+        /// second check.
+        #[test]
+        fn joined_pieces_are_canonical_or_refused(
+            sizes in proptest::collection::vec(1usize..40, 0..12),
+            keys in 0usize..30,
+            per_part in 1usize..20,
+            order_seed in any::<u64>(),
+        ) {
+            let parts = split(groups(&sizes), registrations(keys), per_part, usize::MAX);
+            let mut order: Vec<usize> = (0..parts.len()).collect();
+            fastrand_shuffle(&mut order, order_seed);
+            let shuffled: Vec<SyncPiece> = order.iter().map(|&i| parts[i].clone()).collect();
+            match join(shuffled) {
+                Ok(whole) => {
+                    let sync = Frame::Sync {
+                        seq: 1,
+                        known: None,
+                        groups: whole.groups,
+                        registrations: whole.registrations,
+                    };
+                    prop_assert!(sync.validate().is_ok(), "accepted out of order: {:?}", order);
+                }
+                Err(_) => prop_assert!(order.windows(2).any(|w| w[0] > w[1])),
+            }
+        }
+
         /// Any cut, reassembled in any order with duplicates, gives back
         /// the list; every piece holds at most `per_part` entries and is a
         /// valid frame.
@@ -295,7 +347,7 @@ mod tests {
             let bytes = if by_bytes { 0 } else { usize::MAX };
             let parts = split(list.clone(), regs.clone(), per_part, bytes);
             let whole = SyncPiece { groups: list.clone(), registrations: regs.clone() };
-            prop_assert_eq!(join(parts.clone()), whole);
+            prop_assert_eq!(join(parts.clone()), Ok(whole));
             let total = parts.len() as u32;
             let mut order: Vec<usize> = (0..parts.len()).chain(0..parts.len() / 2).collect();
             fastrand_shuffle(&mut order, order_seed);
@@ -372,7 +424,7 @@ mod tests {
             };
             assert!(frame.encode().len() < 70_000);
         }
-        assert_eq!(join(parts).groups, list.clone());
+        assert_eq!(join(parts).unwrap().groups, list.clone());
         // Under the smallest budget, each goes alone.
         assert_eq!(split(list, Vec::new(), 1000, 0).len(), 10);
     }

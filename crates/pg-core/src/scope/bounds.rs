@@ -59,79 +59,84 @@ impl Scope {
                 ..
             } => {
                 self.check_remote_regs(registrations)?;
-                let reg_limit = self.config.max_registrations;
-                if reg_limit > 0 && registrations.len() > reg_limit {
-                    return Err(Violation::Registrations {
-                        registrations: registrations.len(),
-                        limit: reg_limit,
-                    });
+                for group in groups {
+                    self.check_remote_entries(group, limit)?;
                 }
-                let max_groups = self.config.max_groups;
-                if max_groups > 0 && groups.len() > max_groups {
-                    return Err(Violation::Groups {
-                        groups: groups.len(),
-                        limit: max_groups,
-                    });
-                }
-                let max_members = self.config.max_members_per_group;
-                for SyncGroup {
-                    group,
-                    members,
-                    metas,
-                } in groups
-                {
-                    for (&(serial, _), meta) in members.iter().zip(metas) {
-                        self.check_remote_meta(group, serial, meta.as_ref())?;
-                    }
-                    let mut total = 0u64;
-                    for &(serial, count) in members {
-                        if count > limit {
-                            return Err(Violation::JoinCount {
-                                group: group.clone(),
-                                serial,
-                                count: u64::from(count),
-                                limit,
-                            });
-                        }
-                        total += u64::from(count);
-                    }
-                    if max_members > 0 && total > max_members as u64 {
-                        return Err(Violation::GroupMembers {
-                            group: group.clone(),
-                            total,
-                            limit: max_members,
-                        });
-                    }
-                }
+                self.check_sync_totals(groups, registrations.len())?;
             }
             Frame::SyncPart {
                 groups,
                 registrations,
                 ..
             } => {
+                // Each piece's entries at once; the whole part's groups and
+                // totals once assembled (`check_assembled`).
                 self.check_remote_regs(registrations)?;
-                // Each piece's counts at once; the whole part's groups and
-                // totals once assembled (as a Sync).
-                for SyncGroup {
-                    group,
-                    members,
-                    metas,
-                } in groups
-                {
-                    for (&(serial, _), meta) in members.iter().zip(metas) {
-                        self.check_remote_meta(group, serial, meta.as_ref())?;
-                    }
-                    if let Some(&(serial, count)) = members.iter().find(|&&(_, c)| c > limit) {
-                        return Err(Violation::JoinCount {
-                            group: group.clone(),
-                            serial,
-                            count: u64::from(count),
-                            limit,
-                        });
-                    }
+                for group in groups {
+                    self.check_remote_entries(group, limit)?;
                 }
             }
             Frame::SyncRequest | Frame::Discover | Frame::Digest { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Checks a sync (or a piece of one) group's entries: metadata size
+    /// and join counts.
+    fn check_remote_entries(&self, group: &SyncGroup, limit: u32) -> Result<(), Violation> {
+        let SyncGroup {
+            group,
+            members,
+            metas,
+        } = group;
+        for (&(serial, _), meta) in members.iter().zip(metas) {
+            self.check_remote_meta(group, serial, meta.as_ref())?;
+        }
+        if let Some(&(serial, count)) = members.iter().find(|&&(_, c)| c > limit) {
+            return Err(Violation::JoinCount {
+                group: group.clone(),
+                serial,
+                count: u64::from(count),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a whole part's size against the bounds: how many keys and
+    /// groups it holds, and each group's total join count.
+    fn check_sync_totals(
+        &self,
+        groups: &[SyncGroup],
+        registrations: usize,
+    ) -> Result<(), Violation> {
+        let reg_limit = self.config.max_registrations;
+        if reg_limit > 0 && registrations > reg_limit {
+            return Err(Violation::Registrations {
+                registrations,
+                limit: reg_limit,
+            });
+        }
+        let max_groups = self.config.max_groups;
+        if max_groups > 0 && groups.len() > max_groups {
+            return Err(Violation::Groups {
+                groups: groups.len(),
+                limit: max_groups,
+            });
+        }
+        let max_members = self.config.max_members_per_group;
+        if max_members == 0 {
+            return Ok(());
+        }
+        for SyncGroup { group, members, .. } in groups {
+            let total: u64 = members.iter().map(|&(_, count)| u64::from(count)).sum();
+            if total > max_members as u64 {
+                return Err(Violation::GroupMembers {
+                    group: group.clone(),
+                    total,
+                    limit: max_members,
+                });
+            }
         }
         Ok(())
     }
@@ -267,13 +272,23 @@ impl Scope {
                 self.stats.syncs_stale += 1;
                 return;
             }
+            // Pieces that do not join into one canonical list (each was
+            // checked on arrival; only the seams are new).
+            Piece::Broken => {
+                self.stats.frames_invalid += 1;
+                return;
+            }
             Piece::Complete(whole) => whole,
         };
-        if whole.validate().is_err() {
-            self.stats.frames_invalid += 1;
-            return;
-        }
-        if let Err(violation) = self.check_remote(from, &whole) {
+        // Each piece's entries were checked on arrival: the whole part's
+        // totals remain.
+        if let Frame::Sync {
+            groups,
+            registrations,
+            ..
+        } = &whole
+            && let Err(violation) = self.check_sync_totals(groups, registrations.len())
+        {
             return self.refuse(from, violation);
         }
         if let Frame::Sync {
