@@ -197,7 +197,11 @@ impl Pairs {
             Self::Counted { ends, gids } => {
                 // After the pushes serial s's groups end where serial s +
                 // 1's begin: `ends[s]` and `ends[s - 1]` bound them.
+                // Sized once: a serial holds groups where its end moved.
                 let mut processes = FxHashMap::default();
+                let held = ends.windows(2).filter(|w| w[1] > w[0]).count()
+                    + usize::from(ends.first().is_some_and(|&e| e > 0));
+                processes.reserve(held);
                 let mut start = 0usize;
                 // The last slot counts no serial of its own.
                 for (serial, &end) in ends.iter().take(ends.len() - 1).enumerate() {
