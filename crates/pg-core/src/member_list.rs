@@ -336,7 +336,8 @@ impl MemberList {
     /// by one, each leaf grows through every size on the way).
     pub(crate) fn fill_new(&mut self, entries: impl ExactSizeIterator<Item = NewMember>) {
         debug_assert!(self.list.keys.len() == 0 && !self.indexed);
-        let mut keys = Vec::with_capacity(entries.len());
+        let len = entries.len();
+        let mut keys = Vec::with_capacity(len);
         let mut counts = Vec::new();
         // Laid out only once some member has metadata, as `append` does.
         let mut metas: Vec<Option<Meta>> = Vec::new();
@@ -346,6 +347,10 @@ impl MemberList {
             total += u64::from(n);
             keys.push(key);
             if !metas.is_empty() || meta.is_some() {
+                if metas.is_empty() {
+                    // Exactly one entry per member, laid out once.
+                    metas.reserve_exact(len);
+                }
                 metas.resize(pos, None);
                 metas.push(meta);
             }

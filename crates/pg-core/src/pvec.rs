@@ -155,8 +155,6 @@ impl<T: Clone> PVec<T> {
         }
     }
 
-    /// Appends `value`. Positions are `u32`: a vector stops growing at
-    /// `u32::MAX` elements (the membership table bounds groups far below).
     /// A vector holding `items`, built in one pass: the same shape as
     /// pushing them one by one, without growing each leaf through the
     /// sizes on the way (a first sync fills thousands of lists at once).
@@ -193,6 +191,8 @@ impl<T: Clone> PVec<T> {
         }
     }
 
+    /// Appends `value`. Positions are `u32`: a vector stops growing at
+    /// `u32::MAX` elements (the membership table bounds groups far below).
     pub(crate) fn push(&mut self, value: T) {
         debug_assert!(self.len < u32::MAX);
         if self.len() == capacity(self.height)
@@ -214,7 +214,17 @@ impl<T: Clone> PVec<T> {
 
     fn push_into(node: &mut Node<T>, height: u32, index: usize, value: T) {
         match node {
-            Node::Leaf(items) => unshare(items, LEAF).push(value),
+            Node::Leaf(items) => {
+                let items = unshare(items, LEAF);
+                if items.len() == items.capacity() {
+                    // Doubling, as `Vec` would, but never past a leaf: a
+                    // leaf built at its exact size (`from_vec`) grows as
+                    // one pushed element by element, to LEAF and no more.
+                    let room = (items.len() * 2).clamp(4, LEAF);
+                    items.reserve_exact(room.saturating_sub(items.len()));
+                }
+                items.push(value);
+            }
             Node::Branch(children) => {
                 let children = unshare(children, BRANCH);
                 let i = child_index(index, height);
@@ -455,6 +465,30 @@ mod tests {
             for (snapshot, contents) in &snapshots {
                 check(snapshot, contents);
             }
+        }
+    }
+
+    /// A leaf built at its exact size grows as a pushed one does: never
+    /// with room past a leaf.
+    #[test]
+    fn a_leaf_built_at_once_grows_no_further_than_a_leaf() {
+        for len in [1usize, 3, 100, LEAF - 1] {
+            let mut v = PVec::from_vec((0..len as u64).collect());
+            for i in len..LEAF {
+                v.push(i as u64);
+                let Some(Node::Leaf(items)) = &v.root else {
+                    panic!("one leaf expected");
+                };
+                assert!(
+                    items.capacity() <= LEAF,
+                    "{len} + {i}: {}",
+                    items.capacity()
+                );
+            }
+            assert_eq!(
+                v.iter().collect::<Vec<_>>(),
+                (0..LEAF as u64).collect::<Vec<_>>()
+            );
         }
     }
 

@@ -254,6 +254,37 @@ async fn a_burst_of_changes_leaves_as_a_few_deltas() {
     );
 }
 
+/// One step of many changes (a process joining 40 groups at once) is sent
+/// on its own and is no burst: a single change after it is not held for
+/// the burst's timer.
+#[tokio::test(start_paused = true)]
+async fn one_step_of_many_changes_is_no_burst() {
+    let (_net, nodes, scopes) = cluster(ScopeOptions::default()).await;
+    let p = nodes[0].spawn();
+    let many: Vec<_> = (0..40).map(|i| g(&format!("many-{i}"))).collect();
+    let start = tokio::time::Instant::now();
+    scopes[0].join(p.pid(), &many).unwrap();
+    let mut yields = 0;
+    while scopes[1].which_groups().len() < many.len() && yields < 10_000 {
+        tokio::task::yield_now().await;
+        yields += 1;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    scopes[0].join(p.pid(), &[g("single")]).unwrap();
+    let mut seen = false;
+    for _ in 0..10_000 {
+        if scopes[1].members("single").len() == 1 {
+            seen = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(seen, "the single change waited for a timer");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
 /// After a burst (whose flushes wait on the timer), single changes spaced
 /// apart are each sent at once again: B sees each before any virtual time
 /// passes, where one held for a flush would wait a millisecond.

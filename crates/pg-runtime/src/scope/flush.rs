@@ -17,7 +17,9 @@
 //! bounded even if the flush is slow to run.
 //!
 //! A producer that outruns that round trip (a flush that finds at least
-//! [`BURST_OPS`] changes waiting) is in a sustained burst: the next flush
+//! [`BURST_OPS`] changes waiting, or a step that reaches the bound before
+//! the flush runs; not one step of many changes, such as a join to 40
+//! groups, sent on its own) is in a sustained burst: the next flush
 //! then waits [`BURST_FLUSH_DELAY`] instead, and the burst leaves in
 //! deltas of [`MAX_HELD_OPS`] changes, sent by the step that reaches the
 //! bound. Every node then handles fewer frames, wake-ups and
@@ -82,8 +84,12 @@ impl ScopeShared {
                 self.metrics.frames_unsent.increment(1);
             }
         }
+        // Only the flush's own delta, or one cut at the bound while a flush
+        // is due, says a producer outran the flush; a lone step of many
+        // changes (a join to 40 groups) does not.
+        let flushing = std::mem::take(&mut core.flushing);
         if !hold && pending > 0 {
-            core.burst = pending >= BURST_OPS;
+            core.burst = pending >= BURST_OPS && (flushing || core.flush_due);
         }
         if hold || pending == 0 || core.flush_due || core.scope.peers().next().is_none() {
             return;
@@ -97,7 +103,10 @@ impl ScopeShared {
             }
             if let Some(shared) = me.upgrade() {
                 // Runs even on a closed scope: what waited still goes.
-                shared.step(|core| core.flush_due = false);
+                shared.step(|core| {
+                    core.flush_due = false;
+                    core.flushing = true;
+                });
             }
         });
     }

@@ -60,6 +60,8 @@ pub(crate) struct CoreState {
     /// The last delta sent carried a burst (see `flush.rs`): the next
     /// flush waits a little, so the burst leaves in fewer, fuller deltas.
     burst: bool,
+    /// The current step is the flush's (see `flush.rs`).
+    flushing: bool,
     /// Groups changed by the current step (a buffer kept between steps).
     changed: Vec<GroupName>,
     /// Events of the current step, held until the groups are published.
@@ -200,6 +202,7 @@ impl ScopeShared {
                 armed: None,
                 flush_due: false,
                 burst: false,
+                flushing: false,
                 changed: Vec::new(),
                 events: Vec::new(),
                 held: publish::Held::default(),
