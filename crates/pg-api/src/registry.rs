@@ -202,8 +202,17 @@ impl Instance {
     /// hold it.
     pub fn unregister(&self, key: &str) -> Result<(), PgError> {
         self.live()?;
-        let key = self.key(key, Permission::Unregister)?;
-        self.scope.unregister(self.pid(), &key).map_err(Into::into)
+        // A registered key's name is the registry's own (a reference
+        // count, where building one allocates: a process giving keys up
+        // in a loop builds none); any other key is checked in full.
+        let name = match self.scope.registered_name(key) {
+            Some(name) => {
+                self.check(Permission::Unregister, key)?;
+                name
+            }
+            None => self.key(key, Permission::Unregister)?,
+        };
+        self.scope.unregister(self.pid(), &name).map_err(Into::into)
     }
 
     /// Gives up each of `keys` this process holds, in one step

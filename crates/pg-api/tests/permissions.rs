@@ -294,3 +294,27 @@ async fn registry_listings_filter_keys_by_lookup() {
     let event = sub.recv().await.unwrap();
     assert_eq!(event.key.as_str(), "public/2");
 }
+
+/// A key the guest holds is still not given up without `pg.unregister`
+/// (the held key's name is taken from the registry, and the permission
+/// checked all the same); one it does not hold is refused the same way.
+#[tokio::test(start_paused = true)]
+async fn a_held_key_is_not_given_up_without_the_permission() {
+    let node = node_denying(Permission::Unregister, "g");
+    let guest = node.spawn("guest");
+    let pg = guest.open("app:pg").unwrap();
+    pg.register("g").unwrap();
+    for key in ["g", "not-held"] {
+        let err = pg.unregister(key).unwrap_err();
+        let want = if key == "g" {
+            ErrorKind::PermissionDenied
+        } else {
+            ErrorKind::Invalid
+        };
+        assert_eq!(err.kind(), want, "{key}: {err}");
+    }
+    assert_eq!(
+        pg.lookup("g").unwrap().map(|(pid, _)| pid),
+        Some(pg.pid().clone())
+    );
+}

@@ -301,6 +301,13 @@ impl Scope {
         view.keys.get(key).map(|e| (e.pid.clone(), e.meta.clone()))
     }
 
+    /// The registry's own name for `key` while it is registered: a
+    /// reference to it, not a copy (from the published view).
+    pub fn registered_name(&self, key: &str) -> Option<GroupName> {
+        let view = self.shared.registry.inner.read();
+        view.keys.get_key_value(key).map(|(name, _)| name.clone())
+    }
+
     /// The registration of `key`, whole (metadata and tag).
     pub fn registration(&self, key: &str) -> Option<Registration> {
         let view = self.shared.registry.inner.read();
