@@ -252,6 +252,11 @@ async fn a_burst_of_changes_leaves_as_a_few_deltas() {
         (n / 2048..=8).contains(&(deltas as usize)),
         "{deltas} deltas for {n} changes"
     );
+    // B took thousands of new groups per step (their read cells made in
+    // batches): every read path lists them.
+    assert_eq!(scopes[1].which_groups_prefix("burst-12").len(), 111);
+    assert_eq!(scopes[1].count_prefix("burst-"), n);
+    assert_eq!(scopes[1].members_prefix("burst-4999").len(), 1);
 }
 
 /// One step of many changes (a process joining 40 groups at once) is sent
