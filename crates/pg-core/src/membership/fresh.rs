@@ -17,8 +17,8 @@
 //! table insertion each: by a counting sort when serials are dense (they
 //! are given out in order), else by a stable radix sort of the (process,
 //! group) pairs. The counting sort stores no pair and needs no scratch
-//! copy: 16 MB less fresh memory to touch for a million memberships. Events are the same as the
-//! general path's, in the same order.
+//! copy: 16 MB less fresh memory to touch for a million memberships.
+//! Events are the same as the general path's, in the same order.
 
 use rustc_hash::FxHashMap;
 
