@@ -70,7 +70,7 @@ impl Scope {
                 ..
             } => {
                 // Each piece's entries at once; the whole part's groups and
-                // totals once assembled (`check_assembled`).
+                // totals once assembled (`check_sync_totals`, in `on_sync_part`).
                 self.check_remote_regs(registrations)?;
                 for group in groups {
                     self.check_remote_entries(group, limit)?;
