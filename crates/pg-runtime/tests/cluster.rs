@@ -252,8 +252,8 @@ async fn a_burst_of_changes_leaves_as_a_few_deltas() {
         (n / 2048..=8).contains(&(deltas as usize)),
         "{deltas} deltas for {n} changes"
     );
-    // B took thousands of new groups per step (their read cells made in
-    // batches): every read path lists them.
+    // B took thousands of new groups per step: every read path lists
+    // them.
     assert_eq!(scopes[1].which_groups_prefix("burst-12").len(), 111);
     assert_eq!(scopes[1].count_prefix("burst-"), n);
     assert_eq!(scopes[1].members_prefix("burst-4999").len(), 1);
@@ -269,24 +269,12 @@ async fn one_step_of_many_changes_is_no_burst() {
     let many: Vec<_> = (0..40).map(|i| g(&format!("many-{i}"))).collect();
     let start = tokio::time::Instant::now();
     scopes[0].join(p.pid(), &many).unwrap();
-    let mut yields = 0;
-    while scopes[1].which_groups().len() < many.len() && yields < 10_000 {
-        tokio::task::yield_now().await;
-        yields += 1;
-    }
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+    let all_seen = seen_with_no_time_passing(|| scopes[1].which_groups().len() == many.len());
+    assert!(all_seen.await, "the 40 changes waited for a timer");
+    let_the_flush_run().await;
     scopes[0].join(p.pid(), &[g("single")]).unwrap();
-    let mut seen = false;
-    for _ in 0..10_000 {
-        if scopes[1].members("single").len() == 1 {
-            seen = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(seen, "the single change waited for a timer");
+    let seen = seen_with_no_time_passing(|| scopes[1].members("single").len() == 1);
+    assert!(seen.await, "the single change waited for a timer");
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
@@ -312,20 +300,31 @@ async fn single_changes_after_a_burst_are_not_held() {
     let start = tokio::time::Instant::now();
     for name in ["single-1", "single-2", "single-3"] {
         scopes[0].join(p.pid(), &[g(name)]).unwrap();
-        let mut seen = false;
-        for _ in 0..10_000 {
-            if scopes[1].members(name).len() == 1 {
-                seen = true;
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(seen, "{name} waited for a timer");
-        // Room for the flush this change scheduled to run (and find
-        // nothing), as a caller's next change would come some time later.
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
+        let seen = seen_with_no_time_passing(|| scopes[1].members(name).len() == 1);
+        assert!(seen.await, "{name} waited for a timer");
+        // As a caller's next change would come some time later.
+        let_the_flush_run().await;
     }
     assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+/// Whether `done` comes to hold while tasks run and the virtual clock
+/// stands still (only yields, no sleep): what a change sent at once
+/// does, and one held for a timer does not.
+async fn seen_with_no_time_passing(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..10_000 {
+        if done() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+/// Room for the flush a change scheduled to run (and find nothing), with
+/// no virtual time passing.
+async fn let_the_flush_run() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
 }
