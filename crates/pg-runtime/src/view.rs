@@ -68,14 +68,21 @@ impl View {
             Ok(old) => old,
             Err(view) => {
                 let mut groups = self.groups.write();
-                let cell = groups.entry(group.clone()).or_insert_with(|| {
-                    let cell: Cell = Arc::new(ArcSwap::from_pointee(GroupView::default()));
-                    self.ordered
-                        .write()
-                        .insert(group.clone(), Arc::clone(&cell));
-                    cell
-                });
-                let old = cell.swap(view);
+                let old = match groups.get(group) {
+                    Some(cell) => cell.swap(view),
+                    None => {
+                        // A new cell starts out holding the view: a swap
+                        // would pay arc-swap's debts (a walk over every
+                        // reader thread's slots), for each of the 10k
+                        // groups a first sync brings in.
+                        let cell: Cell = Arc::new(ArcSwap::new(view));
+                        self.ordered
+                            .write()
+                            .insert(group.clone(), Arc::clone(&cell));
+                        groups.insert(group.clone(), cell);
+                        Arc::clone(&self.empty)
+                    }
+                };
                 self.cells.store(groups.len(), Ordering::Relaxed);
                 old
             }

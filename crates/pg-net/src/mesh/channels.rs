@@ -21,6 +21,7 @@ use super::{Mesh, STREAM_MEMBERSHIP, WRITE_BATCH, bump, clock, code};
 use crate::breaker::CircuitBreaker;
 use crate::link::{Inbox, LinkConfig, Outbox, Retry, RetryDecision};
 use crate::wire::{self, NetMessage};
+use pg_core::Frame;
 
 /// Both channels of one link run (index: the stream tag).
 pub(super) struct Channels {
@@ -75,6 +76,44 @@ impl Channels {
     }
 }
 
+/// What a channel's writer is handed by [`Mesh::send`].
+pub(super) enum Queued {
+    /// A message, encoded as it is written.
+    Message(NetMessage),
+    /// A piece of a sync, a scope frame for this peer alone: encoded by
+    /// the writer rather than by the sender. The scope queues every piece
+    /// of a sync in one step; encoded there, the first piece stayed off
+    /// the wire until the last was encoded, and the peer sat idle.
+    Piece {
+        /// The scope id.
+        scope: String,
+        /// The frame.
+        frame: Arc<Frame>,
+    },
+}
+
+impl From<NetMessage> for Queued {
+    fn from(message: NetMessage) -> Self {
+        Queued::Message(message)
+    }
+}
+
+impl Queued {
+    /// Appends the message as data record `seq`; returns its length.
+    fn encode_data_into(&self, seq: u64, out: &mut Vec<u8>) -> usize {
+        match self {
+            Queued::Message(message) => wire::encode_data_into(seq, message, out),
+            Queued::Piece { scope, frame } => {
+                let message = NetMessage::Scope {
+                    scope: scope.clone(),
+                    frame: Bytes::from(frame.encode()),
+                };
+                wire::encode_data_into(seq, &message, out)
+            }
+        }
+    }
+}
+
 /// What one pass of a writer has to write.
 struct Batch {
     chunks: Vec<Bytes>,
@@ -88,7 +127,7 @@ impl Mesh {
         conn: quinn::Connection,
         kind: u8,
         mut stream: quinn::SendStream,
-        mut rx: mpsc::Receiver<NetMessage>,
+        mut rx: mpsc::Receiver<Queued>,
         breaker: Option<Arc<Mutex<CircuitBreaker>>>,
         channels: Arc<Channels>,
     ) {
@@ -106,7 +145,7 @@ impl Mesh {
         // stream would otherwise be retried forever).
         let mut series_acked = 0;
         // A message taken from the queue while waiting, written next.
-        let mut held: Option<NetMessage> = None;
+        let mut held: Option<Queued> = None;
         let mut queue_closed = false;
         // Encoding space, reused; each batch is copied out at its exact
         // size, so what the window counts is what is kept.
@@ -156,6 +195,15 @@ impl Mesh {
                         breaker.lock().success();
                     }
                     bump(&c.bytes_sent, "pg_net_bytes_sent_total", bytes as u64);
+                    if bytes >= WRITE_BATCH {
+                        // Let the connection's driver put this on the wire
+                        // before the next batch is encoded: woken from this
+                        // worker, it waits in a slot no other worker takes
+                        // from, so a writer with a long sync to send would
+                        // otherwise encode all of it first. Yielding also
+                        // lets an idle worker take this writer over.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Err(e) => {
                     if conn.close_reason().is_some() {
@@ -209,8 +257,8 @@ impl Mesh {
         &self,
         channels: &Channels,
         k: usize,
-        rx: &mut mpsc::Receiver<NetMessage>,
-        held: &mut Option<NetMessage>,
+        rx: &mut mpsc::Receiver<Queued>,
+        held: &mut Option<Queued>,
         queue_closed: &mut bool,
         scratch: &mut Vec<u8>,
         now: Instant,
@@ -236,7 +284,7 @@ impl Mesh {
             };
             let start = scratch.len();
             let seq = first_seq + spans.len() as u64;
-            let len = wire::encode_data_into(seq, &message, scratch);
+            let len = message.encode_data_into(seq, scratch);
             if len - 4 > max {
                 scratch.truncate(start);
                 bump(&self.counters.oversized, "pg_net_oversized_total", 1);

@@ -162,12 +162,14 @@ impl Mesh {
         // In lists the receiver accepts, however large the cluster.
         for chunk in known.chunks(wire::MAX_PEERS) {
             let peers = chunk.to_vec();
-            let _ = link.membership.try_send(NetMessage::Peers { peers });
+            let _ = link.membership.try_send(NetMessage::Peers { peers }.into());
         }
         if let Some(listen) = hello.listen {
             for other in others {
                 let news = vec![(peer.name.clone(), listen)];
-                let _ = other.membership.try_send(NetMessage::Peers { peers: news });
+                let _ = other
+                    .membership
+                    .try_send(NetMessage::Peers { peers: news }.into());
             }
         }
         let m = Arc::clone(mesh);

@@ -48,7 +48,7 @@ mod connect;
 mod links;
 mod streams;
 
-use channels::Channels;
+use channels::{Channels, Queued};
 
 pub(crate) use streams::ReadError;
 
@@ -176,8 +176,8 @@ struct Link {
     node: NodeId,
     conn: quinn::Connection,
     initiator: NodeName,
-    membership: mpsc::Sender<NetMessage>,
-    bulk: mpsc::Sender<NetMessage>,
+    membership: mpsc::Sender<Queued>,
+    bulk: mpsc::Sender<Queued>,
     /// Guards payload sends only: membership traffic is never held back
     /// by payload trouble (and is repaired by the protocol if lost).
     breaker: Arc<Mutex<CircuitBreaker>>,

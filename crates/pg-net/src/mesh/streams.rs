@@ -13,7 +13,7 @@ use bytes::Bytes;
 use pg_core::Frame;
 use pg_runtime::{SendError, Wire};
 
-use super::channels::Channels;
+use super::channels::{Channels, Queued};
 use super::{FRAME_OVERHEAD, Mesh, STREAM_BULK, STREAM_MEMBERSHIP, bump, clock, code, dropped};
 use crate::link::Arrival;
 use crate::wire::{self, NetMessage, Record};
@@ -27,6 +27,13 @@ impl Mesh {
         let c = &self.counters;
         let limit = self.config.max_frame_size - FRAME_OVERHEAD;
         let (message, payload) = match message {
+            // A sync piece goes to this peer alone, sized well under the
+            // frame limit by the scope: its writer encodes it (see
+            // `Queued::Piece`), and counts it if it is over after all.
+            Wire::Scope { scope, frame } if matches!(*frame, Frame::SyncPart { .. }) => {
+                let scope = scope.to_string();
+                (Queued::Piece { scope, frame }, false)
+            }
             Wire::Scope { scope, frame } => {
                 let frame = self.encode_frame(&frame);
                 if frame.len() > limit {
@@ -37,7 +44,7 @@ impl Mesh {
                     scope: scope.to_string(),
                     frame,
                 };
-                (message, false)
+                (message.into(), false)
             }
             Wire::Scopes { running } => {
                 // Ids and their length prefixes, about.
@@ -47,7 +54,7 @@ impl Mesh {
                     return Err(SendError::TooLarge);
                 }
                 let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
-                (NetMessage::Scopes { running }, false)
+                (NetMessage::Scopes { running }.into(), false)
             }
             Wire::Deliver {
                 scope,
@@ -67,7 +74,7 @@ impl Mesh {
                     topic: topic.to_string(),
                     payload,
                 };
-                (message, true)
+                (message.into(), true)
             }
         };
         let peers = self.peers.lock();
