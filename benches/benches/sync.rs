@@ -75,11 +75,11 @@ fn fresh_sync(c: &mut Criterion) {
 }
 
 /// The sending side: a node holding 1M memberships of its own meets a new
-/// peer and builds its sync (split into pieces), then encodes each piece
-/// as the transport does (once, whatever the number of peers).
+/// peer and builds its sync (split into pieces, a few per step), then
+/// encodes each piece as the transport does.
 fn send_sync(c: &mut Criterion) {
     let (me, b) = (node("a"), node("b"));
-    let (mut s, _) = scope(&me);
+    let (mut s, now) = scope(&me);
     s.set_event_detail(EventDetail::GroupsOnly);
     let mut members: Vec<Vec<Pid>> = vec![Vec::new(); GROUPS as usize];
     for serial in 1..=PROCESSES {
@@ -101,8 +101,15 @@ fn send_sync(c: &mut Criterion) {
         bench.iter(|| {
             s.handle_node_up(b.clone());
             let mut bytes = 0;
-            while let Some(t) = s.poll_transmit() {
-                bytes += t.frame.encode().len();
+            // The pieces are built a few per step, the next step due at once.
+            loop {
+                while let Some(t) = s.poll_transmit() {
+                    bytes += t.frame.encode().len();
+                }
+                if !s.poll_timeout().is_some_and(|at| at <= now) {
+                    break;
+                }
+                s.handle_timeout(now);
             }
             s.handle_node_down(&b);
             assert!(bytes > PROCESSES as usize, "the whole part was sent");

@@ -64,6 +64,7 @@ mod pvec;
 mod registry;
 mod registry_event;
 mod scope;
+mod sync_layout;
 mod sync_parts;
 mod timer;
 

@@ -211,11 +211,6 @@ impl MemberList {
         self.list.iter()
     }
 
-    /// Whether any member has (or had) metadata.
-    pub(crate) fn has_metas(&self) -> bool {
-        self.list.has_metas()
-    }
-
     /// Each distinct member with its join count and metadata.
     pub(crate) fn iter_meta(
         &self,

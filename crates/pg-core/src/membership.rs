@@ -24,7 +24,7 @@ use crate::event::{Change, EventKind, EventQueue};
 use crate::group::GroupName;
 use crate::id::{NodeId, NodeName, Pid};
 pub(crate) use crate::member_list::{LOCAL_SLOT, Slot};
-use crate::member_list::{MemberKey, MemberList};
+use crate::member_list::{ListSnapshot, MemberKey, MemberList};
 use crate::members::Members;
 use crate::meta::{LeaveReason, Meta};
 
@@ -595,46 +595,18 @@ impl Membership {
 }
 
 impl Membership {
-    /// This node's part grouped for a [`Frame::Sync`](crate::Frame::Sync).
-    /// Canonical: groups sorted by name, members by serial.
-    pub(crate) fn local_sync_groups(&self) -> Vec<crate::frame::SyncGroup> {
+    /// This node's part as it is now, by group name: a snapshot that
+    /// copies no member (later changes do not show through it), from
+    /// which a sync's pieces are built one at a time.
+    pub(crate) fn local_part_snapshot(&self) -> Vec<(GroupName, ListSnapshot)> {
         let mut groups: Vec<_> = self
             .groups
             .iter()
             .flatten()
             .filter(|g| g.local.distinct() > 0)
-            .map(|g| {
-                if !g.local.has_metas() {
-                    let mut members: Vec<(u64, u32)> = g
-                        .local
-                        .iter()
-                        .map(|(key, count)| (key.serial(), count))
-                        .collect();
-                    members.sort_unstable_by_key(|&(serial, _)| serial);
-                    return crate::frame::SyncGroup {
-                        group: g.name.clone(),
-                        members,
-                        metas: Vec::new(),
-                    };
-                }
-                let mut entries: Vec<(u64, u32, Option<Meta>)> = g
-                    .local
-                    .iter_meta()
-                    .map(|(key, count, meta)| (key.serial(), count, meta))
-                    .collect();
-                entries.sort_unstable_by_key(|&(serial, _, _)| serial);
-                let (members, metas) = entries
-                    .into_iter()
-                    .map(|(serial, count, meta)| ((serial, count), meta))
-                    .unzip();
-                crate::frame::SyncGroup {
-                    group: g.name.clone(),
-                    members,
-                    metas,
-                }
-            })
+            .map(|g| (g.name.clone(), g.local.snapshot()))
             .collect();
-        groups.sort_unstable_by(|a, b| a.group.cmp(&b.group));
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         groups
     }
 }

@@ -27,105 +27,30 @@ pub const MAX_SYNC_PART_ENTRIES: usize = 65_536;
 /// Most pieces one sync may be cut into.
 pub const MAX_SYNC_PARTS: u32 = 4096;
 
-/// Most bytes one member entry takes encoded (a serial and a count, as
-/// varints), for the byte budget of a piece.
-const ENTRY_BYTES: usize = 16;
-/// Bytes a group costs in a piece beside its name (lengths, framing).
-const GROUP_BYTES: usize = 8;
-/// A tag's presence byte and length prefix, at most.
-const TAG_BYTES: usize = 4;
-
 /// Cuts a canonical group list into pieces of at most `per_part` member
-/// entries and about `part_bytes` encoded bytes (a group with more spans
-/// several pieces; long group names count). Returns one piece when
-/// everything fits.
+/// entries and about `part_bytes` encoded bytes (see `sync_layout.rs`; a
+/// group with more spans several pieces; long group names count). Returns
+/// one piece when everything fits.
+#[cfg(test)]
 pub(crate) fn split(
     groups: Vec<SyncGroup>,
     registrations: Vec<SyncReg>,
     per_part: usize,
     part_bytes: usize,
 ) -> Vec<SyncPiece> {
-    let per_part = per_part.clamp(1, MAX_SYNC_PART_ENTRIES);
-    // Room for at least one group of the longest name; an entry larger
-    // than the budget (large metadata) still goes, alone.
-    let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN);
-    let mut parts: Vec<SyncPiece> = Vec::new();
-    let mut current = SyncPiece::default();
-    let (mut entries, mut bytes) = (0usize, 0usize);
-    for SyncGroup {
-        group,
-        mut members,
-        mut metas,
-    } in groups
-    {
-        let entry_bytes =
-            |i: usize| ENTRY_BYTES + metas.get(i).and_then(|m| m.as_ref()).map_or(0, |m| m.len());
-        let mut start = 0;
-        loop {
-            let head = group.as_str().len() + GROUP_BYTES;
-            if !current.is_empty()
-                && (entries == per_part || bytes + head + entry_bytes(start) > part_bytes)
-            {
-                parts.push(std::mem::take(&mut current));
-                (entries, bytes) = (0, 0);
-            }
-            // At least one entry per piece; then as many as fit.
-            let mut end = start;
-            let mut used = head;
-            while end < members.len()
-                && entries + (end - start) < per_part
-                && (end == start || bytes + used + entry_bytes(end) <= part_bytes)
-            {
-                used += entry_bytes(end);
-                end += 1;
-            }
-            entries += end - start;
-            bytes += used;
-            if start == 0 && end == members.len() {
-                // The whole group in this piece (the common case): moved,
-                // not copied.
-                let (members, metas) = (std::mem::take(&mut members), std::mem::take(&mut metas));
-                current.groups.push(SyncGroup {
-                    group,
-                    members,
-                    metas,
-                });
-                break;
-            }
-            current.groups.push(SyncGroup {
-                group: group.clone(),
-                members: members[start..end].to_vec(),
-                metas: if metas.is_empty() {
-                    Vec::new()
-                } else {
-                    metas[start..end].to_vec()
-                },
-            });
-            start = end;
-            if start == members.len() {
-                break;
-            }
-        }
-    }
-    // Registrations follow, one entry each.
-    for reg in registrations {
-        let size = ENTRY_BYTES
-            + GROUP_BYTES
-            + reg.key.as_str().len()
-            + reg.meta.as_ref().map_or(0, |m| m.len())
-            + reg.tag.as_ref().map_or(0, |t| t.as_str().len() + TAG_BYTES);
-        if !current.is_empty() && (entries == per_part || bytes + size > part_bytes) {
-            parts.push(std::mem::take(&mut current));
-            (entries, bytes) = (0, 0);
-        }
-        current.registrations.push(reg);
-        entries += 1;
-        bytes += size;
-    }
-    if !current.is_empty() || parts.is_empty() {
-        parts.push(current);
-    }
-    parts
+    use crate::sync_layout::{Listed, PartSource, build_piece, layout, reg_size, shape};
+    let mut source = Listed {
+        groups,
+        registrations,
+    };
+    let shapes: Vec<_> = (0..source.group_count())
+        .map(|g| shape(&mut source, g))
+        .collect();
+    let sizes: Vec<usize> = source.registrations.iter().map(reg_size).collect();
+    let marks = layout(shapes.into_iter(), sizes.into_iter(), per_part, part_bytes);
+    (0..marks.len())
+        .map(|k| build_piece(&mut source, &marks, k))
+        .collect()
 }
 
 /// One piece of a sync: groups, then registrations.
@@ -133,12 +58,6 @@ pub(crate) fn split(
 pub(crate) struct SyncPiece {
     pub(crate) groups: Vec<SyncGroup>,
     pub(crate) registrations: Vec<SyncReg>,
-}
-
-impl SyncPiece {
-    fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.registrations.is_empty()
-    }
 }
 
 /// Joins pieces back into one canonical group list: consecutive pieces of
@@ -300,7 +219,138 @@ mod tests {
             .collect()
     }
 
+    impl SyncPiece {
+        fn is_empty(&self) -> bool {
+            self.groups.is_empty() && self.registrations.is_empty()
+        }
+    }
+
+    // The cutting rule as it was written before pieces were built one at
+    // a time: the layout must cut exactly where it did.
+    /// Most bytes one member entry takes encoded (a serial and a count, as
+    /// varints), for the byte budget of a piece.
+    const R_ENTRY_BYTES: usize = 16;
+    /// Bytes a group costs in a piece beside its name (lengths, framing).
+    const R_GROUP_BYTES: usize = 8;
+    /// A tag's presence byte and length prefix, at most.
+    const R_TAG_BYTES: usize = 4;
+
+    /// Cuts a canonical group list into pieces of at most `per_part` member
+    /// entries and about `part_bytes` encoded bytes (a group with more spans
+    /// several pieces; long group names count). Returns one piece when
+    /// everything fits.
+    fn reference_split(
+        groups: Vec<SyncGroup>,
+        registrations: Vec<SyncReg>,
+        per_part: usize,
+        part_bytes: usize,
+    ) -> Vec<SyncPiece> {
+        let per_part = per_part.clamp(1, super::MAX_SYNC_PART_ENTRIES);
+        // Room for at least one group of the longest name; an entry larger
+        // than the budget (large metadata) still goes, alone.
+        let part_bytes = part_bytes.max(2 * crate::MAX_GROUP_NAME_LEN);
+        let mut parts: Vec<SyncPiece> = Vec::new();
+        let mut current = SyncPiece::default();
+        let (mut entries, mut bytes) = (0usize, 0usize);
+        for SyncGroup {
+            group,
+            mut members,
+            mut metas,
+        } in groups
+        {
+            let entry_bytes = |i: usize| {
+                R_ENTRY_BYTES + metas.get(i).and_then(|m| m.as_ref()).map_or(0, |m| m.len())
+            };
+            let mut start = 0;
+            loop {
+                let head = group.as_str().len() + R_GROUP_BYTES;
+                if !current.is_empty()
+                    && (entries == per_part || bytes + head + entry_bytes(start) > part_bytes)
+                {
+                    parts.push(std::mem::take(&mut current));
+                    (entries, bytes) = (0, 0);
+                }
+                // At least one entry per piece; then as many as fit.
+                let mut end = start;
+                let mut used = head;
+                while end < members.len()
+                    && entries + (end - start) < per_part
+                    && (end == start || bytes + used + entry_bytes(end) <= part_bytes)
+                {
+                    used += entry_bytes(end);
+                    end += 1;
+                }
+                entries += end - start;
+                bytes += used;
+                if start == 0 && end == members.len() {
+                    // The whole group in this piece (the common case): moved,
+                    // not copied.
+                    let (members, metas) =
+                        (std::mem::take(&mut members), std::mem::take(&mut metas));
+                    current.groups.push(SyncGroup {
+                        group,
+                        members,
+                        metas,
+                    });
+                    break;
+                }
+                current.groups.push(SyncGroup {
+                    group: group.clone(),
+                    members: members[start..end].to_vec(),
+                    metas: if metas.is_empty() {
+                        Vec::new()
+                    } else {
+                        metas[start..end].to_vec()
+                    },
+                });
+                start = end;
+                if start == members.len() {
+                    break;
+                }
+            }
+        }
+        // Registrations follow, one entry each.
+        for reg in registrations {
+            let size = R_ENTRY_BYTES
+                + R_GROUP_BYTES
+                + reg.key.as_str().len()
+                + reg.meta.as_ref().map_or(0, |m| m.len())
+                + reg
+                    .tag
+                    .as_ref()
+                    .map_or(0, |t| t.as_str().len() + R_TAG_BYTES);
+            if !current.is_empty() && (entries == per_part || bytes + size > part_bytes) {
+                parts.push(std::mem::take(&mut current));
+                (entries, bytes) = (0, 0);
+            }
+            current.registrations.push(reg);
+            entries += 1;
+            bytes += size;
+        }
+        if !current.is_empty() || parts.is_empty() {
+            parts.push(current);
+        }
+        parts
+    }
+
     proptest! {
+        /// The layout, which decides the cuts from sizes alone, cuts
+        /// exactly where the rule applied to the whole list does.
+        #[test]
+        fn the_layout_cuts_where_the_whole_list_rule_does(
+            sizes in proptest::collection::vec(1usize..300, 0..30),
+            keys in 0usize..40,
+            per_part in 1usize..400,
+            bytes in prop_oneof![Just(0usize), 1usize..6000, Just(usize::MAX)],
+        ) {
+            let list = groups(&sizes);
+            let regs = registrations(keys);
+            prop_assert_eq!(
+                split(list.clone(), regs.clone(), per_part, bytes),
+                reference_split(list, regs, per_part, bytes)
+            );
+        }
+
         /// Pieces joined in any order (each canonical on its own) give a
         /// canonical whole or are refused: what `join` accepts needs no
         /// second check.

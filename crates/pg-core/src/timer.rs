@@ -11,10 +11,17 @@ pub(crate) enum Timer {
     AntiEntropy,
     /// Next bounded step of removing the parts of nodes gone down.
     PartRemoval,
+    /// Next pieces of this node's part being sent to peers.
+    SyncStream,
 }
 
 impl Timer {
-    const ALL: [Timer; 3] = [Timer::Discovery, Timer::AntiEntropy, Timer::PartRemoval];
+    const ALL: [Timer; 4] = [
+        Timer::Discovery,
+        Timer::AntiEntropy,
+        Timer::PartRemoval,
+        Timer::SyncStream,
+    ];
 }
 
 /// One optional deadline per [`Timer`]; the next wake-up is the minimum.

@@ -203,7 +203,7 @@ fn a_large_part_syncs_in_pieces_applied_at_once() {
     let _ = events(&mut a);
     a.handle_node_up(b.local_node().clone());
     b.handle_node_up(node.clone());
-    let pieces: Vec<Frame> = transmits(&mut a)
+    let pieces: Vec<Frame> = sent(&mut a, now)
         .into_iter()
         .filter(|t| t.to == *b.local_node())
         .map(|t| Frame::decode(&t.frame.encode()).unwrap())
@@ -259,7 +259,7 @@ fn a_lost_piece_is_recovered_by_asking_again() {
     let asks = transmits(&mut b);
     assert_eq!(asks.len(), 1);
     a.handle_frame(b.local_node(), asks[0].frame.as_ref().clone(), now);
-    let pieces = transmits(&mut a);
+    let pieces = sent(&mut a, now);
     assert!(pieces.len() >= 4);
     for t in pieces.iter().skip(1) {
         b.handle_frame(&node, t.frame.as_ref().clone(), now);
@@ -351,7 +351,7 @@ fn pieces_are_bounded_in_bytes_as_well_as_entries() {
     let _ = events(&mut a);
     a.handle_node_up(b.local_node().clone());
     b.handle_node_up(node.clone());
-    let pieces: Vec<Frame> = transmits(&mut a)
+    let pieces: Vec<Frame> = sent(&mut a, now)
         .into_iter()
         .filter(|t| t.to == *b.local_node())
         .map(|t| t.frame.as_ref().clone())

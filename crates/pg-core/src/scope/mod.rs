@@ -23,6 +23,7 @@ mod commands;
 mod reads;
 mod registry;
 mod sync;
+mod sync_stream;
 use crate::timer::{Timer, TimerTable};
 
 /// A frame to send to one peer. Frames for several peers share one
@@ -89,6 +90,8 @@ struct Peer {
     repairing: bool,
     /// The pieces of a split sync from this peer run received so far.
     assembly: Option<Assembly>,
+    /// This node's part being sent to this peer run, a few pieces a step.
+    stream: Option<Box<sync_stream::SyncStream>>,
 }
 
 /// One scope of process groups on one node: its membership view and the
@@ -123,6 +126,9 @@ pub struct Scope {
     pending_bytes: usize,
     pending_base: u64,
     transmits: VecDeque<Transmit>,
+    /// Whether some peer may have a sync stream unfinished (frames for it
+    /// then wait behind it; see `sync_stream.rs`).
+    streaming: bool,
     events: EventQueue,
     violations: VecDeque<(NodeId, Violation)>,
     timers: TimerTable,
@@ -179,6 +185,7 @@ impl Scope {
             discovering: true,
             stats: ScopeStats::default(),
             seen_now: now,
+            streaming: false,
         }
     }
 
@@ -222,6 +229,7 @@ impl Scope {
                 part_sent: false,
                 repairing: false,
                 assembly: None,
+                stream: None,
             },
         );
         if !self.discovering {
@@ -485,6 +493,7 @@ impl Scope {
                     self.stats.part_removal_steps += 1;
                     self.remove_detached();
                 }
+                Timer::SyncStream => self.advance_streams(),
                 Timer::AntiEntropy => {
                     if let Some(peer) = self.random_peers(1).pop() {
                         self.send_digest(&peer, false);
@@ -586,14 +595,6 @@ impl Scope {
     fn queue(&mut self, to: &NodeId, frame: Frame) {
         self.flush_delta();
         self.push_transmit(to, Arc::new(frame));
-    }
-
-    fn push_transmit(&mut self, to: &NodeId, frame: Arc<Frame>) {
-        self.stats.frames_sent += 1;
-        self.transmits.push_back(Transmit {
-            to: to.clone(),
-            frame,
-        });
     }
 
     /// Sends the local changes recorded since the last flush to every peer,

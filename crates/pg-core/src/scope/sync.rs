@@ -1,11 +1,10 @@
-//! Whole-part syncs: sending this node's part, and applying a peer's
-//! differentially (events only for real changes).
+//! Whole-part syncs: applying a peer's differentially (events only for
+//! real changes). Sending this node's part is in `sync_stream.rs`.
 
-use crate::frame::{Frame, SyncGroup, SyncReg};
+use crate::frame::{SyncGroup, SyncReg};
 use crate::id::NodeId;
 use crate::membership::{LOCAL_SLOT, MetaUpdate};
 use crate::meta::LeaveReason;
-use crate::sync_parts;
 
 use super::Scope;
 
@@ -144,54 +143,5 @@ impl Scope {
     /// Whether this node's part holds anything (memberships or keys).
     pub(super) fn has_own_state(&self) -> bool {
         self.table.part_memberships(LOCAL_SLOT) > 0 || self.registry.count(LOCAL_SLOT) > 0
-    }
-
-    pub(super) fn send_own_sync(&mut self, to: &NodeId) {
-        if let Some(peer) = self.peers.get_mut(&to.name) {
-            peer.part_sent = true;
-        }
-        let known = self.table.slot_of(to).map(|s| self.table.seq(s));
-        let seq = self.table.seq(LOCAL_SLOT);
-        let mut parts = sync_parts::split(
-            self.table.local_sync_groups(),
-            self.local_sync_regs(),
-            self.config.sync_part_entries,
-            self.config.sync_part_bytes,
-        );
-        if parts.len() == 1 {
-            let whole = parts.pop().unwrap_or_default();
-            let frame = Frame::Sync {
-                seq,
-                known,
-                groups: whole.groups,
-                registrations: whole.registrations,
-            };
-            return self.queue(to, frame);
-        }
-        // More than MAX_SYNC_PARTS pieces cannot be numbered: the pieces
-        // grow instead. A part too large even then (hundreds of millions
-        // of entries) cannot be sent; the receivers refuse what they cannot
-        // number, and it is counted there.
-        if parts.len() > sync_parts::MAX_SYNC_PARTS as usize {
-            let grow = parts.len().div_ceil(sync_parts::MAX_SYNC_PARTS as usize);
-            parts = sync_parts::split(
-                self.table.local_sync_groups(),
-                self.local_sync_regs(),
-                self.config.sync_part_entries.saturating_mul(grow),
-                self.config.sync_part_bytes.saturating_mul(grow),
-            );
-        }
-        let total = parts.len() as u32;
-        for (index, piece) in parts.into_iter().enumerate() {
-            let frame = Frame::SyncPart {
-                seq,
-                known,
-                index: index as u32,
-                total,
-                groups: piece.groups,
-                registrations: piece.registrations,
-            };
-            self.queue(to, frame);
-        }
     }
 }

@@ -35,6 +35,17 @@ pub(crate) fn transmits(s: &mut Scope) -> Vec<Transmit> {
     std::iter::from_fn(|| s.poll_transmit()).collect()
 }
 
+/// Every frame `s` has to send at `now`, a sync's later pieces included
+/// (the steps that build them are due at once).
+pub(crate) fn sent(s: &mut Scope, now: Instant) -> Vec<Transmit> {
+    let mut out = transmits(s);
+    while s.poll_timeout().is_some_and(|at| at <= now) {
+        s.handle_timeout(now);
+        out.extend(transmits(s));
+    }
+    out
+}
+
 pub(crate) fn event(kind: EventKind, group: &str, pids: &[&Pid]) -> Event {
     let mut members: Vec<(Pid, u32)> = Vec::new();
     for &pid in pids {
@@ -65,7 +76,7 @@ pub(crate) fn pump(scopes: &mut [&mut Scope], now: Instant) {
     loop {
         let mut moved = false;
         for i in 0..scopes.len() {
-            for t in transmits(scopes[i]) {
+            for t in sent(scopes[i], now) {
                 let from = scopes[i].local_node().clone();
                 if let Some(to) = scopes.iter_mut().find(|s| *s.local_node() == t.to) {
                     let frame = Frame::decode(&t.frame.encode()).unwrap();
