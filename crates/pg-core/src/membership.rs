@@ -89,6 +89,9 @@ struct Part {
     processes: FxHashMap<u64, Vec<GroupId>>,
     /// Sum of all join counts in this part.
     memberships: u64,
+    /// The groups a first sync added this part's members to, whose
+    /// processes are not in `processes` yet (see `fresh.rs`).
+    unindexed: Vec<GroupId>,
     /// Its node went down and it is being removed (`removal.rs`).
     detached: bool,
 }
@@ -130,6 +133,7 @@ impl Membership {
                 node: local,
                 seq: 0,
                 processes: FxHashMap::default(),
+                unindexed: Vec::new(),
                 memberships: 0,
                 detached: false,
             })],
@@ -210,6 +214,7 @@ impl Membership {
             node,
             seq: 0,
             processes: FxHashMap::default(),
+            unindexed: Vec::new(),
             memberships: 0,
             detached: false,
         });
@@ -227,7 +232,8 @@ impl Membership {
     }
 
     /// Every membership of the part in `slot` as (group id, serial) -> count.
-    pub(crate) fn part_counts(&self, slot: Slot) -> FxHashMap<(GroupId, u64), u32> {
+    pub(crate) fn part_counts(&mut self, slot: Slot) -> FxHashMap<(GroupId, u64), u32> {
+        self.ensure_index(slot);
         let part = self.part(slot);
         let mut out = FxHashMap::default();
         out.reserve(part.processes.len());
@@ -328,6 +334,7 @@ impl Membership {
         if n == 0 {
             return;
         }
+        self.ensure_index(slot);
         let gid = match self.group_ids.get(group.as_str()) {
             Some(&gid) => gid,
             None => self.create_group(group.clone()),
@@ -431,6 +438,7 @@ impl Membership {
         events: &mut EventQueue,
         fix_index: bool,
     ) -> u32 {
+        self.ensure_index(slot);
         let key = MemberKey::new(slot, serial);
         let detailed = events.detailed();
         let g = self.group_mut(gid);
@@ -488,6 +496,7 @@ impl Membership {
     ) -> u64 {
         // The process leaves all of its groups: its index entry goes once,
         // up front, rather than being edited group by group.
+        self.ensure_index(slot);
         let Some(gids) = self.part_mut(slot).processes.remove(&serial) else {
             return 0;
         };
@@ -579,17 +588,21 @@ impl Membership {
     /// Join count of `serial` of `slot` in every group it is in.
     pub(crate) fn process_counts(&self, slot: Slot, serial: u64) -> Vec<(GroupName, u32)> {
         let key = MemberKey::new(slot, serial);
+        let counts = |gids: &[GroupId]| {
+            gids.iter()
+                .map(|&gid| {
+                    let g = self.group(gid);
+                    (g.name.clone(), g.list(key).count(key))
+                })
+                .collect()
+        };
+        if let Some(gids) = self.unindexed_groups_of(slot, serial) {
+            return counts(&gids);
+        }
         self.part(slot)
             .processes
             .get(&serial)
-            .map(|gids| {
-                gids.iter()
-                    .map(|&gid| {
-                        let g = self.group(gid);
-                        (g.name.clone(), g.list(key).count(key))
-                    })
-                    .collect()
-            })
+            .map(|gids| counts(gids))
             .unwrap_or_default()
     }
 }

@@ -13,14 +13,17 @@ pub(crate) enum Timer {
     PartRemoval,
     /// Next pieces of this node's part being sent to peers.
     SyncStream,
+    /// Building the process index a first sync left for later.
+    PartIndex,
 }
 
 impl Timer {
-    const ALL: [Timer; 4] = [
+    const ALL: [Timer; 5] = [
         Timer::Discovery,
         Timer::AntiEntropy,
         Timer::PartRemoval,
         Timer::SyncStream,
+        Timer::PartIndex,
     ];
 }
 

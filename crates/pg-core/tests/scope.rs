@@ -1027,10 +1027,9 @@ fn a_link_reset_resends_parts_both_ways_without_churn() {
 }
 
 /// A first sync (the bulk path) indexes each process's groups, whatever
-/// the width of its serial and however sparse the serials (3: counted,
-/// serials below twice the entries; 7: sorted in 8-byte pairs; 2^40 + 3:
-/// in 16-byte pairs): reads by pid, a later differential sync and a
-/// process leaving all see them.
+/// the width of its serial and however sparse the serials (3 and 7:
+/// sorted in 8-byte pairs; 2^40 + 3: in 16-byte pairs): reads by pid, a
+/// later differential sync and a process leaving all see them.
 #[test]
 fn first_sync_indexes_processes_by_serial_of_any_width() {
     for big in [3u64, 7, (1 << 40) + 3] {

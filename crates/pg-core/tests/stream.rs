@@ -148,3 +148,38 @@ fn a_newer_sync_replaces_an_unfinished_one() {
 fn piece_index_any(frame: &Frame) -> bool {
     matches!(frame, Frame::SyncPart { .. })
 }
+
+#[test]
+fn a_request_for_the_version_being_sent_does_not_start_it_over() {
+    let (mut a, b, _c, _pids, now) = setup();
+    a.handle_node_up(b.local_node().clone());
+    let first = transmits(&mut a);
+    let sent_first: Vec<u32> = to(&first, &b)
+        .iter()
+        .filter_map(|f| piece_index(f))
+        .collect();
+    // b asks (its request crossed the stream): the stream goes on.
+    a.handle_frame(b.local_node(), Frame::SyncRequest, now);
+    let rest = sent(&mut a, now);
+    let sent_rest: Vec<u32> = to(&rest, &b)
+        .iter()
+        .filter_map(|f| piece_index(f))
+        .collect();
+    let all: Vec<u32> = sent_first.into_iter().chain(sent_rest).collect();
+    assert_eq!(all, (0..25).collect::<Vec<_>>(), "each piece once");
+}
+
+#[test]
+fn a_replaced_link_gets_the_stream_from_its_first_piece() {
+    let (mut a, b, _c, _pids, now) = setup();
+    a.handle_node_up(b.local_node().clone());
+    let first = transmits(&mut a);
+    assert!(!to(&first, &b).is_empty());
+    a.handle_link_reset(b.local_node(), now);
+    let rest = sent(&mut a, now);
+    let again: Vec<u32> = to(&rest, &b)
+        .iter()
+        .filter_map(|f| piece_index(f))
+        .collect();
+    assert_eq!(again, (0..25).collect::<Vec<_>>(), "from the first piece");
+}

@@ -12,13 +12,19 @@
 //! Here each group's members are appended without a lookup (none is a
 //! member; a group that holds no remote member yet gets its list built at
 //! once, see [`MemberList::fill_new`](crate::member_list::MemberList::fill_new)),
-//! and each process's groups are gathered in sync order (as the general
-//! path would leave them) into one exact-size vector per process, one
-//! table insertion each: by a counting sort when serials are dense (they
-//! are given out in order), else by a stable radix sort of the (process,
-//! group) pairs. The counting sort stores no pair and needs no scratch
-//! copy: 16 MB less fresh memory to touch for a million memberships.
-//! Events are the same as the general path's, in the same order.
+//! and the process index (each process's groups) is not built in the
+//! sync's step at all: that was more than half of the step. The part
+//! records the groups it was added to, in sync order, and the index is
+//! built from their lists in a later step ([`Membership::build_pending_indexes`],
+//! due at once), so readers see the sync that much sooner. Anything that
+//! needs the index before then (a change to the part, a differential sync,
+//! a node down) builds it first; a read by pid looks through the recorded
+//! groups instead. The index gathers each process's groups in sync order
+//! (as the general path would leave them) into one exact-size vector per
+//! process: by a counting sort when serials are dense (they are given out
+//! in order), which stores no pair, else by a stable radix sort of the
+//! (process, group) pairs. Events are the same as the general path's, in
+//! the same order.
 
 use rustc_hash::FxHashMap;
 
@@ -44,15 +50,9 @@ impl Membership {
         events: &mut EventQueue,
     ) {
         debug_assert!(slot != LOCAL_SLOT && self.part_is_empty(slot));
-        let entries: usize = groups.iter().map(|g| g.members.len()).sum();
-        // Members are by serial: each group's last is its largest.
-        let max_serial = groups
-            .iter()
-            .filter_map(|g| g.members.last())
-            .map(|&(serial, _)| serial)
-            .max()
-            .unwrap_or(0);
-        let mut pairs = Pairs::new(&groups, entries, max_serial);
+        // Built by `build_pending_indexes` from these groups' lists.
+        self.ensure_index(slot);
+        let mut added_to: Vec<GroupId> = Vec::with_capacity(groups.len());
         let detailed = events.detailed();
         let mut added = 0u64;
         for SyncGroup {
@@ -68,10 +68,8 @@ impl Membership {
                 Some(&gid) => gid,
                 None => self.create_group(group.clone()),
             };
-            for &(serial, n) in &members {
-                added += u64::from(n);
-                pairs.push(serial, gid);
-            }
+            added += members.iter().map(|&(_, n)| u64::from(n)).sum::<u64>();
+            added_to.push(gid);
             if detailed {
                 let mut metas = metas.iter();
                 for &(serial, n) in &members {
@@ -106,12 +104,81 @@ impl Membership {
         }
         let part = self.part_mut(slot);
         part.memberships += added;
-        part.processes = pairs.into_index();
+        part.unindexed = added_to;
+    }
+
+    /// Builds every process index a first sync left for later.
+    pub(crate) fn build_pending_indexes(&mut self) {
+        for slot in 0..self.parts.len() {
+            // Slots are u16 (at most 65 536 parts).
+            self.ensure_index(slot as Slot);
+        }
+    }
+
+    /// Builds the process index of the part in `slot` if a first sync left
+    /// it for later: before anything reads or changes it.
+    pub(crate) fn ensure_index(&mut self, slot: Slot) {
+        let Some(part) = self
+            .parts
+            .get_mut(usize::from(slot))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if part.unindexed.is_empty() {
+            return;
+        }
+        let added_to = std::mem::take(&mut part.unindexed);
+        // This part's (serial, group) pairs, group by group in sync order;
+        // nothing changed the part since, so each group is still there.
+        let each = |this: &Self, f: &mut dyn FnMut(u64, GroupId)| {
+            for &gid in &added_to {
+                let Some(group) = this.groups.get(gid as usize).and_then(Option::as_ref) else {
+                    continue;
+                };
+                for (key, _) in group.remote.iter() {
+                    if key.slot() == slot {
+                        f(key.serial(), gid);
+                    }
+                }
+            }
+        };
+        let (mut entries, mut max_serial) = (0usize, 0u64);
+        each(self, &mut |serial, _| {
+            entries += 1;
+            max_serial = max_serial.max(serial);
+        });
+        let mut pairs = Pairs::new(entries, max_serial);
+        if pairs.counts() {
+            each(self, &mut |serial, _| pairs.count(serial));
+            pairs.counted();
+        }
+        each(self, &mut |serial, gid| pairs.push(serial, gid));
+        let index = pairs.into_index();
+        self.part_mut(slot).processes = index;
+    }
+
+    /// The groups of process `serial` of `slot` while its index waits to
+    /// be built (a read cannot build it): looked up in each group the
+    /// first sync added to, in sync order, as the index would list them.
+    pub(super) fn unindexed_groups_of(&self, slot: Slot, serial: u64) -> Option<Vec<GroupId>> {
+        let part = self.part(slot);
+        if part.unindexed.is_empty() {
+            return None;
+        }
+        let key = MemberKey::new(slot, serial);
+        let gids = part
+            .unindexed
+            .iter()
+            .copied()
+            .filter(|&gid| self.group(gid).remote.count(key) > 0)
+            .collect();
+        Some(gids)
     }
 }
 
-/// The (process serial, group) pairs of a sync, gathered into one group
-/// vector per process (each in sync order).
+/// The (process serial, group) pairs of a part, gathered into one group
+/// vector per process (each in the order pushed).
 enum Pairs {
     /// Serials below twice the number of entries (a node's serials are
     /// given out in order, so a part's are dense): a counting sort, with
@@ -121,7 +188,7 @@ enum Pairs {
         ends: Vec<u32>,
         gids: Vec<GroupId>,
     },
-    /// (serial, group) pairs in sync order, for a radix sort by serial,
+    /// (serial, group) pairs in push order, for a radix sort by serial,
     /// kept in 8 bytes each when every serial fits in 32 bits (any node
     /// short of four billion processes): half the memory to fill and sort
     /// of the 16-byte form.
@@ -130,27 +197,15 @@ enum Pairs {
 }
 
 impl Pairs {
-    /// Room for the `entries` pairs of `groups`, whose largest serial is
-    /// `max_serial`.
-    fn new(groups: &[SyncGroup], entries: usize, max_serial: u64) -> Self {
+    /// Room for `entries` pairs whose largest serial is `max_serial`; a
+    /// counting sort is ready once every serial is [`count`](Self::count)ed
+    /// and [`counted`](Self::counted) is called.
+    fn new(entries: usize, max_serial: u64) -> Self {
         let dense = u32::try_from(entries).is_ok()
             && usize::try_from(max_serial).is_ok_and(|m| m < entries.saturating_mul(2));
         if dense {
-            // Serial s's groups start where serial s - 1's end: count
-            // each serial's groups one slot up, then sum the counts.
-            let mut ends = vec![0u32; max_serial as usize + 2];
-            for (serial, _) in groups.iter().flat_map(|g| &g.members) {
-                if let Some(next) = ends.get_mut(*serial as usize + 1) {
-                    *next += 1;
-                }
-            }
-            let mut sum = 0u32;
-            for end in &mut ends {
-                sum += *end;
-                *end = sum;
-            }
             return Self::Counted {
-                ends,
+                ends: vec![0u32; max_serial as usize + 2],
                 gids: vec![0; entries],
             };
         }
@@ -161,11 +216,36 @@ impl Pairs {
         }
     }
 
+    /// Whether serials must be counted before the pairs are pushed.
+    fn counts(&self) -> bool {
+        matches!(self, Self::Counted { .. })
+    }
+
+    /// Counts one pair of `serial` (counting sort only), one slot up.
+    fn count(&mut self, serial: u64) {
+        if let Self::Counted { ends, .. } = self
+            && let Some(next) = ends.get_mut(serial as usize + 1)
+        {
+            *next += 1;
+        }
+    }
+
+    /// Every serial counted: serial s's groups start where s - 1's end.
+    fn counted(&mut self) {
+        if let Self::Counted { ends, .. } = self {
+            let mut sum = 0u32;
+            for end in ends {
+                sum += *end;
+                *end = sum;
+            }
+        }
+    }
+
     fn push(&mut self, serial: u64, gid: GroupId) {
         match self {
             Self::Counted { ends, gids } => {
-                // Every serial was counted in `new` (a validated sync
-                // does not change in between): its slot is in range.
+                // Every serial was counted first (the part did not change
+                // in between): its slot is in range.
                 if let Some(end) = ends.get_mut(serial as usize)
                     && let Some(place) = gids.get_mut(*end as usize)
                 {
@@ -176,8 +256,8 @@ impl Pairs {
             }
             Self::Narrow(v) => match u32::try_from(serial) {
                 Ok(narrow) => return v.push((narrow, gid)),
-                // Only if the largest serial given was wrong (it is read
-                // from validated, sorted groups): widen, never truncate.
+                // Only if the largest serial given was wrong: widen, never
+                // truncate.
                 Err(_) => {
                     let wide = v.iter().map(|&(s, g)| (u64::from(s), g)).collect();
                     *self = Self::Wide(wide);
@@ -190,7 +270,7 @@ impl Pairs {
         }
     }
 
-    /// Process serial -> its groups, in sync order: one exact-size vector
+    /// Process serial -> its groups, in push order: one exact-size vector
     /// per process.
     fn into_index(self) -> FxHashMap<u64, Vec<GroupId>> {
         match self {

@@ -61,6 +61,7 @@ impl Membership {
     /// [`remove_detached`](Self::remove_detached) steps remove its members.
     pub(crate) fn detach_part(&mut self, slot: Slot, reason: LeaveReason) {
         debug_assert_ne!(slot, LOCAL_SLOT, "the local part is never detached");
+        self.ensure_index(slot);
         let part = self.part_mut(slot);
         part.detached = true;
         let unindexed = std::mem::take(&mut part.processes);

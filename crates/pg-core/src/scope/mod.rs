@@ -262,6 +262,7 @@ impl Scope {
             return;
         }
         state.sync_requested_at = None;
+        self.rewind_stream(peer);
         self.send_own_sync(peer);
         self.request_sync(peer, now);
     }
@@ -483,7 +484,8 @@ impl Scope {
     }
 
     /// Runs the timers due at `now`: start-up discovery, anti-entropy, the
-    /// next step of removing a downed node's part.
+    /// next step of removing a downed node's part, of sending this node's
+    /// part in pieces, and of indexing a part a first sync brought.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.saw(now);
         for timer in self.timers.expire(now) {
@@ -494,6 +496,7 @@ impl Scope {
                     self.remove_detached();
                 }
                 Timer::SyncStream => self.advance_streams(),
+                Timer::PartIndex => self.table.build_pending_indexes(),
                 Timer::AntiEntropy => {
                     if let Some(peer) = self.random_peers(1).pop() {
                         self.send_digest(&peer, false);

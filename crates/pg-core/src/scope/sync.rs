@@ -7,6 +7,7 @@ use crate::membership::{LOCAL_SLOT, MetaUpdate};
 use crate::meta::LeaveReason;
 
 use super::Scope;
+use crate::timer::Timer;
 
 impl Scope {
     pub(super) fn on_sync(
@@ -84,6 +85,8 @@ impl Scope {
             // A first sync (a new peer, or a restarted one): every member
             // is new, with nothing to compare against.
             self.table.add_fresh_part(slot, groups, &mut self.events);
+            // Its process index is built in the next step (see fresh.rs).
+            self.timers.set(Timer::PartIndex, self.seen_now);
             return;
         }
         // What the part holds now; whatever the sync does not mention goes.

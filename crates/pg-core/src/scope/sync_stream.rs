@@ -153,8 +153,9 @@ impl SyncStream {
             seq: self.seq,
             known: self.known,
             index,
-            // At most MAX_SYNC_PARTS (see `send_own_sync`).
-            total: self.marks.len() as u32,
+            // Past MAX_SYNC_PARTS only for a part too large to number even
+            // with grown pieces (see `send_own_sync`): receivers refuse it.
+            total: u32::try_from(self.marks.len()).unwrap_or(u32::MAX),
             groups: piece.groups,
             registrations: piece.registrations,
         })
@@ -168,6 +169,16 @@ impl Scope {
         }
         let known = self.table.slot_of(to).map(|s| self.table.seq(s));
         let seq = self.table.seq(crate::membership::LOCAL_SLOT);
+        // This very sync is already on its way (a request crossed it):
+        // starting over would only delay it.
+        let streaming = self
+            .peers
+            .get(&to.name)
+            .filter(|p| p.node == *to)
+            .and_then(|p| p.stream.as_ref());
+        if streaming.is_some_and(|s| s.seq == seq && s.known == known) {
+            return;
+        }
         let mut part = LocalPart {
             groups: self.table.local_part_snapshot(),
             registrations: self.local_sync_regs(),
@@ -221,6 +232,19 @@ impl Scope {
         peer.stream = Some(Box::new(stream));
         self.streaming = true;
         self.advance_streams();
+    }
+
+    /// Sends `peer`'s unfinished stream again from its first piece: the
+    /// link was replaced, and pieces on the old one may be lost.
+    pub(super) fn rewind_stream(&mut self, peer: &NodeId) {
+        if let Some(stream) = self
+            .peers
+            .get_mut(&peer.name)
+            .filter(|p| p.node == *peer)
+            .and_then(|p| p.stream.as_mut())
+        {
+            stream.next = 0;
+        }
     }
 
     /// Builds and queues up to [`PIECES_PER_STEP`] more pieces of each

@@ -35,7 +35,8 @@ pub struct NetStats {
 pub struct FrameCounts {
     /// `Delta` frames.
     pub deltas: u64,
-    /// `Sync` frames.
+    /// Syncs: `Sync` frames, and syncs split into `SyncPart`s (counted
+    /// once each, by their first piece).
     pub syncs: u64,
     /// `SyncRequest` frames.
     pub sync_requests: u64,
@@ -49,8 +50,11 @@ impl FrameCounts {
     pub(super) fn count(&mut self, frame: &Frame) {
         let counter = match frame {
             Frame::Delta { .. } => &mut self.deltas,
-            // A piece of a split sync counts as a sync frame.
-            Frame::Sync { .. } | Frame::SyncPart { .. } => &mut self.syncs,
+            // A split sync counts once, by its first piece: its later
+            // pieces leave in later steps, which would not be credited to
+            // the request that asked for it.
+            Frame::Sync { .. } | Frame::SyncPart { index: 0, .. } => &mut self.syncs,
+            Frame::SyncPart { .. } => return,
             Frame::SyncRequest => &mut self.sync_requests,
             Frame::Discover => &mut self.discovers,
             Frame::Digest { .. } => &mut self.digests,

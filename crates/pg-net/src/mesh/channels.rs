@@ -81,9 +81,9 @@ pub(super) enum Queued {
     /// A message, encoded as it is written.
     Message(NetMessage),
     /// A piece of a sync, a scope frame for this peer alone: encoded by
-    /// the writer rather than by the sender. The scope queues every piece
-    /// of a sync in one step; encoded there, the first piece stayed off
-    /// the wire until the last was encoded, and the peer sat idle.
+    /// the writer rather than by the sender, so the scope's step that
+    /// builds pieces does not also encode them (under the scope's lock)
+    /// and the writer encodes the next while the last is on the wire.
     Piece {
         /// The scope id.
         scope: String,
@@ -99,17 +99,14 @@ impl From<NetMessage> for Queued {
 }
 
 impl Queued {
-    /// Appends the message as data record `seq`; returns its length.
-    fn encode_data_into(&self, seq: u64, out: &mut Vec<u8>) -> usize {
+    /// The message to write, the piece's frame encoded now.
+    fn into_message(self) -> NetMessage {
         match self {
-            Queued::Message(message) => wire::encode_data_into(seq, message, out),
-            Queued::Piece { scope, frame } => {
-                let message = NetMessage::Scope {
-                    scope: scope.clone(),
-                    frame: Bytes::from(frame.encode()),
-                };
-                wire::encode_data_into(seq, &message, out)
-            }
+            Queued::Message(message) => message,
+            Queued::Piece { scope, frame } => NetMessage::Scope {
+                scope,
+                frame: Bytes::from(frame.encode()),
+            },
         }
     }
 }
@@ -282,9 +279,21 @@ impl Mesh {
                     }
                 },
             };
+            let message = match message {
+                Queued::Message(message) => message,
+                piece @ Queued::Piece { .. } => {
+                    // Encoded without the channel's lock, which readers
+                    // take to record acknowledgements. Only this writer
+                    // numbers and pushes, so `first_seq` still holds.
+                    drop(out);
+                    let message = piece.into_message();
+                    out = channels.out[k].lock();
+                    message
+                }
+            };
             let start = scratch.len();
             let seq = first_seq + spans.len() as u64;
-            let len = message.encode_data_into(seq, scratch);
+            let len = wire::encode_data_into(seq, &message, scratch);
             if len - 4 > max {
                 scratch.truncate(start);
                 bump(&self.counters.oversized, "pg_net_oversized_total", 1);

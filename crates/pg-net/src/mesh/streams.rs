@@ -19,7 +19,8 @@ use crate::link::Arrival;
 use crate::wire::{self, NetMessage, Record};
 
 impl Mesh {
-    /// Queues `message` for `to`'s writer. Encoded before the peers lock,
+    /// Queues `message` for `to`'s writer. Encoded (a sync piece: by the
+    /// writer, see `Queued::Piece`) before the peers lock,
     /// then queued under it without cloning the link (a clone of its QUIC
     /// connection takes that connection's own lock, twice per send, against
     /// its driver).

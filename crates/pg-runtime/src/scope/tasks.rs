@@ -1,6 +1,7 @@
 //! The scope's two background tasks: the timer (anti-entropy, discovery,
-//! the steps of removing a downed node's part) and the cleanup of ended
-//! processes.
+//! and the work the core paces in steps due at once: removing a downed
+//! node's part, sending this node's part in pieces, indexing a part a
+//! first sync brought) and the cleanup of ended processes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use super::{Publish, ScopeShared, clock};
 use crate::exits::EXIT_BATCH;
 
-/// Wakes for the core's deadlines (anti-entropy, discovery, removal).
+/// Wakes for the core's deadlines (anti-entropy, discovery, paced steps).
 pub(super) async fn timer_loop(shared: Arc<ScopeShared>) {
     loop {
         if shared.closed.load(Ordering::Acquire) {
